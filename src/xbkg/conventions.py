@@ -1,0 +1,77 @@
+"""Names, units and format constants shared by every module.
+
+Everything that is a *convention* (a dimension name, a unit string, a GADF
+keyword) lives here once, so that the rest of the code refers to it by name.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+#: Dimension names of the labelled arrays.
+OBS_DIM: Final = "obs_id"
+ENERGY_DIM: Final = "energy"
+OFFSET_DIM: Final = "offset"
+GROUP_DIM: Final = "group"
+BOUNDS_DIM: Final = "bounds"
+
+#: Units (CF-style strings, parsed with :mod:`astropy.units` where units change).
+ENERGY_UNIT: Final = "TeV"
+OFFSET_UNIT: Final = "deg"
+TIME_UNIT: Final = "s"
+RATE_UNIT: Final = "s-1 MeV-1 sr-1"
+#: Energy widths are taken in MeV for the rate while edges are stored in TeV.
+MEV_PER_TEV: Final = 1.0e6
+
+#: Which run duration normalises the rate. GADF says observation time (ONTIME);
+#: Gammapy 0.6 and the H.E.S.S. DR1 templates used LIVETIME.
+TimeConvention = Literal["ontime", "livetime"]
+TIME_CONVENTIONS: Final[tuple[str, ...]] = ("ontime", "livetime")
+DEFAULT_TIME_CONVENTION: Final[TimeConvention] = "ontime"
+
+#: Default binning, as in the Gammapy 0.6 tutorial: 15 log bins 0.1-100 TeV,
+#: 99 equal-solid-angle offset rings out to 2.5 deg.
+DEFAULT_ENERGY_RANGE: Final = (0.1, 100.0)
+DEFAULT_ENERGY_BINS: Final = 15
+DEFAULT_OFFSET_MAX: Final = 2.5
+DEFAULT_OFFSET_EDGES: Final = 100
+
+#: Default grouping of the tutorial: two zenith bands.
+DEFAULT_GROUPING: Final = {"ZEN_PNT": (0.0, 49.0, 90.0)}
+
+#: Exclusion radius used where a catalogue gives no size, and the default minimum.
+DEFAULT_SOURCE_RADIUS: Final = 0.3
+DEFAULT_MIN_RADIUS: Final = 0.3
+
+#: GADF bkg_2d / bkg_3d header keywords.
+GADF_HDUDOC: Final = "https://github.com/open-gamma-ray-astro/gamma-astro-data-formats"
+GADF_HDUVERS: Final = "0.3"
+BKG_2D_EXTNAME: Final = "BACKGROUND"
+BKG_2D_HDUCLAS: Final = {
+    "HDUCLASS": "GADF",
+    "HDUDOC": GADF_HDUDOC,
+    "HDUVERS": GADF_HDUVERS,
+    "HDUCLAS1": "RESPONSE",
+    "HDUCLAS2": "BKG",
+    "HDUCLAS3": "FULL-ENCLOSURE",
+    "HDUCLAS4": "BKG_2D",
+}
+#: Header keyword recording which run duration normalises the rate.
+TIME_KEYWORD: Final = "BKGTIME"
+
+#: Output file names (the Gammapy 0.6 names, kept so that old scripts still work).
+GROUP_DEF_FILE: Final = "group-def.fits"
+OBS_INDEX_FILE: Final = "obs-index.fits.gz"
+HDU_INDEX_FILE: Final = "hdu-index.fits.gz"
+ARCHIVE_FILE: Final = "background.nc"
+
+
+def model_filename(group_id: int, smooth: bool) -> str:
+    """File name of the bkg_2d FITS file of one group (Gammapy 0.6 naming)."""
+    prefix = "smooth_" if smooth else ""
+    return f"{prefix}background_2D_group_{group_id:03d}_table.fits.gz"
+
+
+def coord_name(column: str) -> str:
+    """Name of the run coordinate holding an obs-index column (``DATE-OBS`` -> ``date_obs``)."""
+    return column.strip().lower().replace("-", "_")
