@@ -23,7 +23,8 @@ def test_bounds_roundtrip():
     np.testing.assert_array_equal(axes.edges(da, "energy"), e)
     np.testing.assert_array_equal(axes.edges(da, "offset"), o)
     np.testing.assert_allclose(da.energy.values, [np.sqrt(0.1), np.sqrt(10)])
-    assert da.energy.attrs["bounds"] == "energy_bounds"
+    # edges follow selections, unlike a CF bounds variable which xarray would drop here
+    np.testing.assert_array_equal(axes.edges(da.isel(offset=slice(1, 3)), "offset"), o[1:])
     np.testing.assert_allclose(axes.energy_width_mev(da).values, [0.9e6, 9e6])
 
 
@@ -47,5 +48,14 @@ def test_invalid_edges_are_refused(bad):
 
 def test_edges_require_bounds():
     da = xr.DataArray([1.0, 2.0], dims="energy", coords={"energy": [1.0, 2.0]})
-    with pytest.raises(KeyError, match="bounds"):
+    with pytest.raises(KeyError, match="no bin edges"):
         axes.edges(da, "energy")
+
+
+def test_cf_bounds_roundtrip():
+    ds = xr.Dataset({"x": (("energy", "offset"), np.ones((15, 99)))}, coords=axes.binned_coords())
+    cf = axes.to_cf_bounds(ds)
+    assert cf["energy_bounds"].dims == ("energy", "bounds")
+    assert cf["energy"].attrs["bounds"] == "energy_bounds"
+    assert "energy_lo" not in cf.coords
+    xr.testing.assert_identical(axes.from_cf_bounds(cf), ds)

@@ -1,9 +1,16 @@
 """Binned axes: edges, CF bounds, widths and exact solid angles.
 
 Bin edges are data. A binned dimension ``x`` is carried as a centre coordinate
-``x`` (with ``attrs["bounds"] = "x_bounds"``) plus a ``x_bounds`` coordinate of
-shape ``(x, bounds)`` holding the lower and upper edge of every bin, as the CF
-conventions prescribe. Edges are recovered from the bounds, never from centres.
+``x`` plus two coordinates ``x_lo`` and ``x_hi`` along ``x`` holding the lower
+and upper edge of every bin. Edges are recovered from them, never from centres.
+
+Why not a CF ``x_bounds`` variable of shape ``(x, bounds)`` in memory? xarray
+drops such a coordinate whenever a variable is taken out of its Dataset
+(``ds["rate"]``), because a DataArray may only carry coordinates along its own
+dimensions; the edges would then be lost exactly where users need them (plots,
+slices). ``x_lo``/``x_hi`` follow every selection and arithmetic. The netCDF
+archive converts them to CF bounds on disk and back on load
+(:func:`to_cf_bounds`, :func:`from_cf_bounds`).
 """
 
 from __future__ import annotations
@@ -29,12 +36,13 @@ from xbkg.conventions import (
 
 __all__ = [
     "binned_coords",
-    "bounds_name",
     "edges",
+    "from_cf_bounds",
     "energy_edges",
     "energy_width_mev",
     "offset_edges",
     "ring_solid_angle",
+    "to_cf_bounds",
     "validate_edges",
 ]
 
@@ -85,24 +93,16 @@ def validate_edges(values: ArrayLike, name: str, *, positive: bool = False) -> N
     return arr
 
 
-def bounds_name(dim: str) -> str:
-    """Name of the CF bounds coordinate of a binned dimension."""
-    return f"{dim}_bounds"
-
-
 def _axis_coords(
     dim: str, edges_: NDArray[np.float64], centres: NDArray[np.float64], unit: str, long_name: str
 ) -> dict[str, xr.Variable]:
-    bname = bounds_name(dim)
-    bounds = np.stack([edges_[:-1], edges_[1:]], axis=-1)
     return {
-        dim: xr.Variable(
-            dim,
-            centres,
-            attrs={"units": unit, "long_name": long_name, "bounds": bname},
+        dim: xr.Variable(dim, centres, attrs={"units": unit, "long_name": long_name}),
+        f"{dim}_lo": xr.Variable(
+            dim, edges_[:-1], attrs={"units": unit, "long_name": f"{long_name}, lower bin edge"}
         ),
-        bname: xr.Variable(
-            (dim, BOUNDS_DIM), bounds, attrs={"units": unit, "long_name": f"{long_name} bin edges"}
+        f"{dim}_hi": xr.Variable(
+            dim, edges_[1:], attrs={"units": unit, "long_name": f"{long_name}, upper bin edge"}
         ),
     }
 
@@ -110,7 +110,7 @@ def _axis_coords(
 def binned_coords(
     energy: ArrayLike | None = None, offset: ArrayLike | None = None
 ) -> dict[str, xr.Variable]:
-    """Coordinates of the energy and offset dimensions, with CF bounds.
+    """Coordinates of the energy and offset dimensions, with bin edges.
 
     Energy centres are logarithmic (``sqrt(lo * hi)``), offset centres linear.
 
@@ -133,23 +133,70 @@ def binned_coords(
 
 
 def edges(obj: xr.Dataset | xr.DataArray, dim: str) -> NDArray[np.float64]:
-    """Bin edges of ``dim``, read from its CF bounds coordinate.
+    """Bin edges of ``dim``, read from its ``<dim>_lo`` / ``<dim>_hi`` coordinates.
 
     Raises
     ------
     KeyError
-        If ``obj`` has no bounds for ``dim`` (edges are never guessed from centres).
+        If ``obj`` carries no edges for ``dim`` (edges are never guessed from centres).
+    ValueError
+        If the bins are not contiguous (edges of a non-contiguous selection).
     """
-    bname = obj[dim].attrs.get("bounds", bounds_name(dim))
-    if bname not in obj.coords:
+    lo, hi = f"{dim}_lo", f"{dim}_hi"
+    if lo not in obj.coords or hi not in obj.coords:
         raise KeyError(
-            f"{dim!r} has no bounds coordinate {bname!r}; bin edges cannot be recovered from "
-            "centres. Build the axis with xbkg.axes.binned_coords."
+            f"{dim!r} has no bin edges ({lo!r}, {hi!r} coordinates); edges cannot be recovered "
+            "from centres. Build the axis with xbkg.axes.binned_coords."
         )
-    b = obj[bname].transpose(dim, ...).values
-    if b.shape[0] > 1 and not np.allclose(b[1:, 0], b[:-1, 1], rtol=1e-12, atol=0):
-        raise ValueError(f"{bname!r} does not describe contiguous bins")
-    return np.append(b[:, 0], b[-1, 1])
+    lo_v, hi_v = obj[lo].values, obj[hi].values
+    if lo_v.size > 1 and not np.array_equal(lo_v[1:], hi_v[:-1]):
+        raise ValueError(f"the {dim!r} bins are not contiguous, so they have no single edge array")
+    return np.append(lo_v, hi_v[-1:])
+
+
+def to_cf_bounds(ds: xr.Dataset) -> xr.Dataset:
+    """Replace ``<dim>_lo``/``<dim>_hi`` by a CF bounds variable ``<dim>_bounds`` (for files)."""
+    out = ds.copy()
+    for dim in list(ds.dims):
+        lo, hi = f"{dim}_lo", f"{dim}_hi"
+        if lo in ds.coords and hi in ds.coords:
+            name = f"{dim}_bounds"
+            out.coords[name] = xr.concat([ds[lo], ds[hi]], dim=BOUNDS_DIM).transpose(dim, BOUNDS_DIM)
+            out[name].attrs = {"units": ds[lo].attrs.get("units", "")}
+            out = out.drop_vars([lo, hi])
+            out[dim].attrs["bounds"] = name
+    return out
+
+
+def from_cf_bounds(ds: xr.Dataset) -> xr.Dataset:
+    """Inverse of :func:`to_cf_bounds`: CF bounds back to ``<dim>_lo``/``<dim>_hi``."""
+    out = ds.copy()
+    for dim in list(ds.dims):
+        if dim not in ds.coords or "bounds" not in ds[dim].attrs:
+            continue
+        name = ds[dim].attrs["bounds"]
+        if name not in ds.variables:
+            continue
+        b = ds[name].transpose(dim, ...)
+        long_name = ds[dim].attrs.get("long_name", dim)
+        units = ds[dim].attrs.get("units", b.attrs.get("units", ""))
+        out = out.drop_vars(name)
+        out = out.assign_coords(
+            {
+                f"{dim}_lo": xr.Variable(
+                    dim, b.values[:, 0], {"units": units, "long_name": f"{long_name}, lower bin edge"}
+                ),
+                f"{dim}_hi": xr.Variable(
+                    dim, b.values[:, 1], {"units": units, "long_name": f"{long_name}, upper bin edge"}
+                ),
+            }
+        )
+        attrs = dict(out[dim].attrs)
+        attrs.pop("bounds")
+        out[dim].attrs = attrs
+    if BOUNDS_DIM in out.dims and not any(BOUNDS_DIM in v.dims for v in out.variables.values()):
+        out = out.drop_dims(BOUNDS_DIM)
+    return out
 
 
 def energy_width_mev(obj: xr.Dataset | xr.DataArray) -> xr.DataArray:
