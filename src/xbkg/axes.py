@@ -37,9 +37,9 @@ from xbkg.conventions import (
 __all__ = [
     "binned_coords",
     "edges",
-    "from_cf_bounds",
     "energy_edges",
     "energy_width_mev",
+    "from_cf_bounds",
     "offset_edges",
     "ring_solid_angle",
     "to_cf_bounds",
@@ -93,18 +93,21 @@ def validate_edges(values: ArrayLike, name: str, *, positive: bool = False) -> N
     return arr
 
 
+def _edge_coords(
+    dim: str, lo: NDArray[np.float64], hi: NDArray[np.float64], unit: str, long_name: str
+) -> dict[str, xr.Variable]:
+    return {
+        f"{dim}_lo": xr.Variable(dim, lo, {"units": unit, "long_name": f"{long_name}, lower edge"}),
+        f"{dim}_hi": xr.Variable(dim, hi, {"units": unit, "long_name": f"{long_name}, upper edge"}),
+    }
+
+
 def _axis_coords(
     dim: str, edges_: NDArray[np.float64], centres: NDArray[np.float64], unit: str, long_name: str
 ) -> dict[str, xr.Variable]:
-    return {
-        dim: xr.Variable(dim, centres, attrs={"units": unit, "long_name": long_name}),
-        f"{dim}_lo": xr.Variable(
-            dim, edges_[:-1], attrs={"units": unit, "long_name": f"{long_name}, lower bin edge"}
-        ),
-        f"{dim}_hi": xr.Variable(
-            dim, edges_[1:], attrs={"units": unit, "long_name": f"{long_name}, upper bin edge"}
-        ),
-    }
+    coords = {dim: xr.Variable(dim, centres, attrs={"units": unit, "long_name": long_name})}
+    coords.update(_edge_coords(dim, edges_[:-1], edges_[1:], unit, long_name))
+    return coords
 
 
 def binned_coords(
@@ -161,7 +164,8 @@ def to_cf_bounds(ds: xr.Dataset) -> xr.Dataset:
         lo, hi = f"{dim}_lo", f"{dim}_hi"
         if lo in ds.coords and hi in ds.coords:
             name = f"{dim}_bounds"
-            out.coords[name] = xr.concat([ds[lo], ds[hi]], dim=BOUNDS_DIM).transpose(dim, BOUNDS_DIM)
+            bounds = xr.concat([ds[lo], ds[hi]], dim=BOUNDS_DIM)
+            out.coords[name] = bounds.transpose(dim, BOUNDS_DIM)
             out[name].attrs = {"units": ds[lo].attrs.get("units", "")}
             out = out.drop_vars([lo, hi])
             out[dim].attrs["bounds"] = name
@@ -181,16 +185,7 @@ def from_cf_bounds(ds: xr.Dataset) -> xr.Dataset:
         long_name = ds[dim].attrs.get("long_name", dim)
         units = ds[dim].attrs.get("units", b.attrs.get("units", ""))
         out = out.drop_vars(name)
-        out = out.assign_coords(
-            {
-                f"{dim}_lo": xr.Variable(
-                    dim, b.values[:, 0], {"units": units, "long_name": f"{long_name}, lower bin edge"}
-                ),
-                f"{dim}_hi": xr.Variable(
-                    dim, b.values[:, 1], {"units": units, "long_name": f"{long_name}, upper bin edge"}
-                ),
-            }
-        )
+        out = out.assign_coords(_edge_coords(dim, b.values[:, 0], b.values[:, 1], units, long_name))
         attrs = dict(out[dim].attrs)
         attrs.pop("bounds")
         out[dim].attrs = attrs
@@ -247,5 +242,5 @@ def ring_solid_angle(
         # cos(t1) - cos(t2) = 2 sin((t2 + t1)/2) sin((t2 - t1)/2): no cancellation for thin rings.
         omega = 4 * np.pi * np.sin(0.5 * (t[1:] + t[:-1])) * np.sin(0.5 * np.diff(t))
     return xr.DataArray(
-        omega, dims=OFFSET_DIM, coords=coords, attrs={"units": "sr", "long_name": "ring solid angle"}
+        omega, dims=OFFSET_DIM, coords=coords, attrs={"units": "sr", "long_name": "solid angle"}
     )
