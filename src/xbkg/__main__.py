@@ -1,0 +1,7 @@
+"""Run the command line as ``python -m xbkg``."""
+
+import sys
+
+from xbkg.cli import main
+
+sys.exit(main())

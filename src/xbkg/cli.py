@@ -1,0 +1,384 @@
+"""Command line: a thin layer over the public API.
+
+``xbkg make DATA_STORE OUT_DIR`` builds models; ``xbkg simulate OUT_DIR``
+writes a synthetic data store; ``xbkg copy`` copies runs to a new store.
+Heavy modules are imported inside the commands so that ``xbkg --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+EXIT_ERROR = 1
+
+
+class _Fail(Exception):
+    """An error to report as ``xbkg: error: ...`` with a non-zero exit code."""
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
+
+
+def _edges(kind: str):
+    """Parse ``a,b,c`` (explicit edges) or ``START:STOP:NBINS`` (log energy, sqrt offset)."""
+
+    def parse(text: str) -> list[float]:
+        if ":" in text:
+            parts = text.split(":")
+            if len(parts) != 3:
+                raise argparse.ArgumentTypeError(f"expected START:STOP:NBINS, got {text!r}")
+            try:
+                start, stop, n = float(parts[0]), float(parts[1]), int(parts[2])
+            except ValueError as exc:
+                raise argparse.ArgumentTypeError(
+                    f"expected START:STOP:NBINS, got {text!r}"
+                ) from exc
+            import numpy as np
+
+            if kind == "energy":
+                if not 0 < start < stop or n < 1:
+                    raise argparse.ArgumentTypeError(
+                        f"need 0 < START < STOP and NBINS >= 1: {text}"
+                    )
+                return list(np.geomspace(start, stop, n + 1))
+            if not 0 <= start < stop or n < 1:
+                raise argparse.ArgumentTypeError(f"need 0 <= START < STOP and NBINS >= 1: {text}")
+            return list(np.sqrt(np.linspace(start**2, stop**2, n + 1)))
+        return _floats(text)
+
+    return parse
+
+
+def _keyval(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected COLUMN=VALUES, got {text!r}")
+    key, value = text.split("=", 1)
+    return key.strip(), value.strip()
+
+
+def _range(text: str) -> tuple[str, tuple[float | None, float | None]]:
+    key, value = _keyval(text)
+    if ":" not in value:
+        raise argparse.ArgumentTypeError(
+            f"expected COLUMN=LO:HI (either side may be empty): {text}"
+        )
+    lo, hi = value.split(":", 1)
+    try:
+        return key, (float(lo) if lo else None, float(hi) if hi else None)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"bad range in {text!r}") from exc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``xbkg`` command."""
+    parser = argparse.ArgumentParser(
+        prog="xbkg",
+        description="Template background models for gamma-ray telescopes (GADF data stores).",
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    make = sub.add_parser(
+        "make",
+        help="build background models from a data store",
+        description=(
+            "Build grouped template background models from the runs of a GADF data store "
+            "and write them, with group-def.fits, an obs-index, an HDU index pointing every "
+            "run at its model and a netCDF archive, into OUT_DIR (itself a data store)."
+        ),
+    )
+    make.add_argument("data_store", type=Path, help="folder of the input GADF data store")
+    make.add_argument("out_dir", type=Path, help="output folder")
+    make.add_argument(
+        "--obs-id", type=int, nargs="+", metavar="ID", help="use only these runs (default: all)"
+    )
+    make.add_argument(
+        "--select",
+        type=_range,
+        action="append",
+        metavar="COL=LO:HI",
+        help="use only runs with LO <= COL < HI; write |COL| for the absolute value, "
+        "e.g. '|GLAT_PNT|=10:' (repeatable)",
+    )
+    make.add_argument(
+        "--group",
+        type=_keyval,
+        action="append",
+        metavar="COL=EDGES",
+        help="group runs by COL with half-open bins between comma-separated EDGES "
+        "(repeatable; several make the cartesian product; default ZEN_PNT=0,49,90)",
+    )
+    make.add_argument(
+        "--group-values",
+        type=_keyval,
+        action="append",
+        metavar="COL=VALUES",
+        help="group runs by the discrete comma-separated VALUES of COL, e.g. N_TELS=3,4",
+    )
+    make.add_argument(
+        "--energy-edges",
+        type=_edges("energy"),
+        metavar="EDGES",
+        help="energy edges in TeV: comma-separated, or START:STOP:NBINS log-spaced "
+        "(default 0.1:100:15)",
+    )
+    make.add_argument(
+        "--offset-edges",
+        type=_edges("offset"),
+        metavar="EDGES",
+        help="offset edges in deg: comma-separated, or START:STOP:NBINS equal-area rings "
+        "(default 0:2.5:99)",
+    )
+    make.add_argument(
+        "--exclude",
+        type=Path,
+        action="append",
+        metavar="CATALOG",
+        help="exclude the sources of a FITS catalogue (gamma-cat, HGPS, or RA/DEC/Radius table)",
+    )
+    make.add_argument(
+        "--exclude-circle",
+        type=_floats,
+        action="append",
+        metavar="RA,DEC,RADIUS",
+        help="exclude a circle (deg, ICRS) (repeatable)",
+    )
+    make.add_argument(
+        "--min-radius", type=float, help="smallest exclusion radius for catalogue sources (deg)"
+    )
+    make.add_argument(
+        "--preset",
+        choices=["default", "gammapy-0.6"],
+        default="default",
+        help="'gammapy-0.6' reproduces the Gammapy 0.6 tool exactly (default: %(default)s)",
+    )
+    make.add_argument(
+        "--time",
+        choices=["ontime", "livetime"],
+        help="run duration normalising the rate (default: ontime, as GADF; preset gammapy-0.6: "
+        "livetime)",
+    )
+    make.add_argument(
+        "--no-safe-energy",
+        action="store_true",
+        help="use all energies, ignoring the runs' SAFE_ENERGY_LO/HI",
+    )
+    make.add_argument(
+        "--index-model",
+        choices=["smooth", "raw"],
+        help="which model the HDU index points at (default: smooth)",
+    )
+    make.add_argument(
+        "--missing-group",
+        choices=["nearest", "error"],
+        help="a run whose group has no model gets the nearest group's model (default) or fails",
+    )
+    make.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    make.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+
+    sim = sub.add_parser(
+        "simulate",
+        help="write a synthetic GADF data store from a known background model",
+        description="Write a small synthetic GADF data store (demo, tests, benchmarks).",
+    )
+    sim.add_argument("out_dir", type=Path, help="output folder")
+    sim.add_argument("--runs", type=int, default=12, help="number of runs (default: %(default)s)")
+    sim.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    sim.add_argument("--events-per-run", type=int, help="events per run (default: from the model)")
+    sim.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+
+    copy = sub.add_parser(
+        "copy",
+        help="copy some runs to a new data store",
+        description="Copy the files of some runs to a new data store folder with its own indexes.",
+    )
+    copy.add_argument("data_store", type=Path)
+    copy.add_argument("out_dir", type=Path)
+    copy.add_argument("--obs-id", type=int, nargs="+", metavar="ID", required=True)
+    copy.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
+    return parser
+
+
+def _progress(quiet: bool):
+    if quiet or not sys.stderr.isatty():
+        return None
+
+    def show(i: int, n: int, obs_id: int) -> None:
+        width = 30
+        filled = int(width * i / n)
+        sys.stderr.write(
+            f"\r[{'#' * filled}{' ' * (width - filled)}] {i}/{n} runs (OBS_ID {obs_id})"
+        )
+        if i == n:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
+def _grouping(args: argparse.Namespace) -> list[Any] | None:
+    from xbkg.grouping import GroupAxis
+
+    axes = []
+    for key, value in args.group or []:
+        axes.append(GroupAxis(key, edges=tuple(_floats(value))))
+    for key, value in args.group_values or []:
+        items: list[Any] = []
+        for v in value.split(","):
+            try:
+                items.append(int(v))
+            except ValueError:
+                try:
+                    items.append(float(v))
+                except ValueError:
+                    items.append(v.strip())
+        axes.append(GroupAxis(key, values=tuple(items)))
+    return axes or None
+
+
+def _cmd_make(args: argparse.Namespace) -> int:
+    import xarray as xr
+
+    from xbkg import exclusion
+    from xbkg.datastore import open_datastore, run_table, select_runs
+    from xbkg.pipeline import build_background, group_summary, options_for, write_background
+
+    options = options_for(
+        args.preset,
+        energy_edges=args.energy_edges,
+        offset_edges=args.offset_edges,
+        grouping=_grouping(args),
+        time=args.time,
+        safe_energy=False if args.no_safe_energy else None,
+        min_radius=args.min_radius,
+        index_model=args.index_model,
+        missing_group=args.missing_group,
+    )
+    store = open_datastore(args.data_store)
+    all_runs = run_table(store)
+    runs = select_runs(all_runs, args.obs_id, dict(args.select or []))
+    if runs.sizes["obs_id"] == 0:
+        raise _Fail(f"{args.data_store}: no run passes the selection")
+    regions_list = [
+        exclusion.read_catalog(path, min_radius=options.min_radius) for path in args.exclude or []
+    ]
+    for circle in args.exclude_circle or []:
+        if len(circle) != 3:
+            raise _Fail(f"--exclude-circle needs RA,DEC,RADIUS, got {circle}")
+        regions_list.append(exclusion.exclusion_circles([circle[0]], [circle[1]], [circle[2]]))
+    regions: xr.Dataset | None = exclusion.combine_regions(*regions_list) if regions_list else None
+
+    # Fail before the expensive pass if outputs exist.
+    if not args.overwrite and args.out_dir.exists():
+        from xbkg.conventions import ARCHIVE_FILE, GROUP_DEF_FILE, HDU_INDEX_FILE, OBS_INDEX_FILE
+
+        taken = [
+            n
+            for n in (GROUP_DEF_FILE, OBS_INDEX_FILE, HDU_INDEX_FILE, ARCHIVE_FILE)
+            if (args.out_dir / n).exists()
+        ]
+        if taken:
+            raise _Fail(
+                f"{args.out_dir}: would overwrite {taken}; pass --overwrite to replace them"
+            )
+
+    bkg = build_background(
+        store, runs, regions=regions, options=options, progress=_progress(args.quiet)
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = write_background(
+            bkg, store, args.out_dir, all_runs=all_runs, overwrite=args.overwrite
+        )
+    for w in caught:
+        print(f"xbkg: warning: {w.message}", file=sys.stderr)
+    if not args.quiet:
+        _print_summary(bkg, result, runs.sizes["obs_id"])
+    return 0
+
+
+def _print_summary(bkg: Any, result: dict[str, Any], n_runs: int) -> None:
+    cube = bkg.cube
+    print(
+        f"xbkg make: {n_runs} runs, {int(cube['n_events'].sum())} events read "
+        f"(time: {bkg.options.time.upper()}, preset options: {bkg.options.exclusion_method} exclusion, "
+        f"{bkg.options.smoothing} smoothing)"
+    )
+    for row in group_summary(bkg):
+        ranges = ", ".join(
+            f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in row["range"].items()
+        )
+        print(
+            f"  group {row['group']:3d} ({ranges}): {len(row['runs'])} runs, {row['counts']} counts"
+        )
+    no_group = [int(o) for o in cube["obs_id"].values[cube["group_id"].values < 0]]
+    print(f"  runs in no group (not used): {len(no_group)}" + (f" {no_group}" if no_group else ""))
+    print(
+        f"  events left out: {int(cube['n_excluded'].sum())} in exclusion regions, "
+        f"{int(cube['n_unsafe'].sum())} outside the safe energy range, "
+        f"{int(cube['n_outside'].sum())} outside the binning"
+    )
+    for obs_id, own, used in result["reassigned"]:
+        where = f"group {own}" if own >= 0 else "no group"
+        print(f"  index: OBS_ID {obs_id} ({where}, no model) uses group {used}'s model")
+    print(f"  wrote {len(result['files'])} files to {result['out_dir']}")
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from xbkg.simulate import simulate_datastore
+
+    path = simulate_datastore(
+        args.out_dir,
+        n_runs=args.runs,
+        seed=args.seed,
+        events_per_run=args.events_per_run,
+        overwrite=args.overwrite,
+    )
+    print(f"xbkg simulate: wrote a synthetic data store of {args.runs} runs to {path}")
+    return 0
+
+
+def _cmd_copy(args: argparse.Namespace) -> int:
+    from xbkg.datastore import copy_runs, open_datastore
+
+    store = copy_runs(
+        open_datastore(args.data_store), args.obs_id, args.out_dir, overwrite=args.overwrite
+    )
+    print(f"xbkg copy: {len(store.obs_ids)} runs copied to {args.out_dir}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``xbkg`` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from xbkg import __version__
+
+        print(f"xbkg {__version__}")
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 0
+    commands = {"make": _cmd_make, "simulate": _cmd_simulate, "copy": _cmd_copy}
+    try:
+        return commands[args.command](args)
+    except (_Fail, ValueError, KeyError, OSError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"xbkg: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,378 @@
+"""The per-run cube: one pass over the events of each run.
+
+For every run the events are histogrammed in reconstructed energy x
+field-of-view offset, leaving out events in exclusion regions and outside the
+run's safe energy range, and the exposure time that each bin really saw is
+recorded alongside:
+
+``exposure_time[E, t] = T_run x (1 - excluded fraction of ring t) x safe(E)``
+
+The result is a Dataset along ``(obs_id, energy, offset)``; every later step
+(grouping, regrouping, cross-validation) is a cheap labelled reduction of it
+and never re-reads events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import xarray as xr
+from numpy.typing import ArrayLike, NDArray
+
+from xbkg import __version__, exclusion
+from xbkg.axes import binned_coords, validate_edges
+from xbkg.conventions import (
+    DEFAULT_TIME_CONVENTION,
+    ENERGY_DIM,
+    OBS_DIM,
+    OFFSET_DIM,
+    TIME_CONVENTIONS,
+    TIME_UNIT,
+    TimeConvention,
+)
+from xbkg.datastore import DataStore, DataStoreError, EventList, hdu_location, read_events
+
+__all__ = [
+    "ExclusionMethod",
+    "RunHistogram",
+    "RunSpec",
+    "bin_events",
+    "make_run_cube",
+    "run_specs",
+    "safe_energy_mask",
+]
+
+ExclusionMethod = Literal["exact", "gammapy-0.6"]
+EXCLUSION_METHODS: tuple[str, ...] = ("exact", "gammapy-0.6")
+
+#: Relative tolerance when comparing a safe threshold (often float32) with bin edges.
+_SAFE_RTOL = 1e-5
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything the per-run pass needs to know about one run (picklable)."""
+
+    obs_id: int
+    path: str
+    hdu: str
+    time: float
+    ra_pnt: float
+    dec_pnt: float
+    safe_energy_lo: float = np.nan
+    safe_energy_hi: float = np.nan
+
+
+@dataclass(frozen=True)
+class RunHistogram:
+    """Result of binning one run."""
+
+    obs_id: int
+    counts: NDArray[np.int64]
+    exposure_time: NDArray[np.float64]
+    excluded_fraction: NDArray[np.float64]
+    n_events: int
+    n_excluded: int
+    n_unsafe: int
+    n_outside: int
+    tallies: dict[str, int] = field(default_factory=dict)
+
+
+def safe_energy_mask(
+    energy_edges: NDArray[np.float64], safe_lo: float, safe_hi: float
+) -> NDArray[np.bool_]:
+    """Energy bins lying entirely inside the safe range ``[safe_lo, safe_hi]``.
+
+    A bin straddling the threshold is dropped as a whole: counts and exposure
+    must describe the same energies, and the events just above the threshold
+    in that bin cannot be given an exposure without assuming a spectrum.
+    NaN thresholds mean "no limit".
+    """
+    lo, hi = energy_edges[:-1], energy_edges[1:]
+    keep = np.ones(lo.shape, dtype=bool)
+    if np.isfinite(safe_lo):
+        keep &= lo >= safe_lo * (1 - _SAFE_RTOL)
+    if np.isfinite(safe_hi):
+        keep &= hi <= safe_hi * (1 + _SAFE_RTOL)
+    return keep
+
+
+def _offsets(ra: NDArray[np.float64], dec: NDArray[np.float64], ra0: float, dec0: float):
+    """Great-circle separation in deg (haversine: accurate at small angles)."""
+    d1, d2 = np.deg2rad(dec), np.deg2rad(dec0)
+    sdd = np.sin(0.5 * (d1 - d2))
+    sda = np.sin(0.5 * np.deg2rad(ra - ra0))
+    h = sdd * sdd + np.cos(d1) * np.cos(d2) * sda * sda
+    return np.rad2deg(2.0 * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0))))
+
+
+def _bin_index(values: NDArray[np.float64], edges: NDArray[np.float64]) -> NDArray[np.intp]:
+    """Half-open bin index ``edges[i] <= v < edges[i+1]``; -1 outside."""
+    idx = np.searchsorted(edges, values, side="right") - 1
+    idx[(idx >= len(edges) - 1) | ~np.isfinite(values)] = -1
+    return idx
+
+
+def bin_events(
+    events: EventList,
+    spec: RunSpec,
+    energy_edges: NDArray[np.float64],
+    offset_edges: NDArray[np.float64],
+    regions: xr.Dataset | None = None,
+    *,
+    safe_energy: bool = True,
+    method: ExclusionMethod = "exact",
+) -> RunHistogram:
+    """Histogram one run's events and compute the exposure time of each bin.
+
+    Parameters
+    ----------
+    events
+        The run's events.
+    spec
+        Pointing, run time and safe energy range of the run.
+    energy_edges, offset_edges
+        Bin edges in TeV and deg.
+    regions
+        Exclusion circles (:mod:`xbkg.exclusion`), or None.
+    safe_energy
+        Drop counts and exposure outside the safe energy range.
+    method
+        ``"exact"``: remove events inside every circle overlapping the field of
+        view and reduce each ring's exposure by the excluded fraction of that
+        ring. ``"gammapy-0.6"``: remove the azimuthal wedge of the nearest
+        source only and reduce the exposure of all bins by the wedge fraction.
+    """
+    n_e, n_t = len(energy_edges) - 1, len(offset_edges) - 1
+    offset = _offsets(events.ra, events.dec, spec.ra_pnt, spec.dec_pnt)
+    keep = np.ones(offset.shape, dtype=bool)
+    ring_fraction = np.zeros(n_t)
+    if regions is not None and regions.sizes.get("source", 0) > 0:
+        if method == "exact":
+            near = exclusion.regions_in_fov(regions, spec.ra_pnt, spec.dec_pnt, offset_edges[-1])
+            if near.sizes["source"]:
+                keep = exclusion.outside_regions(events.ra, events.dec, near)
+                ring_fraction = exclusion.ring_excluded_fraction(
+                    offset_edges, near, spec.ra_pnt, spec.dec_pnt
+                )
+        else:
+            wedge = exclusion.nearest_source_wedge(regions, spec.ra_pnt, spec.dec_pnt)
+            if wedge is not None:
+                keep = exclusion.wedge_keep(events.ra, events.dec, spec.ra_pnt, spec.dec_pnt, wedge)
+                ring_fraction = np.full(n_t, exclusion.wedge_fraction(wedge))
+    n_excluded = int(np.count_nonzero(~keep))
+
+    e_idx = _bin_index(events.energy, energy_edges)
+    t_idx = _bin_index(offset, offset_edges)
+    inside = keep & (e_idx >= 0) & (t_idx >= 0)
+    n_outside = int(np.count_nonzero(keep & ~((e_idx >= 0) & (t_idx >= 0))))
+    counts = np.bincount(e_idx[inside] * n_t + t_idx[inside], minlength=n_e * n_t).reshape(n_e, n_t)
+
+    energy_ok = np.ones(n_e, dtype=bool)
+    if safe_energy:
+        energy_ok = safe_energy_mask(energy_edges, spec.safe_energy_lo, spec.safe_energy_hi)
+    n_unsafe = int(counts[~energy_ok].sum())
+    counts[~energy_ok] = 0
+    exposure = spec.time * np.outer(energy_ok.astype(np.float64), 1.0 - ring_fraction)
+    return RunHistogram(
+        obs_id=spec.obs_id,
+        counts=counts.astype(np.int64),
+        exposure_time=exposure,
+        excluded_fraction=ring_fraction,
+        n_events=int(offset.size),
+        n_excluded=n_excluded,
+        n_unsafe=n_unsafe,
+        n_outside=n_outside,
+    )
+
+
+def run_specs(
+    store: DataStore, runs: xr.Dataset, *, time: TimeConvention = DEFAULT_TIME_CONVENTION
+) -> list[RunSpec]:
+    """Per-run inputs of the binning pass, from the run table.
+
+    Raises
+    ------
+    DataStoreError
+        If a run has no usable time or pointing, naming the run and the column.
+    """
+    if time not in TIME_CONVENTIONS:
+        raise ValueError(f"time must be one of {TIME_CONVENTIONS}, got {time!r}")
+    problems = []
+    specs = []
+    for obs_id in runs[OBS_DIM].values:
+        row = runs.sel({OBS_DIM: obs_id})
+        path, hdu = hdu_location(store, int(obs_id))
+
+        def value(name: str, row: xr.Dataset = row) -> float:
+            return float(row[name]) if name in row else np.nan
+
+        duration = value(time)
+        if not (np.isfinite(duration) and duration > 0):
+            problems.append(f"OBS_ID {obs_id}: no positive {time.upper()}")
+        ra, dec = value("ra_pnt"), value("dec_pnt")
+        if not (np.isfinite(ra) and np.isfinite(dec)):
+            problems.append(f"OBS_ID {obs_id}: no pointing RA_PNT/DEC_PNT")
+        specs.append(
+            RunSpec(
+                obs_id=int(obs_id),
+                path=str(path),
+                hdu=str(hdu),
+                time=duration,
+                ra_pnt=ra,
+                dec_pnt=dec,
+                safe_energy_lo=value("safe_energy_lo"),
+                safe_energy_hi=value("safe_energy_hi"),
+            )
+        )
+    if problems:
+        raise DataStoreError(
+            f"{store.path}: runs lack what the background needs (in the obs-index and the "
+            "EVENTS headers): " + "; ".join(problems)
+        )
+    return specs
+
+
+def bin_run(
+    spec: RunSpec,
+    energy_edges: NDArray[np.float64],
+    offset_edges: NDArray[np.float64],
+    regions: xr.Dataset | None,
+    *,
+    safe_energy: bool,
+    method: ExclusionMethod,
+) -> RunHistogram:
+    """Read one run's events and bin them (the unit of work of the run loop)."""
+    events = read_events(spec.path, spec.hdu)
+    if events.energy.size == 0:
+        raise DataStoreError(
+            f"{spec.path}: OBS_ID {spec.obs_id} has no events; leave the run out of the "
+            "selection (--obs-id) or fix the file"
+        )
+    return bin_events(
+        events,
+        spec,
+        energy_edges,
+        offset_edges,
+        regions,
+        safe_energy=safe_energy,
+        method=method,
+    )
+
+
+def make_run_cube(
+    store: DataStore,
+    runs: xr.Dataset,
+    *,
+    energy_edges: ArrayLike | None = None,
+    offset_edges: ArrayLike | None = None,
+    regions: xr.Dataset | None = None,
+    time: TimeConvention = DEFAULT_TIME_CONVENTION,
+    safe_energy: bool = True,
+    method: ExclusionMethod = "exact",
+    progress: Callable[[int, int, int], None] | None = None,
+) -> xr.Dataset:
+    """Histogram the events of the given runs into the per-run cube.
+
+    Parameters
+    ----------
+    store
+        The data store holding the runs.
+    runs
+        Run table of the runs to use (:func:`xbkg.datastore.run_table`,
+        possibly selected); its columns become run coordinates.
+    energy_edges, offset_edges
+        Bin edges in TeV and deg; default 15 log bins 0.1-100 TeV and 99
+        equal-area rings to 2.5 deg.
+    regions
+        Exclusion circles, or None for no exclusion.
+    time
+        Run duration that normalises the exposure: ``"ontime"`` (GADF, default)
+        or ``"livetime"`` (Gammapy 0.6, H.E.S.S. DR1 templates).
+    safe_energy
+        Use only energy bins inside each run's safe range (SAFE_ENERGY_LO/HI).
+    method
+        Exclusion geometry, ``"exact"`` or ``"gammapy-0.6"``.
+    progress
+        Called as ``progress(i, n, obs_id)`` after each run.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``counts`` and ``exposure_time`` along ``(obs_id, energy, offset)``,
+        ``excluded_fraction`` along ``(obs_id, offset)``, per-run event tallies,
+        and the run table columns as ``obs_id`` coordinates.
+    """
+    if method not in EXCLUSION_METHODS:
+        raise ValueError(f"method must be one of {EXCLUSION_METHODS}, got {method!r}")
+    coords = binned_coords(energy_edges, offset_edges)
+    e_edges = np.append(coords["energy_lo"].values, coords["energy_hi"].values[-1])
+    t_edges = np.append(coords["offset_lo"].values, coords["offset_hi"].values[-1])
+    specs = run_specs(store, runs, time=time)
+    hists = []
+    for i, spec in enumerate(specs):
+        hists.append(
+            bin_run(spec, e_edges, t_edges, regions, safe_energy=safe_energy, method=method)
+        )
+        if progress is not None:
+            progress(i + 1, len(specs), spec.obs_id)
+    return assemble_run_cube(hists, runs, coords, time=time, safe_energy=safe_energy, method=method)
+
+
+def assemble_run_cube(
+    hists: Sequence[RunHistogram],
+    runs: xr.Dataset,
+    coords: dict[str, xr.Variable],
+    *,
+    time: TimeConvention,
+    safe_energy: bool,
+    method: ExclusionMethod,
+) -> xr.Dataset:
+    """Stack per-run histograms into the labelled run cube."""
+    obs_ids = np.array([h.obs_id for h in hists], dtype=np.int64)
+    dims3 = (OBS_DIM, ENERGY_DIM, OFFSET_DIM)
+    n_e, n_t = coords[ENERGY_DIM].size, coords[OFFSET_DIM].size
+    counts = np.stack([h.counts for h in hists]) if hists else np.zeros((0, n_e, n_t), np.int64)
+    exposure = np.stack([h.exposure_time for h in hists]) if hists else np.zeros((0, n_e, n_t))
+    fraction = np.stack([h.excluded_fraction for h in hists]) if hists else np.zeros((0, n_t))
+
+    def tally(name: str, long_name: str) -> xr.Variable:
+        values = np.array([getattr(h, name) for h in hists], dtype=np.int64)
+        return xr.Variable(OBS_DIM, values, {"long_name": long_name, "units": "1"})
+
+    cube = xr.Dataset(
+        {
+            "counts": xr.Variable(dims3, counts, {"long_name": "background counts", "units": "1"}),
+            "exposure_time": xr.Variable(
+                dims3,
+                exposure,
+                {
+                    "long_name": f"exposure time ({time.upper()} x unexcluded fraction x safe)",
+                    "units": TIME_UNIT,
+                },
+            ),
+            "excluded_fraction": xr.Variable(
+                (OBS_DIM, OFFSET_DIM),
+                fraction,
+                {"long_name": "excluded solid-angle fraction of the ring", "units": "1"},
+            ),
+            "n_events": tally("n_events", "events in the run"),
+            "n_excluded": tally("n_excluded", "events inside exclusion regions"),
+            "n_unsafe": tally("n_unsafe", "binned events outside the safe energy range"),
+            "n_outside": tally("n_outside", "events outside the energy/offset binning"),
+        },
+        coords={**coords, OBS_DIM: obs_ids},
+    )
+    run_coords = runs.sel({OBS_DIM: obs_ids})
+    cube = cube.assign_coords({name: run_coords[name] for name in run_coords.data_vars})
+    cube[OBS_DIM].attrs = dict(runs[OBS_DIM].attrs)
+    cube.attrs = {
+        "time_convention": time,
+        "safe_energy": int(safe_energy),
+        "exclusion_method": method,
+        "xbkg_version": __version__,
+    }
+    return cube

@@ -1,0 +1,465 @@
+"""GADF data stores: the HDU and observation indexes, run selection, event reading.
+
+A data store is a folder with ``hdu-index.fits.gz`` (where each HDU of each
+run is) and ``obs-index.fits.gz`` (one row of conditions per run).
+``FILE_DIR`` is relative to the index file's folder unless the index has a
+``BASE_DIR`` keyword. Old stores (GADF v0.1) pad strings with NUL bytes and
+leave units off; HDU names are matched case-insensitively.
+
+The run conditions are exposed as an :class:`xarray.Dataset` along ``obs_id``
+(:func:`run_table`), so selecting runs is a labelled operation.
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from astropy import units as u
+from astropy.io import fits
+from astropy.table import Table
+from numpy.typing import NDArray
+
+from xbkg.conventions import HDU_INDEX_FILE, OBS_DIM, OBS_INDEX_FILE, coord_name
+from xbkg.io.fitsfile import write_fits
+
+__all__ = [
+    "DataStore",
+    "DataStoreError",
+    "EventList",
+    "copy_runs",
+    "hdu_location",
+    "open_datastore",
+    "read_events",
+    "run_table",
+    "select_runs",
+]
+
+#: Columns the HDU index must have (GADF).
+HDU_INDEX_COLUMNS = ("OBS_ID", "HDU_TYPE", "HDU_CLASS", "FILE_DIR", "FILE_NAME", "HDU_NAME")
+#: Header keywords copied into the run table when the obs-index lacks the column.
+HEADER_RUN_KEYWORDS = (
+    "RA_PNT",
+    "DEC_PNT",
+    "ALT_PNT",
+    "AZ_PNT",
+    "ONTIME",
+    "LIVETIME",
+    "DEADC",
+    "TSTART",
+    "TSTOP",
+    "MUONEFF",
+    "N_TELS",
+)
+_UNITS = {
+    "RA_PNT": "deg",
+    "DEC_PNT": "deg",
+    "ALT_PNT": "deg",
+    "AZ_PNT": "deg",
+    "ZEN_PNT": "deg",
+    "GLON_PNT": "deg",
+    "GLAT_PNT": "deg",
+    "ONTIME": "s",
+    "LIVETIME": "s",
+    "TSTART": "s",
+    "TSTOP": "s",
+    "SAFE_ENERGY_LO": "TeV",
+    "SAFE_ENERGY_HI": "TeV",
+}
+
+
+class DataStoreError(ValueError):
+    """A data store, index or event file that cannot be used as it is."""
+
+
+def _clean_str(value: Any) -> str:
+    """Decode a FITS string cell and strip NUL padding and blanks (old GADF writers)."""
+    if isinstance(value, bytes):
+        value = value.decode("ascii", errors="replace")
+    return str(value).replace("\x00", "").strip()
+
+
+def _read_index(path: Path, kind: str) -> Table:
+    if not path.is_file():
+        raise DataStoreError(
+            f"{path}: {kind} not found; a GADF data store needs {HDU_INDEX_FILE} and "
+            f"{OBS_INDEX_FILE} in its folder"
+        )
+    try:
+        with fits.open(path) as hdul:
+            tables = [h for h in hdul if isinstance(h, fits.BinTableHDU)]
+            if not tables:
+                raise DataStoreError(f"{path}: no table found in this {kind} file")
+            table = Table.read(tables[0], unit_parse_strict="silent")
+    except (OSError, TypeError) as exc:
+        raise DataStoreError(f"{path}: cannot read the {kind} ({exc})") from exc
+    for name in table.colnames:
+        if table[name].dtype.kind in "SU":
+            table[name] = [_clean_str(v) for v in table[name]]
+    return table
+
+
+@dataclass(frozen=True)
+class DataStore:
+    """An opened GADF data store (indexes read, events not).
+
+    Attributes
+    ----------
+    path
+        Folder of the store.
+    base_dir
+        Folder that ``FILE_DIR`` is relative to.
+    hdu_index
+        The HDU index with strings cleaned (no NUL padding, lower-case
+        ``HDU_TYPE``/``HDU_CLASS``).
+    obs_index
+        The observation index as read.
+    """
+
+    path: Path
+    base_dir: Path
+    hdu_index: Table
+    obs_index: Table
+
+    @property
+    def obs_ids(self) -> NDArray[np.int64]:
+        """OBS_IDs of the obs-index, in file order."""
+        return np.asarray(self.obs_index["OBS_ID"], dtype=np.int64)
+
+
+def open_datastore(path: str | Path) -> DataStore:
+    """Open a GADF data store from its folder (or the path of its HDU index).
+
+    Raises
+    ------
+    DataStoreError
+        If an index is missing or unreadable or lacks required columns; the
+        message names the file.
+    """
+    path = Path(path)
+    folder = path.parent if path.is_file() else path
+    hdu_path = path if path.is_file() else folder / HDU_INDEX_FILE
+    if not folder.is_dir():
+        raise DataStoreError(f"{folder}: data store folder not found")
+    hdu_index = _read_index(hdu_path, "HDU index")
+    obs_index = _read_index(folder / OBS_INDEX_FILE, "observation index")
+    missing = [c for c in HDU_INDEX_COLUMNS if c not in hdu_index.colnames]
+    if missing:
+        raise DataStoreError(f"{hdu_path}: HDU index lacks the required columns {missing}")
+    if "OBS_ID" not in obs_index.colnames:
+        raise DataStoreError(f"{folder / OBS_INDEX_FILE}: observation index has no OBS_ID column")
+    for col in ("HDU_TYPE", "HDU_CLASS"):
+        hdu_index[col] = [v.lower() for v in hdu_index[col]]
+    base = hdu_index.meta.get("BASE_DIR")
+    base_dir = (hdu_path.parent / _clean_str(base)) if base else hdu_path.parent
+    return DataStore(path=folder, base_dir=base_dir, hdu_index=hdu_index, obs_index=obs_index)
+
+
+def hdu_location(store: DataStore, obs_id: int, hdu_type: str = "events") -> tuple[Path, str]:
+    """File and HDU name of one HDU of a run (the first matching index row).
+
+    Raises
+    ------
+    DataStoreError
+        If the index has no such row.
+    """
+    rows = store.hdu_index[
+        (store.hdu_index["OBS_ID"] == obs_id) & (store.hdu_index["HDU_TYPE"] == hdu_type)
+    ]
+    if len(rows) == 0:
+        raise DataStoreError(
+            f"{store.path / HDU_INDEX_FILE}: no {hdu_type!r} HDU listed for OBS_ID {obs_id}"
+        )
+    row = rows[0]
+    return store.base_dir / row["FILE_DIR"] / row["FILE_NAME"], row["HDU_NAME"]
+
+
+def _column_to_variable(column: Any, name: str) -> xr.Variable:
+    data = np.ma.asarray(column)
+    if data.dtype.kind in "SUO":
+        values: NDArray[Any] = np.array([_clean_str(v) for v in data.filled("")], dtype=str)
+    elif data.dtype.kind == "f":
+        values = data.astype(np.float64).filled(np.nan)
+    elif data.dtype.kind in "iub":
+        # Masked integers become NaN floats: there is no integer "missing" value.
+        values = data.astype(np.float64).filled(np.nan) if np.ma.is_masked(data) else data.data
+        if values.dtype.kind == "u" or values.dtype.kind == "i":
+            values = values.astype(np.int64)
+    else:
+        values = np.asarray(data)
+    unit = getattr(column, "unit", None)
+    units = unit.to_string() if unit is not None else _UNITS.get(name, "")
+    attrs = {"gadf_name": name}
+    if units:
+        attrs["units"] = units
+    return xr.Variable(OBS_DIM, values, attrs=attrs)
+
+
+def run_table(store: DataStore, *, complete: bool = True) -> xr.Dataset:
+    """The observation index as a Dataset along ``obs_id``.
+
+    Columns become variables named in lower case (``ZEN_PNT`` -> ``zen_pnt``)
+    with ``units`` and the original ``gadf_name`` in their attributes.
+
+    Parameters
+    ----------
+    store
+        The data store.
+    complete
+        Fill conditions that other instruments' indexes often leave out:
+        ``ZEN_PNT`` from ``ALT_PNT``, ``DEADC`` from ``LIVETIME / ONTIME``, and
+        pointing, times, ``MUONEFF`` and ``N_TELS`` from the EVENTS header of
+        each run where the index has no value.
+    """
+    obs = store.obs_index
+    ids = np.asarray(obs["OBS_ID"], dtype=np.int64)
+    if len(np.unique(ids)) != len(ids):
+        dup = sorted({int(i) for i in ids if np.sum(ids == i) > 1})
+        raise DataStoreError(f"{store.path / OBS_INDEX_FILE}: duplicate OBS_IDs {dup}")
+    variables = {
+        coord_name(c): _column_to_variable(obs[c], c) for c in obs.colnames if c != "OBS_ID"
+    }
+    runs = xr.Dataset(variables, coords={OBS_DIM: ids})
+    runs[OBS_DIM].attrs = {"long_name": "observation id", "gadf_name": "OBS_ID"}
+    if complete:
+        runs = _complete_runs(store, runs)
+    return runs
+
+
+def _needs(runs: xr.Dataset, name: str) -> NDArray[np.bool_]:
+    if name not in runs:
+        return np.ones(runs.sizes[OBS_DIM], dtype=bool)
+    values = runs[name].values
+    if values.dtype.kind != "f":
+        return np.zeros(values.shape, dtype=bool)
+    return ~np.isfinite(values)
+
+
+def _set(runs: xr.Dataset, gadf: str, values: NDArray[np.float64], fill: NDArray[np.bool_]) -> None:
+    name = coord_name(gadf)
+    old = runs[name].values.astype(np.float64) if name in runs else np.full(fill.shape, np.nan)
+    new = np.where(fill, values, old)
+    attrs = {"gadf_name": gadf}
+    if gadf in _UNITS:
+        attrs["units"] = _UNITS[gadf]
+    runs[name] = xr.Variable(OBS_DIM, new, attrs=attrs)
+
+
+def _complete_runs(store: DataStore, runs: xr.Dataset) -> xr.Dataset:
+    runs = runs.copy()
+    missing_header = np.zeros(runs.sizes[OBS_DIM], dtype=bool)
+    for key in HEADER_RUN_KEYWORDS:
+        missing_header |= _needs(runs, coord_name(key))
+    if missing_header.any():
+        # Only what the index lacks is read, and only from the EVENTS header.
+        values = {key: np.full(runs.sizes[OBS_DIM], np.nan) for key in HEADER_RUN_KEYWORDS}
+        for i, obs_id in enumerate(runs[OBS_DIM].values):
+            if not missing_header[i]:
+                continue
+            path, hdu = hdu_location(store, int(obs_id))
+            header = _read_header(path, hdu)
+            for key in HEADER_RUN_KEYWORDS:
+                if key in header:
+                    try:
+                        values[key][i] = float(header[key])
+                    except (TypeError, ValueError):
+                        pass
+        for key in HEADER_RUN_KEYWORDS:
+            _set(runs, key, values[key], _needs(runs, coord_name(key)))
+        if "ONTIME" in HEADER_RUN_KEYWORDS:
+            duration = runs["tstop"].values - runs["tstart"].values
+            _set(runs, "ONTIME", duration, _needs(runs, "ontime"))
+    if "alt_pnt" in runs:
+        _set(runs, "ZEN_PNT", 90.0 - runs["alt_pnt"].values, _needs(runs, "zen_pnt"))
+    if "zen_pnt" in runs:
+        _set(runs, "ALT_PNT", 90.0 - runs["zen_pnt"].values, _needs(runs, "alt_pnt"))
+    if "livetime" in runs and "ontime" in runs:
+        ratio = runs["livetime"].values / runs["ontime"].values
+        _set(runs, "DEADC", ratio, _needs(runs, "deadc"))
+    if "deadc" in runs and "ontime" in runs:
+        live = runs["ontime"].values * runs["deadc"].values
+        _set(runs, "LIVETIME", live, _needs(runs, "livetime"))
+    return runs
+
+
+def _read_header(path: Path, hdu: str) -> fits.Header:
+    try:
+        with fits.open(path) as hdul:
+            return hdul[_find_hdu(hdul, hdu, path)].header.copy()
+    except FileNotFoundError as exc:
+        raise DataStoreError(f"{path}: event file listed in the HDU index does not exist") from exc
+    except OSError as exc:
+        raise DataStoreError(f"{path}: cannot read ({exc})") from exc
+
+
+def _find_hdu(hdul: fits.HDUList, name: str, path: Path) -> int:
+    wanted = name.strip().upper()
+    for i, h in enumerate(hdul):
+        if h.name.strip().upper() == wanted:
+            return i
+    # Old files may lack EXTNAME: fall back to the HDUNAME keyword.
+    for i, h in enumerate(hdul):
+        if _clean_str(h.header.get("HDUNAME", "")).upper() == wanted:
+            return i
+    names = [h.name for h in hdul]
+    raise DataStoreError(f"{path}: no HDU named {name!r} (the file has {names})")
+
+
+def select_runs(
+    runs: xr.Dataset,
+    obs_ids: Iterable[int] | None = None,
+    ranges: Mapping[str, tuple[float | None, float | None]] | None = None,
+) -> xr.Dataset:
+    """Select runs by OBS_ID and by half-open ranges ``[lo, hi)`` of run conditions.
+
+    Parameters
+    ----------
+    runs
+        Run table (:func:`run_table`) or any Dataset along ``obs_id``.
+    obs_ids
+        Runs to keep, in this order. Unknown ids raise an error.
+    ranges
+        ``{column: (lo, hi)}``; ``None`` leaves a side open. Write ``"|GLAT_PNT|"``
+        to select on the absolute value. Column names are case-insensitive.
+
+    Examples
+    --------
+    >>> select_runs(runs, ranges={"|GLAT_PNT|": (5, None)})  # doctest: +SKIP
+    """
+    out = runs
+    if obs_ids is not None:
+        wanted = np.asarray(list(obs_ids), dtype=np.int64)
+        unknown = np.setdiff1d(wanted, runs[OBS_DIM].values)
+        if unknown.size:
+            raise DataStoreError(f"OBS_IDs not in the data store: {unknown.tolist()}")
+        out = out.sel({OBS_DIM: wanted})
+    for key, (lo, hi) in (ranges or {}).items():
+        absolute = key.startswith("|") and key.endswith("|")
+        name = coord_name(key.strip("|"))
+        if name not in out:
+            raise DataStoreError(
+                f"cannot select on {key!r}: no such run column; available: {sorted(out.data_vars)}"
+            )
+        values = out[name].values.astype(np.float64)
+        if absolute:
+            values = np.abs(values)
+        keep = np.isfinite(values)
+        if lo is not None:
+            keep &= values >= lo
+        if hi is not None:
+            keep &= values < hi
+        out = out.isel({OBS_DIM: keep})
+    return out
+
+
+@dataclass(frozen=True)
+class EventList:
+    """The event columns needed for binning, in TeV and deg, and the EVENTS header."""
+
+    ra: NDArray[np.float64]
+    dec: NDArray[np.float64]
+    energy: NDArray[np.float64]
+    header: fits.Header
+    path: Path
+
+
+def _column_unit(hdu: fits.BinTableHDU, column: str) -> str | None:
+    names = [n.upper() for n in hdu.columns.names]
+    unit = hdu.columns[names.index(column)].unit
+    return unit.strip() if unit and unit.strip() else None
+
+
+def read_events(path: str | Path, hdu: str = "EVENTS") -> EventList:
+    """Read RA, DEC and ENERGY of an EVENTS HDU.
+
+    ENERGY without a unit is taken in the header's ``EUNIT``, else TeV (the
+    convention of old GADF files). Only the three needed columns are decoded.
+
+    Raises
+    ------
+    DataStoreError
+        If the file or HDU is missing or a column is absent; the message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataStoreError(f"{path}: event file listed in the HDU index does not exist")
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            table = hdul[_find_hdu(hdul, hdu, path)]
+            if not isinstance(table, fits.BinTableHDU):
+                raise DataStoreError(f"{path}: HDU {hdu!r} is not a binary table")
+            names = [n.upper() for n in table.columns.names]
+            missing = [c for c in ("RA", "DEC", "ENERGY") if c not in names]
+            if missing:
+                raise DataStoreError(f"{path}: EVENTS table lacks the columns {missing}")
+            data = table.data
+            ra = np.asarray(data.field(names.index("RA")), dtype=np.float64)
+            dec = np.asarray(data.field(names.index("DEC")), dtype=np.float64)
+            energy = np.asarray(data.field(names.index("ENERGY")), dtype=np.float64)
+            unit = _column_unit(table, "ENERGY") or _clean_str(table.header.get("EUNIT", "TeV"))
+            if unit != "TeV":
+                energy = energy * u.Unit(unit).to(u.TeV)
+            for col in ("RA", "DEC"):
+                cu = _column_unit(table, col)
+                if cu is not None and u.Unit(cu) != u.deg:
+                    factor = u.Unit(cu).to(u.deg)
+                    ra, dec = (ra * factor, dec) if col == "RA" else (ra, dec * factor)
+            header = table.header.copy()
+    except DataStoreError:
+        raise
+    except (OSError, ValueError, TypeError) as exc:
+        raise DataStoreError(f"{path}: cannot read the events ({exc})") from exc
+    return EventList(ra=ra, dec=dec, energy=energy, header=header, path=path)
+
+
+def copy_runs(
+    store: DataStore, obs_ids: Sequence[int], out_dir: str | Path, *, overwrite: bool = False
+) -> DataStore:
+    """Copy the files of some runs to a new data store folder with consistent indexes.
+
+    Files keep their ``FILE_DIR`` layout; the new indexes list only the copied
+    runs (the Gammapy 0.6 ``copy_obs``).
+
+    Raises
+    ------
+    DataStoreError
+        For unknown OBS_IDs, or if ``out_dir`` holds files and ``overwrite`` is false.
+    """
+    out_dir = Path(out_dir)
+    wanted = np.asarray(list(obs_ids), dtype=np.int64)
+    unknown = np.setdiff1d(wanted, store.obs_ids)
+    if unknown.size:
+        raise DataStoreError(f"{store.path}: OBS_IDs not in the data store: {unknown.tolist()}")
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise DataStoreError(
+            f"{out_dir}: folder is not empty; pass overwrite=True (--overwrite) to write into it"
+        )
+    hdu_rows = store.hdu_index[np.isin(store.hdu_index["OBS_ID"], wanted)]
+    obs_rows = store.obs_index[np.isin(store.obs_index["OBS_ID"], wanted)]
+    files = {(row["FILE_DIR"], row["FILE_NAME"]) for row in hdu_rows}
+    for file_dir, file_name in sorted(files):
+        src = store.base_dir / file_dir / file_name
+        if not src.is_file():
+            raise DataStoreError(f"{src}: file listed in the HDU index does not exist")
+        dst = out_dir / file_dir / file_name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+    hdu_out = hdu_rows.copy()
+    hdu_out.meta.pop("BASE_DIR", None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", u.UnitsWarning)
+        write_fits(_index_hdulist(hdu_out, "HDU_INDEX"), out_dir / HDU_INDEX_FILE, overwrite=True)
+        write_fits(_index_hdulist(obs_rows, "OBS_INDEX"), out_dir / OBS_INDEX_FILE, overwrite=True)
+    return open_datastore(out_dir)
+
+
+def _index_hdulist(table: Table, extname: str) -> fits.HDUList:
+    hdu = fits.table_to_hdu(table)
+    hdu.name = extname
+    return fits.HDUList([fits.PrimaryHDU(), hdu])
