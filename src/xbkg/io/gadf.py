@@ -1,0 +1,605 @@
+"""GADF background tables: write ``bkg_2d``, read ``bkg_2d`` and ``bkg_3d``.
+
+GADF stores an IRF as a binary table with one row whose cells are arrays: one
+cell per axis edge column (``ENERG_LO``, ``ENERG_HI``, ``THETA_LO``, ...) and
+one multi-dimensional cell for the data (``BKG``).
+
+The order of the axes in the data cell is not fixed by the format. The GADF
+example files, H.E.S.S. DR1 and Gammapy 0.6 store the rate with energy as the
+*slowest* axis (numpy row shape ``(n_energy, n_theta)``, FITS ``TDIM`` =
+``(n_theta, n_energy)``); Gammapy 1.x/2.x writes the transpose. The reader
+therefore decides the layout by comparing the cell shape with the lengths of
+the ``*_LO``/``*_HI`` columns, and where that cannot tell (two axes of equal
+length) it relies on the ``CREFn`` keyword or on the caller, never on a guess.
+The writer uses the GADF-recommended layout and always writes ``CREFn``.
+
+Axis orders given to or described by this module (``axis_order``, messages)
+are numpy orders: the slowest-varying axis first. ``CREFn`` and ``TDIMn`` list
+FITS axes, fastest first, i.e. the reverse.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import astropy.units as u
+import numpy as np
+import xarray as xr
+from astropy.io import fits
+from numpy.typing import NDArray
+
+from xbkg import conventions
+from xbkg.axes import binned_coords, edges, validate_edges
+from xbkg.io.fitsfile import write_fits
+
+__all__ = [
+    "BKG_COLUMNS",
+    "BKG_EXTNAMES",
+    "DETX_DIM",
+    "DETY_DIM",
+    "bkg_2d_hdu",
+    "read_bkg",
+    "write_bkg_2d",
+]
+
+#: Field-of-view coordinate dimensions of a ``bkg_3d`` model.
+DETX_DIM = "detx"
+DETY_DIM = "dety"
+
+#: Extension names recognised as a background table (compared case-insensitively).
+BKG_EXTNAMES: tuple[str, ...] = ("BACKGROUND", "BKG", "BKG_2D", "BKG_3D")
+#: Names of the data column, in order of preference (compared case-insensitively).
+#: ``BGD`` is found in some CTA files; Gammapy 0.6 wrote a lower-case ``bkg``.
+BKG_COLUMNS: tuple[str, ...] = ("BKG", "BGD")
+
+DIMS_2D = (conventions.ENERGY_DIM, conventions.OFFSET_DIM)
+DIMS_3D = (conventions.ENERGY_DIM, DETX_DIM, DETY_DIM)
+
+# GADF column stem of each dimension, and the unit the dimension is held in.
+_STEM = {
+    conventions.ENERGY_DIM: "ENERG",
+    conventions.OFFSET_DIM: "THETA",
+    DETX_DIM: "DETX",
+    DETY_DIM: "DETY",
+}
+_DIM_OF_STEM = {stem: dim for dim, stem in _STEM.items()}
+_UNIT = {
+    conventions.ENERGY_DIM: conventions.ENERGY_UNIT,
+    conventions.OFFSET_DIM: conventions.OFFSET_UNIT,
+    DETX_DIM: conventions.OFFSET_UNIT,
+    DETY_DIM: conventions.OFFSET_UNIT,
+}
+_FOV_LONG_NAME = {
+    DETX_DIM: "field-of-view coordinate DETX",
+    DETY_DIM: "field-of-view coordinate DETY",
+}
+#: GADF (general/coordinates) assumes ALTAZ when a bkg_3d has no FOVALIGN keyword.
+_DEFAULT_FOVALIGN = "ALTAZ"
+
+# Keywords that describe the table structure: the writer owns them, the reader
+# does not copy them into attrs (they mean nothing once the array is decoded).
+_STRUCTURAL_KEYWORD = re.compile(
+    r"^(SIMPLE|XTENSION|BITPIX|NAXIS\d*|PCOUNT|GCOUNT|TFIELDS|EXTEND|END"
+    r"|T(TYPE|FORM|UNIT|DIM|NULL|SCAL|ZERO|DISP)\d+|CREF\d+|CHECKSUM|DATASUM)$"
+)
+_NOT_ATTRS = {"COMMENT", "HISTORY", ""}
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def bkg_2d_hdu(
+    rate: xr.DataArray,
+    *,
+    extname: str = conventions.BKG_2D_EXTNAME,
+    header: Mapping[str, Any] | None = None,
+) -> fits.BinTableHDU:
+    """GADF ``bkg_2d`` table HDU of a background rate.
+
+    The table has one row and the float64 columns ``ENERG_LO``, ``ENERG_HI``
+    (TeV), ``THETA_LO``, ``THETA_HI`` (deg) and ``BKG`` (s-1 MeV-1 sr-1). The
+    ``BKG`` cell is stored in the GADF-recommended layout, energy slowest
+    (``TDIM = (n_theta, n_energy)``), and the layout is declared in
+    ``CREF5 = '(THETA_LO:THETA_HI,ENERG_LO:ENERG_HI)'`` so that it can be read
+    back even when both axes have the same length.
+
+    Parameters
+    ----------
+    rate
+        Background rate with exactly the dimensions ``energy`` and ``offset``
+        (in any order), their ``*_lo``/``*_hi`` edge coordinates and a
+        ``units`` attribute convertible to s-1 MeV-1 sr-1. Edge coordinates
+        with a ``units`` attribute other than TeV / deg are converted.
+    extname
+        Extension name; it must match the ``HDU_NAME`` of the HDU index.
+    header
+        Extra header keywords (e.g. ``GROUP_ID``, ``BKGTIME``), written after
+        the GADF ``HDUCLAS*`` keywords, which they may override (e.g.
+        ``HDUCLAS3='POINT-LIKE'``). Values may be ``(value, comment)`` pairs.
+        Keywords describing the table layout and ``EXTNAME`` are refused.
+
+    Returns
+    -------
+    astropy.io.fits.BinTableHDU
+        The table; deterministic (no dates or checksums).
+
+    Raises
+    ------
+    ValueError
+        If dimensions, edges or units are missing or unusable, if ``rate``
+        holds NaN or infinite values (fill empty bins first), or if
+        ``header`` tries to set a structural keyword.
+    """
+    dims = set(rate.dims)
+    if dims != set(DIMS_2D):
+        raise ValueError(
+            f"a bkg_2d rate needs exactly the dimensions {DIMS_2D}, got {tuple(rate.dims)}; "
+            "select or sum away other dimensions first"
+        )
+    energy = _edges_for_file(rate, conventions.ENERGY_DIM)
+    offset = _edges_for_file(rate, conventions.OFFSET_DIM)
+    values = _rate_for_file(rate)
+    n_energy, n_theta = values.shape
+
+    hdr = fits.Header()
+    for key, value in conventions.BKG_2D_HDUCLAS.items():
+        hdr[key] = value
+    # Column 5 is BKG; CREF lists FITS axes, fastest first, like TDIM.
+    hdr["CREF5"] = ("(THETA_LO:THETA_HI,ENERG_LO:ENERG_HI)", "BKG axes, fastest first")
+    for key, value in (header or {}).items():
+        name = key.strip().upper()
+        if name == "EXTNAME" or _STRUCTURAL_KEYWORD.match(name):
+            raise ValueError(
+                f"header keyword {key!r} describes the table layout and is set by the writer; "
+                "use extname= for the extension name and leave the others out"
+            )
+        hdr[key] = value
+
+    columns = [
+        _vector_column("ENERG_LO", energy[:-1], conventions.ENERGY_UNIT),
+        _vector_column("ENERG_HI", energy[1:], conventions.ENERGY_UNIT),
+        _vector_column("THETA_LO", offset[:-1], conventions.OFFSET_UNIT),
+        _vector_column("THETA_HI", offset[1:], conventions.OFFSET_UNIT),
+        fits.Column(
+            name="BKG",
+            format=f"{values.size}D",
+            unit=conventions.RATE_UNIT,
+            dim=f"({n_theta},{n_energy})",
+            array=values[np.newaxis],
+        ),
+    ]
+    return fits.BinTableHDU.from_columns(columns, header=hdr, name=extname)
+
+
+def write_bkg_2d(
+    rate: xr.DataArray,
+    path: str | os.PathLike[str],
+    *,
+    extname: str = conventions.BKG_2D_EXTNAME,
+    header: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a background rate as a GADF ``bkg_2d`` FITS file.
+
+    The file holds an empty primary HDU and the table of :func:`bkg_2d_hdu`.
+    It is gzip-compressed if ``path`` ends in ``.gz``; the same inputs always
+    give the same bytes, and the file appears complete or not at all.
+
+    Parameters
+    ----------
+    rate, extname, header
+        As for :func:`bkg_2d_hdu`.
+    path
+        Output file.
+    overwrite
+        Replace an existing file.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` exists and ``overwrite`` is false.
+    ValueError
+        As for :func:`bkg_2d_hdu`; nothing is written then.
+    """
+    table = bkg_2d_hdu(rate, extname=extname, header=header)
+    return write_fits(fits.HDUList([fits.PrimaryHDU(), table]), path, overwrite=overwrite)
+
+
+def _edges_for_file(rate: xr.DataArray, dim: str) -> NDArray[np.float64]:
+    try:
+        values = edges(rate, dim)
+    except KeyError as err:
+        raise ValueError(f"rate: {err.args[0]}") from err
+    unit = rate[f"{dim}_lo"].attrs.get("units", _UNIT[dim])
+    values = _convert(values, unit, _UNIT[dim], f"rate {dim} edges")
+    return validate_edges(values, dim, positive=dim == conventions.ENERGY_DIM)
+
+
+def _rate_for_file(rate: xr.DataArray) -> NDArray[np.float64]:
+    if "units" not in rate.attrs:
+        raise ValueError(
+            "rate has no 'units' attribute; set it, e.g. "
+            f"rate.attrs['units'] = {conventions.RATE_UNIT!r}"
+        )
+    values = np.asarray(rate.transpose(*DIMS_2D).values, dtype=np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"rate has {int(bad.sum())} non-finite value(s) of {values.size} "
+            f"(first at energy, offset index {first}); GADF readers cannot use NaN or inf. "
+            "Fill the empty bins first, e.g. rate.fillna(0.0), or smooth the model"
+        )
+    return _convert(values, str(rate.attrs["units"]), conventions.RATE_UNIT, "rate")
+
+
+def _vector_column(name: str, values: NDArray[np.float64], unit: str) -> fits.Column:
+    return fits.Column(name=name, format=f"{values.size}D", unit=unit, array=values[np.newaxis])
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_bkg(
+    path: str | os.PathLike[str],
+    hdu: str | int | None = None,
+    *,
+    axis_order: Sequence[str] | None = None,
+) -> xr.DataArray:
+    """Read a GADF ``bkg_2d`` or ``bkg_3d`` table into a labelled array.
+
+    Parameters
+    ----------
+    path
+        FITS file (optionally gzip-compressed).
+    hdu
+        Extension name (matched case-insensitively against ``EXTNAME`` and,
+        for Gammapy 0.6 files, ``HDUNAME``) or index. If None, the one HDU
+        with ``HDUCLAS2 = 'BKG'`` or an ``EXTNAME`` in :data:`BKG_EXTNAMES`;
+        failing that, the one binary table with a ``BKG``/``BGD`` column.
+    axis_order
+        Dimension names in the order the data cell stores them, slowest first
+        (numpy order), e.g. ``("energy", "offset")`` for the GADF-recommended
+        layout or ``("offset", "energy")`` for what Gammapy 1.x/2.x writes.
+        Only needed when axes have equal lengths and the HDU has no ``CREFn``
+        keyword; if given it must agree with the shape and with ``CREFn``.
+
+    Returns
+    -------
+    xarray.DataArray
+        Named ``"bkg"``, in s-1 MeV-1 sr-1 (converted from the column unit; a
+        column without unit is taken to be in s-1 MeV-1 sr-1 already), with
+        dimensions ``("energy", "offset")`` for ``bkg_2d`` or ``("energy",
+        "detx", "dety")`` for ``bkg_3d``, each with ``*_lo``/``*_hi`` edges;
+        energy in TeV with logarithmic centres, the others in deg with linear
+        centres (axis columns without unit are taken as TeV / deg). ``attrs``
+        hold the header keywords that are not about the table layout
+        (``HDUCLAS*``, ``BKGTIME``, ``OBS_ID``, ...; logical values as 0/1 so
+        that they can be saved to netCDF), ``FOVALIGN`` for ``bkg_3d``
+        (``'ALTAZ'`` if the file has none, as GADF says), and ``source_file``
+        (file name) and ``source_hdu``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        Naming the file and HDU, if no background HDU is found, columns are
+        missing, their lengths do not fit the data cell, units cannot be
+        converted, or the axis order cannot be decided (pass ``axis_order``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: background file not found")
+    with fits.open(path, memmap=False) as hdulist:
+        index, table = _select_hdu(hdulist, hdu, path)
+        return _read_table(table, index, path, axis_order)
+
+
+def _select_hdu(
+    hdulist: fits.HDUList, hdu: str | int | None, path: Path
+) -> tuple[int, fits.BinTableHDU]:
+    if hdu is None:
+        tables = [(i, h) for i, h in enumerate(hdulist) if isinstance(h, fits.BinTableHDU)]
+        found = [(i, h) for i, h in tables if _declares_bkg(h.header)]
+        if not found:
+            # Gammapy 0.6 files have neither HDUCLAS nor EXTNAME: look at the columns.
+            found = [(i, h) for i, h in tables if _data_column(h) is not None]
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            raise ValueError(
+                f"{path}: no background HDU found (looked for HDUCLAS2='BKG', EXTNAME in "
+                f"{BKG_EXTNAMES} or a table with a BKG/BGD column); HDUs: {_describe(hdulist)}"
+            )
+        raise ValueError(
+            f"{path}: several background HDUs {[_label(h, i) for i, h in found]}; "
+            "choose one with hdu="
+        )
+
+    if isinstance(hdu, bool) or not isinstance(hdu, (int, str)):
+        raise TypeError(f"hdu must be a name, an index or None, got {hdu!r}")
+    if isinstance(hdu, int):
+        if not -len(hdulist) <= hdu < len(hdulist):
+            raise ValueError(f"{path}: no HDU {hdu}; HDUs: {_describe(hdulist)}")
+        index = hdu % len(hdulist)
+    else:
+        wanted = hdu.strip().upper()
+        if not wanted:
+            raise ValueError(f"{path}: empty HDU name; pass a name, an index or None")
+        matches = [
+            i
+            for i, h in enumerate(hdulist)
+            if wanted in (h.name.strip().upper(), _text(h.header.get("HDUNAME", "")).upper())
+        ]
+        if not matches:
+            raise ValueError(f"{path}: no HDU named {hdu!r}; HDUs: {_describe(hdulist)}")
+        if len(matches) > 1:
+            raise ValueError(
+                f"{path}: several HDUs named {hdu!r} (indices {matches}); pass an index as hdu="
+            )
+        index = matches[0]
+    table = hdulist[index]
+    if not isinstance(table, fits.BinTableHDU):
+        raise ValueError(
+            f"{path}: HDU {_label(table, index)} is a {type(table).__name__}, not a binary table"
+        )
+    return index, table
+
+
+def _read_table(
+    table: fits.BinTableHDU, index: int, path: Path, axis_order: Sequence[str] | None
+) -> xr.DataArray:
+    where = f"{path} [HDU {_label(table, index)}]"
+    header = table.header
+    data_name = _data_column(table)
+    if data_name is None:
+        raise ValueError(
+            f"{where}: no background data column (looked for {BKG_COLUMNS}, any case); "
+            f"columns: {table.columns.names}"
+        )
+    if len(table.data) != 1:
+        raise ValueError(
+            f"{where}: expected a table with one row (GADF array convention), found "
+            f"{len(table.data)} rows"
+        )
+    is_3d = any(_column(table, f"{_STEM[d]}_LO") for d in (DETX_DIM, DETY_DIM))
+    dims = DIMS_3D if is_3d else DIMS_2D
+
+    bin_edges = {dim: _edges_from_columns(table, dim, where) for dim in dims}
+    sizes = {dim: e.size - 1 for dim, e in bin_edges.items()}
+
+    raw = np.asarray(table.data[data_name][0], dtype=np.float64)
+    column_number = table.columns.names.index(data_name) + 1
+    stored = _stored_order(
+        raw.shape,
+        sizes,
+        cref=_cref_order(header, column_number, dims, where),
+        axis_order=_check_axis_order(axis_order, dims, where),
+        where=f"{where} column {data_name!r}",
+    )
+    values = raw.transpose([stored.index(dim) for dim in dims])
+    unit = table.columns[data_name].unit or conventions.RATE_UNIT
+    values = _convert(values, unit, conventions.RATE_UNIT, f"{where} column {data_name!r}")
+
+    if is_3d:
+        energy_coords = binned_coords(energy=bin_edges[conventions.ENERGY_DIM])
+        coords = {k: v for k, v in energy_coords.items() if k.startswith("energy")}
+        for dim in (DETX_DIM, DETY_DIM):
+            coords.update(_fov_coords(dim, bin_edges[dim]))
+    else:
+        coords = binned_coords(bin_edges[conventions.ENERGY_DIM], bin_edges[conventions.OFFSET_DIM])
+
+    attrs: dict[str, Any] = {"units": conventions.RATE_UNIT, "long_name": "background rate"}
+    attrs.update(_header_attrs(header))
+    if is_3d:
+        attrs["FOVALIGN"] = _text(header.get("FOVALIGN", _DEFAULT_FOVALIGN)).upper()
+    attrs["source_file"] = path.name
+    attrs["source_hdu"] = _label(table, index)
+    return xr.DataArray(values, dims=dims, coords=coords, name="bkg", attrs=attrs)
+
+
+def _edges_from_columns(table: fits.BinTableHDU, dim: str, where: str) -> NDArray[np.float64]:
+    stem = _STEM[dim]
+    wanted = [f"{stem}_LO", f"{stem}_HI"]
+    names = [_column(table, name) for name in wanted]
+    missing = [w for w, name in zip(wanted, names, strict=True) if name is None]
+    if missing:
+        axes = "ENERG, DETX and DETY" if dim in (DETX_DIM, DETY_DIM) else "ENERG and THETA"
+        raise ValueError(
+            f"{where}: missing column {' and '.join(missing)} (a background table needs _LO "
+            f"and _HI columns for {axes}); columns: {table.columns.names}"
+        )
+    lo, hi = (
+        _convert(
+            np.asarray(table.data[name][0], dtype=np.float64).ravel(),
+            table.columns[name].unit or _UNIT[dim],
+            _UNIT[dim],
+            f"{where} column {name!r}",
+        )
+        for name in names
+    )
+    if lo.size != hi.size or lo.size == 0:
+        raise ValueError(
+            f"{where}: columns {stem}_LO and {stem}_HI have lengths {lo.size} and {hi.size}; "
+            "they must be equal and non-zero"
+        )
+    if not np.array_equal(lo[1:], hi[:-1]):
+        raise ValueError(f"{where}: the {stem} bins are not contiguous ({stem}_LO[1:] != _HI[:-1])")
+    bin_edges = np.append(lo, hi[-1])
+    if dim in (conventions.ENERGY_DIM, conventions.OFFSET_DIM):
+        try:
+            return validate_edges(bin_edges, stem, positive=dim == conventions.ENERGY_DIM)
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from err
+    if not (np.all(np.isfinite(bin_edges)) and np.all(np.diff(bin_edges) > 0)):
+        raise ValueError(f"{where}: {stem} edges must be finite and increasing, got {bin_edges}")
+    return bin_edges
+
+
+def _stored_order(
+    shape: tuple[int, ...],
+    sizes: Mapping[str, int],
+    *,
+    cref: tuple[str, ...] | None,
+    axis_order: tuple[str, ...] | None,
+    where: str,
+) -> tuple[str, ...]:
+    """Order (numpy, slowest first) of the dimensions in a data cell of ``shape``."""
+    fitting = [
+        order for order in itertools.permutations(sizes) if tuple(sizes[d] for d in order) == shape
+    ]
+    if not fitting:
+        raise ValueError(
+            f"{where}: data shape {shape} fits no order of the axis lengths {dict(sizes)} "
+            "given by the _LO/_HI columns"
+        )
+    if cref is not None:
+        if cref not in fitting:
+            raise ValueError(
+                f"{where}: the CREF keyword gives the axis order {cref} (slowest first), "
+                f"which does not fit the data shape {shape}"
+            )
+        if axis_order is not None and axis_order != cref:
+            raise ValueError(
+                f"{where}: axis_order={axis_order} contradicts the file's CREF keyword, "
+                f"which gives {cref}; drop axis_order"
+            )
+        return cref
+    if axis_order is not None:
+        if axis_order not in fitting:
+            raise ValueError(
+                f"{where}: axis_order={axis_order} does not fit the data shape {shape} "
+                f"(axis lengths {dict(sizes)})"
+            )
+        return axis_order
+    if len(fitting) == 1:
+        return fitting[0]
+    raise ValueError(
+        f"{where}: the axis order cannot be told from the data shape {shape}, because axes "
+        f"have equal lengths {dict(sizes)}, and the HDU has no CREF keyword. Pass axis_order= "
+        f"with the stored order, slowest axis first: one of {fitting}. The GADF-recommended "
+        f"layout is {tuple(sizes)}; Gammapy 1.x/2.x writes {tuple(sizes)[::-1]}"
+    )
+
+
+def _cref_order(
+    header: fits.Header, column_number: int, dims: tuple[str, ...], where: str
+) -> tuple[str, ...] | None:
+    key = f"CREF{column_number}"
+    if key not in header:
+        return None
+    text = _text(header[key])
+    # e.g. '(THETA_LO:THETA_HI,ENERG_LO:ENERG_HI)': one LO:HI pair per FITS axis.
+    found = []
+    for part in text.strip("()").split(","):
+        stem = part.split(":")[0].strip().upper().removesuffix("_LO")
+        if stem not in _DIM_OF_STEM:
+            raise ValueError(f"{where}: cannot interpret {key} = {text!r}: unknown axis {stem!r}")
+        found.append(_DIM_OF_STEM[stem])
+    order = tuple(reversed(found))  # FITS lists the fastest axis first
+    if sorted(order) != sorted(dims):
+        raise ValueError(f"{where}: {key} = {text!r} does not name the axes {dims}")
+    return order
+
+
+def _check_axis_order(
+    axis_order: Sequence[str] | None, dims: tuple[str, ...], where: str
+) -> tuple[str, ...] | None:
+    if axis_order is None:
+        return None
+    if isinstance(axis_order, str):
+        raise TypeError(f"axis_order must be a sequence of dimension names, got {axis_order!r}")
+    order = tuple(str(d).strip().lower() for d in axis_order)
+    if sorted(order) != sorted(dims):
+        raise ValueError(
+            f"{where}: axis_order must be an ordering of {dims} for this table, got {axis_order}"
+        )
+    return order
+
+
+def _fov_coords(dim: str, bin_edges: NDArray[np.float64]) -> dict[str, xr.Variable]:
+    attrs = {"units": _UNIT[dim], "long_name": _FOV_LONG_NAME[dim]}
+    lo, hi = bin_edges[:-1], bin_edges[1:]
+    return {
+        dim: xr.Variable(dim, 0.5 * (lo + hi), attrs=attrs),
+        f"{dim}_lo": xr.Variable(
+            dim, lo, {**attrs, "long_name": f"{attrs['long_name']}, lower edge"}
+        ),
+        f"{dim}_hi": xr.Variable(
+            dim, hi, {**attrs, "long_name": f"{attrs['long_name']}, upper edge"}
+        ),
+    }
+
+
+def _header_attrs(header: fits.Header) -> dict[str, str | int | float]:
+    attrs: dict[str, str | int | float] = {}
+    for key, value in header.items():
+        if key in _NOT_ATTRS or _STRUCTURAL_KEYWORD.match(key):
+            continue
+        if isinstance(value, bool):
+            attrs[key] = int(value)
+        elif isinstance(value, str):
+            attrs[key] = value.strip()
+        elif isinstance(value, (int, float)):
+            attrs[key] = value
+        # keywords without a value (astropy's Undefined) or complex values are left out
+    return attrs
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _convert(values: NDArray[np.float64], unit: str, target: str, what: str) -> NDArray[np.float64]:
+    try:
+        scale = u.Unit(unit).to(target)
+    except (ValueError, u.UnitsError) as err:
+        raise ValueError(f"{what}: unit {unit!r} cannot be converted to {target!r}") from err
+    # Skip the multiplication for equal units so that values pass through bit for bit.
+    return values if scale == 1.0 else values * scale
+
+
+def _data_column(table: fits.BinTableHDU) -> str | None:
+    for name in BKG_COLUMNS:
+        found = _column(table, name)
+        if found is not None:
+            return found
+    return None
+
+
+def _column(table: fits.BinTableHDU, name: str) -> str | None:
+    """Actual name of column ``name`` in ``table``, compared case-insensitively."""
+    for actual in table.columns.names:
+        if actual.strip().upper() == name:
+            return actual
+    return None
+
+
+def _declares_bkg(header: fits.Header) -> bool:
+    return (
+        _text(header.get("HDUCLAS2", "")).upper() == "BKG"
+        or _text(header.get("EXTNAME", "")).upper() in BKG_EXTNAMES
+    )
+
+
+def _text(value: Any) -> str:
+    return str(value).strip()
+
+
+def _label(hdu: Any, index: int) -> str:
+    """Extension name of an HDU, or ``#index`` if it has none."""
+    return str(hdu.name) if hdu.name else f"#{index}"
+
+
+def _describe(hdulist: fits.HDUList) -> str:
+    return ", ".join(f"#{i} {h.name or '(no name)'}" for i, h in enumerate(hdulist))
