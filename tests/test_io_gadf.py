@@ -226,11 +226,10 @@ def test_gadf_example_bkg_2d(gadf_examples_dir):
 
 def test_gadf_example_bkg_3d(gadf_examples_dir):
     path = gadf_examples_dir / "bkg_3d_full_example.fits"
-    # 15 DETX and 15 DETY bins and no CREF: the order of the two cannot be read off the shape
-    with pytest.raises(ValueError, match=re.escape(str(path)) + ".*axis_order"):
-        read_bkg(path)
+    # 15 DETX and 15 DETY bins and no CREF: the GADF-recommended order is assumed
     raw = fits.getdata(path, "BACKGROUND")
-    da = read_bkg(path, axis_order=GADF_3D_ORDER)
+    da = read_bkg(path)
+    xr.testing.assert_identical(read_bkg(path, axis_order=GADF_3D_ORDER), da)
     assert da.dims == GADF_3D_ORDER
     assert da.shape == (20, 15, 15)
     for dim, stem in [("energy", "ENERG"), ("detx", "DETX"), ("dety", "DETY")]:
@@ -257,10 +256,8 @@ def test_hess_dr1_bkg_3d(dr1_dir):
     assert da.attrs["FOVALIGN"] == "RADEC"
     assert da.attrs["units"] == conventions.RATE_UNIT
     assert da.attrs["source_hdu"] == "BKG"
-    # found without a name too (HDUCLAS2 = 'BKG'), but 50 x 50 FoV bins need axis_order
-    xr.testing.assert_identical(read_bkg(path, axis_order=GADF_3D_ORDER), da)
-    with pytest.raises(ValueError, match=re.escape(str(path)) + r".*axis_order="):
-        read_bkg(path)
+    # found without a name too (HDUCLAS2 = 'BKG'); square 50 x 50 FoV bins in the GADF order
+    xr.testing.assert_identical(read_bkg(path), da)
 
 
 # ----------------------------------------------------------------------------- other layouts

@@ -252,7 +252,7 @@ def _cmd_make(args: argparse.Namespace) -> int:
 
     from xbkg import exclusion
     from xbkg.datastore import open_datastore, run_table, select_runs
-    from xbkg.pipeline import build_background, group_summary, options_for, write_background
+    from xbkg.pipeline import build_background, options_for, write_background
 
     options = options_for(
         args.preset,
@@ -309,6 +309,8 @@ def _cmd_make(args: argparse.Namespace) -> int:
 
 
 def _print_summary(bkg: Any, result: dict[str, Any], n_runs: int) -> None:
+    from xbkg.pipeline import group_summary
+
     cube = bkg.cube
     print(
         f"xbkg make: {n_runs} runs, {int(cube['n_events'].sum())} events read "

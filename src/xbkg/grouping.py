@@ -266,7 +266,8 @@ def write_group_def(groups: xr.Dataset, path: str | Path, *, overwrite: bool = F
             width = max(1, max((len(s) for s in strings), default=1))
             columns.append(fits.Column(gadf, f"{width}A", array=strings))
     hdu = fits.BinTableHDU.from_columns(columns, name="GROUP_DEF")
-    hdu.header["GROUPING"] = (groups.attrs.get("grouping", ""), "how runs are grouped")
+    # No comment on this card: a long grouping description would not fit beside one.
+    hdu.header["GROUPING"] = groups.attrs.get("grouping", "")
     return write_fits(fits.HDUList([fits.PrimaryHDU(), hdu]), path, overwrite=overwrite)
 
 

@@ -16,7 +16,23 @@ from pathlib import Path
 
 from astropy.io import fits
 
-__all__ = ["atomic_write_bytes", "fits_bytes", "write_fits"]
+__all__ = ["atomic_write_bytes", "fits_bytes", "publish", "write_fits"]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish(tmp: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
+    """Give a finished temporary file the usual permissions and rename it to ``path``.
+
+    ``tempfile.mkstemp`` creates files readable by the owner only; outputs
+    should get the permissions of any newly created file.
+    """
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
 
 
 def fits_bytes(hdulist: fits.HDUList, *, compress: bool) -> bytes:
@@ -47,7 +63,7 @@ def atomic_write_bytes(data: bytes, path: str | os.PathLike[str], *, overwrite: 
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

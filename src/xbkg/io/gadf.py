@@ -273,6 +273,10 @@ def read_bkg(
         layout or ``("offset", "energy")`` for what Gammapy 1.x/2.x writes.
         Only needed when axes have equal lengths and the HDU has no ``CREFn``
         keyword; if given it must agree with the shape and with ``CREFn``.
+        One case is settled without it: a ``bkg_3d`` with as many DETX as
+        DETY bins (H.E.S.S. DR1, the GADF example) is read in the
+        GADF-recommended order ``("energy", "detx", "dety")``, the only one in
+        use, since the two field-of-view axes cannot be told apart by shape.
 
     Returns
     -------
@@ -485,6 +489,14 @@ def _stored_order(
         return axis_order
     if len(fitting) == 1:
         return fitting[0]
+    recommended = tuple(sizes)
+    energy_positions = {order.index(conventions.ENERGY_DIM) for order in fitting}
+    if len(sizes) == 3 and recommended in fitting and len(energy_positions) == 1:
+        # Square field-of-view bins of a bkg_3d (H.E.S.S. DR1, the GADF example): the
+        # energy axis is known from its length, and DETX/DETY cannot be told apart by
+        # shape at all. The GADF-recommended order (ENERGY, DETX, DETY) is the only
+        # convention in use (Gammapy reads these files the same way).
+        return recommended
     raise ValueError(
         f"{where}: the axis order cannot be told from the data shape {shape}, because axes "
         f"have equal lengths {dict(sizes)}, and the HDU has no CREF keyword. Pass axis_order= "

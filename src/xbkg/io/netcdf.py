@@ -10,6 +10,8 @@ exactly and refuses archives of a schema version it does not know.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +19,7 @@ import xarray as xr
 
 from xbkg.axes import from_cf_bounds, to_cf_bounds
 from xbkg.conventions import GROUP_DIM, OBS_DIM
-from xbkg.io.fitsfile import atomic_write_bytes
+from xbkg.io.fitsfile import publish
 
 if TYPE_CHECKING:
     from xbkg.pipeline import Background
@@ -113,10 +115,20 @@ def from_archive(ds: xr.Dataset, source: str = "archive") -> Background:
 
 
 def write_archive(bkg: Background, path: str | Path, *, overwrite: bool = False) -> Path:
-    """Write the archive (netCDF4/HDF5 via h5netcdf) atomically."""
+    """Write the archive (netCDF-4) through a temporary file and one rename."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path}: file exists; pass overwrite=True (--overwrite) to replace it")
     ds = to_cf_bounds(to_archive(bkg))
-    data = ds.to_netcdf(engine="h5netcdf")
-    return atomic_write_bytes(bytes(data), path, overwrite=overwrite)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
+        publish(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def read_archive(path: str | Path) -> Background:
@@ -124,6 +136,6 @@ def read_archive(path: str | Path) -> Background:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: archive not found")
-    with xr.open_dataset(path, engine="h5netcdf") as ds:
+    with xr.open_dataset(path, engine="netcdf4") as ds:
         loaded = from_cf_bounds(ds.load())
     return from_archive(loaded, source=str(path))
