@@ -88,5 +88,5 @@ def test_errors_name_the_file(tmp_path):
     with pytest.raises(ds.DataStoreError, match="does not exist"):
         ds.read_events(tmp_path / "missing.fits")
     (tmp_path / "junk.fits").write_bytes(b"not a fits file")
-    with pytest.raises(ds.DataStoreError, match="junk.fits"):
+    with pytest.raises(ds.DataStoreError, match=r"junk\.fits"):
         ds.read_events(tmp_path / "junk.fits")

@@ -13,7 +13,9 @@ from xbkg.model import compute_rate, smooth, stack_groups
 def make_cube(counts, exposure, zen):
     counts = np.asarray(counts)
     n_runs, n_e, n_t = counts.shape
-    coords = axes.binned_coords(np.geomspace(0.1, 100, n_e + 1), np.sqrt(np.linspace(0, 4, n_t + 1)))
+    coords = axes.binned_coords(
+        np.geomspace(0.1, 100, n_e + 1), np.sqrt(np.linspace(0, 4, n_t + 1))
+    )
     return xr.Dataset(
         {
             "counts": (("obs_id", "energy", "offset"), counts),
@@ -41,13 +43,16 @@ def test_stack_and_rate_units():
     de_tev = np.diff(axes.edges(model, "energy"))
     omega = axes.ring_solid_angle(offset=axes.edges(model, "offset")).values
     recon = model["rate"] * model["exposure_time"] * de_tev[:, None] * 1e6 * omega
-    np.testing.assert_allclose(recon.isel(energy=slice(1, None)), model["counts"].isel(energy=slice(1, None)))
+    np.testing.assert_allclose(
+        recon.isel(energy=slice(1, None)), model["counts"].isel(energy=slice(1, None))
+    )
     # no exposure -> NaN, exposed but empty -> 0
     assert np.all(np.isnan(model["rate"].isel(energy=0)))
     assert not np.any(np.isnan(model["rate"].isel(energy=slice(1, None))))
     # errors are Poisson
     np.testing.assert_allclose(
-        (model["rate_error"] / model["rate"]).isel(energy=1), 1 / np.sqrt(model["counts"].isel(energy=1))
+        (model["rate_error"] / model["rate"]).isel(energy=1),
+        1 / np.sqrt(model["counts"].isel(energy=1)),
     )
 
 
@@ -58,7 +63,9 @@ def test_flat_solid_angle_is_gammapy06():
     flat = compute_rate(stack_groups(cube, groups), solid_angle="flat")
     ratio = (exact["rate"] / flat["rate"]).values
     t = np.deg2rad(axes.edges(cube, "offset"))
-    np.testing.assert_allclose(ratio[0, 0], np.pi * np.diff(t**2) / (2 * np.pi * -np.diff(np.cos(t))))
+    np.testing.assert_allclose(
+        ratio[0, 0], np.pi * np.diff(t**2) / (2 * np.pi * -np.diff(np.cos(t)))
+    )
 
 
 def reference_gammapy06_smooth(counts_row, rate_row):
@@ -77,7 +84,9 @@ def test_gammapy06_smoothing_matches_reference():
     rng = np.random.default_rng(3)
     counts = rng.poisson([[0.0], [2.0], [40.0]], size=(1, 3, 99))
     cube = make_cube(counts, np.full(counts.shape, 1500.0), zen=[10.0])
-    model = compute_rate(stack_groups(cube, group_definitions([GroupAxis("ZEN_PNT", edges=(0, 90))])))
+    model = compute_rate(
+        stack_groups(cube, group_definitions([GroupAxis("ZEN_PNT", edges=(0, 90))]))
+    )
     sm = smooth(model, "gammapy-0.6")
     for i in range(3):
         ref = reference_gammapy06_smooth(counts[0, i], model["rate"].values[0, i])
@@ -85,7 +94,8 @@ def test_gammapy06_smoothing_matches_reference():
     # Never in place: the raw model is untouched
     assert not np.array_equal(sm["rate"].values[0, 2], model["rate"].values[0, 2])
     np.testing.assert_array_equal(model["rate"].values, compute_rate(model)["rate"].values)
-    assert sm.attrs["smoothing"] == "gammapy-0.6" and model.attrs["smoothing"] == "none"
+    assert sm.attrs["smoothing"] == "gammapy-0.6"
+    assert model.attrs["smoothing"] == "none"
 
 
 @settings(max_examples=40, deadline=None)
@@ -103,7 +113,9 @@ def test_adaptive_smoothing_properties(lam, n_bins, seed, hole):
         exposure[..., n_bins // 3] = 0.0
         counts[..., n_bins // 3] = 0
     cube = make_cube(counts, exposure, zen=[10.0])
-    model = compute_rate(stack_groups(cube, group_definitions([GroupAxis("ZEN_PNT", edges=(0, 90))])))
+    model = compute_rate(
+        stack_groups(cube, group_definitions([GroupAxis("ZEN_PNT", edges=(0, 90))]))
+    )
     before = model.copy(deep=True)
     sm = smooth(model)
     xr.testing.assert_identical(model, before)
@@ -112,15 +124,24 @@ def test_adaptive_smoothing_properties(lam, n_bins, seed, hole):
     assert np.all(np.isnan(rate[~exposed]))
     assert np.all(rate[exposed] >= 0)
     # conserves counts per energy row
-    pred = (sm["rate"] * model["exposure_time"] * axes.ring_solid_angle(model) * axes.energy_width_mev(model))
-    np.testing.assert_allclose(pred.sum("offset").values, model["counts"].sum("offset").values, rtol=1e-9, atol=1e-9)
+    pred = (
+        sm["rate"]
+        * model["exposure_time"]
+        * axes.ring_solid_angle(model)
+        * axes.energy_width_mev(model)
+    )
+    np.testing.assert_allclose(
+        pred.sum("offset").values, model["counts"].sum("offset").values, rtol=1e-9, atol=1e-9
+    )
 
 
 def test_adaptive_smoothing_flat_truth_has_no_edge_artefacts():
     # A flat rate with high statistics stays flat up to the axis ends (reflect-free).
     counts = np.full((1, 1, 99), 10_000)
     cube = make_cube(counts, np.full(counts.shape, 1.0), zen=[10.0])
-    model = compute_rate(stack_groups(cube, group_definitions([GroupAxis("ZEN_PNT", edges=(0, 90))])))
+    model = compute_rate(
+        stack_groups(cube, group_definitions([GroupAxis("ZEN_PNT", edges=(0, 90))]))
+    )
     sm = smooth(model)
     r = sm["rate"].values[0, 0]
     np.testing.assert_allclose(r / r.mean(), 1.0, rtol=2e-3)

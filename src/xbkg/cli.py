@@ -314,7 +314,7 @@ def _print_summary(bkg: Any, result: dict[str, Any], n_runs: int) -> None:
     cube = bkg.cube
     print(
         f"xbkg make: {n_runs} runs, {int(cube['n_events'].sum())} events read "
-        f"(time: {bkg.options.time.upper()}, preset options: {bkg.options.exclusion_method} exclusion, "
+        f"(time {bkg.options.time.upper()}, {bkg.options.exclusion_method} exclusion, "
         f"{bkg.options.smoothing} smoothing)"
     )
     for row in group_summary(bkg):

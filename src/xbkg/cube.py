@@ -23,7 +23,7 @@ import xarray as xr
 from numpy.typing import ArrayLike, NDArray
 
 from xbkg import __version__, exclusion
-from xbkg.axes import binned_coords, validate_edges
+from xbkg.axes import binned_coords
 from xbkg.conventions import (
     DEFAULT_TIME_CONVENTION,
     ENERGY_DIM,

@@ -12,6 +12,7 @@ The run conditions are exposed as an :class:`xarray.Dataset` along ``obs_id``
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -266,10 +267,8 @@ def _complete_runs(store: DataStore, runs: xr.Dataset) -> xr.Dataset:
             header = _read_header(path, hdu)
             for key in HEADER_RUN_KEYWORDS:
                 if key in header:
-                    try:
+                    with contextlib.suppress(TypeError, ValueError):
                         values[key][i] = float(header[key])
-                    except (TypeError, ValueError):
-                        pass
         for key in HEADER_RUN_KEYWORDS:
             _set(runs, key, values[key], _needs(runs, coord_name(key)))
         if "ONTIME" in HEADER_RUN_KEYWORDS:

@@ -330,7 +330,8 @@ def write_background(
     existing = [n for n in names if (out_dir / n).exists()]
     if existing and not overwrite:
         raise FileExistsError(
-            f"{out_dir}: would overwrite {existing}; pass --overwrite (overwrite=True) to replace them"
+            f"{out_dir}: would overwrite {existing}; "
+            "pass --overwrite (overwrite=True) to replace them"
         )
     assignment, moved = index_assignment(bkg, all_runs)
     if moved and bkg.options.missing_group == "error":

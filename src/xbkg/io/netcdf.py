@@ -31,7 +31,7 @@ ARCHIVE_VERSION = 1
 
 _RUN_RENAMES = {"counts": "run_counts", "exposure_time": "run_exposure_time"}
 _SMOOTH_RENAMES = {"rate": "smoothed_rate", "rate_error": "smoothed_rate_error"}
-_REGION_PREFIX = "exclusion_"
+_REGION_PREFIX = "region_"
 
 
 def to_archive(bkg: Background) -> xr.Dataset:
@@ -43,7 +43,7 @@ def to_archive(bkg: Background) -> xr.Dataset:
     ds = xr.merge([cube, bkg.model, smoothed], compat="identical", join="exact")
     if bkg.regions is not None:
         regions = bkg.regions.rename({k: f"{_REGION_PREFIX}{k}" for k in bkg.regions.variables})
-        ds = ds.merge(regions)
+        ds = ds.merge(regions, combine_attrs="override")
     ds.attrs = {
         "Conventions": "CF-1.10",
         "title": "xbkg template background model",
@@ -52,6 +52,8 @@ def to_archive(bkg: Background) -> xr.Dataset:
         **{k: v for k, v in bkg.model.attrs.items() if k != "smoothing"},
         "smoothing": bkg.smoothed.attrs.get("smoothing", ""),
     }
+    if bkg.regions is not None:
+        ds.attrs.update({f"{_REGION_PREFIX}{k}": v for k, v in bkg.regions.attrs.items()})
     return ds
 
 
@@ -79,7 +81,11 @@ def from_archive(ds: xr.Dataset, source: str = "archive") -> Background:
     for key in ("energy_edges", "offset_edges"):
         raw[key] = tuple(raw[key])
     options = Options(**raw)
-    attrs = {k: v for k, v in ds.attrs.items() if not k.startswith("xbkg_schema")}
+    attrs = {
+        k: v
+        for k, v in ds.attrs.items()
+        if not k.startswith("xbkg_schema") and not k.startswith(_REGION_PREFIX)
+    }
     for k in ("Conventions", "title", "smoothing"):
         attrs.pop(k, None)
     region_vars = [str(v) for v in ds.variables if str(v).startswith(_REGION_PREFIX)]
@@ -87,7 +93,9 @@ def from_archive(ds: xr.Dataset, source: str = "archive") -> Background:
     if region_vars:
         regions = ds[region_vars].rename({v: v[len(_REGION_PREFIX) :] for v in region_vars})
         regions = regions.drop_vars([c for c in regions.coords if "source" not in regions[c].dims])
-        regions.attrs = {}
+        regions.attrs = {
+            k[len(_REGION_PREFIX) :]: v for k, v in ds.attrs.items() if k.startswith(_REGION_PREFIX)
+        }
     group_vars = [v for v in ds.data_vars if GROUP_DIM in ds[v].dims]
     cube_vars = [v for v in ds.data_vars if OBS_DIM in ds[v].dims]
     cube = ds[cube_vars].rename({v: k for k, v in _RUN_RENAMES.items()})
@@ -103,13 +111,9 @@ def from_archive(ds: xr.Dataset, source: str = "archive") -> Background:
     for k in _SMOOTH_RENAMES:
         smoothed[k].attrs = {a: b for a, b in smoothed[k].attrs.items() if a != "smoothing"}
     smoothed.attrs = {**attrs, "smoothing": ds.attrs.get("smoothing", "")}
-    groups = xr.Dataset(
-        coords={
-            c: model.coords[c]
-            for c in model.coords
-            if model[c].dims == (GROUP_DIM,) and c != "n_runs"
-        }
-    )
+    # The group definitions are the group coordinates that describe a cell (gadf_name).
+    definition = [c for c in model.coords if c == GROUP_DIM or "gadf_name" in model.coords[c].attrs]
+    groups = xr.Dataset(coords={c: model.coords[c].variable for c in definition})
     groups.attrs["grouping"] = attrs.get("grouping", "")
     return Background(cube, groups, model, smoothed, regions, options)
 
@@ -118,7 +122,9 @@ def write_archive(bkg: Background, path: str | Path, *, overwrite: bool = False)
     """Write the archive (netCDF-4) through a temporary file and one rename."""
     path = Path(path)
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: file exists; pass overwrite=True (--overwrite) to replace it")
+        raise FileExistsError(
+            f"{path}: file exists; pass overwrite=True (--overwrite) to replace it"
+        )
     ds = to_cf_bounds(to_archive(bkg))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)

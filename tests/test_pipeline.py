@@ -1,0 +1,231 @@
+"""End-to-end: data store -> models -> files, on the real H.E.S.S. data."""
+
+import numpy as np
+import pytest
+import xarray as xr
+from astropy.table import Table
+
+from xbkg import exclusion
+from xbkg.datastore import open_datastore, run_table
+from xbkg.io.gadf import read_bkg
+from xbkg.io.netcdf import read_archive
+from xbkg.pipeline import (
+    PRESETS,
+    BackgroundWarning,
+    build_background,
+    options_for,
+    write_background,
+)
+
+
+@pytest.fixture(scope="module")
+def crab4(crab4_dir):
+    store = open_datastore(crab4_dir)
+    return store, run_table(store)
+
+
+def test_gammapy06_reference_numbers(crab4):
+    """The numbers of the Gammapy 0.6 implementation the tutorial used."""
+    store, runs = crab4
+    bkg = build_background(store, runs, options=PRESETS["gammapy-0.6"])
+    per_run = bkg.cube["counts"].sum(("energy", "offset"))
+    assert int(per_run.sum()) == 5403
+    assert per_run.sel(obs_id=[23523, 23526, 23559, 23592]).values.tolist() == [
+        1398,
+        1373,
+        1291,
+        1341,
+    ]
+    gid = bkg.cube["group_id"]
+    assert sorted(gid.obs_id.values[gid.values == 0].tolist()) == [23526, 23559, 23592]
+    assert gid.obs_id.values[gid.values == 1].tolist() == [23523]
+    assert float(bkg.cube["livetime"].sum()) == pytest.approx(6313.8117676, abs=1e-6)
+    # LIVETIME everywhere, flat ring area, no safe-energy cut
+    expo = bkg.model["exposure_time"].sel(group=0)
+    np.testing.assert_allclose(expo, runs["livetime"].sel(obs_id=[23526, 23559, 23592]).sum())
+    rate = bkg.model["rate"].sel(group=1)
+    t = np.deg2rad(np.sqrt(np.linspace(0, 2.5**2, 100)))
+    de = np.diff(np.geomspace(0.1, 100, 16)) * 1e6
+    expected = bkg.model["counts"].sel(group=1) / (
+        1581.7368164 * de[:, None] * (np.pi * np.diff(t**2))[None, :]
+    )
+    np.testing.assert_allclose(rate, expected, rtol=1e-7)
+
+
+def test_gammapy06_wedge_exclusion(crab4, gammacat_path):
+    store, runs = crab4
+    regions = exclusion.read_catalog(gammacat_path, min_radius=0.0)
+    bkg = build_background(store, runs, regions=regions, options=PRESETS["gammapy-0.6"])
+    cube = bkg.cube
+    # one run-wide factor (1 - wedge fraction) on LIVETIME, the same in every bin
+    for obs_id in runs.obs_id.values:
+        expo = cube["exposure_time"].sel(obs_id=obs_id)
+        assert np.ptp(expo.values) == 0
+        frac = float(cube["excluded_fraction"].sel(obs_id=obs_id)[0])
+        assert 0 < frac < 0.5
+        assert float(expo[0, 0]) == pytest.approx(
+            float(runs["livetime"].sel(obs_id=obs_id)) * (1 - frac)
+        )
+    assert int(cube["n_excluded"].sum()) > 0
+    kept = cube["counts"].sum() + cube["n_excluded"].sum() + cube["n_outside"].sum()
+    assert int(kept) == int(cube["n_events"].sum())
+
+
+def test_default_exact_exclusion_removes_every_source(crab4, gammacat_path):
+    store, runs = crab4
+    regions = exclusion.read_catalog(gammacat_path)
+    bkg = build_background(store, runs, regions=regions)
+    frac = bkg.cube["excluded_fraction"]
+    # per-ring fractions: non-zero on the Crab's ring (0.5 deg), zero beyond its circle
+    near = frac.sel(obs_id=[23523, 23526])
+    assert np.all(near.sel(offset=0.5, method="nearest") > 0.15)
+    assert np.all(near.sel(offset=slice(0.85, None)) == 0)
+    # runs 23559 and 23592 have the Crab at 1.50 deg on opposite sides; 23592 also has
+    # RGB J0521+212 at 1.67 deg, which Gammapy 0.6 ignored (it used the nearest only)
+    ring = frac.sel(offset=1.67, method="nearest")
+    assert float(ring.sel(obs_id=23592)) > float(ring.sel(obs_id=23559)) + 0.05
+    # exposure time is the ONTIME scaled by the unexcluded fraction
+    on = runs["ontime"].sel(obs_id=23523)
+    row = bkg.cube["exposure_time"].sel(obs_id=23523, energy=2.0, method="nearest")
+    np.testing.assert_allclose(row, on * (1 - frac.sel(obs_id=23523)))
+    assert bkg.model.attrs["time_convention"] == "ontime"
+
+
+@pytest.fixture(scope="module")
+def dr1_build(dr1_dir, gammacat_path, tmp_path_factory):
+    store = open_datastore(dr1_dir)
+    runs = run_table(store)
+    regions = exclusion.read_catalog(gammacat_path)
+    bkg = build_background(store, runs, regions=regions)
+    out = tmp_path_factory.mktemp("dr1") / "model"
+    result = write_background(bkg, store, out, all_runs=runs)
+    return store, runs, bkg, out, result
+
+
+def test_dr1_model_and_files(dr1_build):
+    _store, runs, bkg, out, _ = dr1_build
+    assert bkg.cube.sizes["obs_id"] == 105
+    # counts conserved: every event is binned, excluded, unsafe or outside the binning
+    cube = bkg.cube
+    np.testing.assert_array_equal(
+        cube["counts"].sum(("energy", "offset"))
+        + cube["n_excluded"]
+        + cube["n_unsafe"]
+        + cube["n_outside"],
+        cube["n_events"],
+    )
+    assert int(cube["n_events"].sum()) == int(runs["event_count"].sum())
+    # no counts nor exposure below the safe threshold
+    for obs_id in [20136, 47802]:
+        lo = float(runs["safe_energy_lo"].sel(obs_id=obs_id))
+        below = cube["energy_lo"] < lo * (1 - 1e-5)
+        assert float(cube["exposure_time"].sel(obs_id=obs_id).where(below).max()) == 0
+        assert int(cube["counts"].sel(obs_id=obs_id).where(below).sum()) == 0
+    # files
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [
+        "background.nc",
+        "background_2D_group_000_table.fits.gz",
+        "background_2D_group_001_table.fits.gz",
+        "group-def.fits",
+        "hdu-index.fits.gz",
+        "obs-index.fits.gz",
+        "smooth_background_2D_group_000_table.fits.gz",
+        "smooth_background_2D_group_001_table.fits.gz",
+    ]
+    raw = read_bkg(out / "background_2D_group_000_table.fits.gz")
+    smooth = read_bkg(out / "smooth_background_2D_group_000_table.fits.gz")
+    assert not np.array_equal(raw.values, smooth.values)  # the Gammapy 0.6 files were identical
+    np.testing.assert_allclose(raw.values, bkg.model["rate"].sel(group=0).fillna(0).values)
+    assert raw.attrs["BKGTIME"] == "ONTIME"
+    assert raw.attrs["HDUCLAS4"] == "BKG_2D"
+
+
+def test_dr1_hdu_index(dr1_build):
+    store, _runs, bkg, out, _ = dr1_build
+    hdu = Table.read(out / "hdu-index.fits.gz")
+    obs = Table.read(out / "obs-index.fits.gz")
+    assert len(obs) == 105
+    bkg_rows = hdu[hdu["HDU_TYPE"] == "bkg"]
+    assert len(bkg_rows) == 105  # DR1's own bkg_3d rows replaced, not duplicated
+    assert set(bkg_rows["HDU_CLASS"]) == {"bkg_2d"}
+    assert len(hdu) == len(store.hdu_index)
+    for row in hdu:
+        path = out / row["FILE_DIR"] / row["FILE_NAME"]
+        assert path.is_file(), path
+    gid = bkg.cube["group_id"]
+    for row in bkg_rows:
+        group = int(gid.sel(obs_id=row["OBS_ID"]))
+        assert row["FILE_NAME"] == f"smooth_background_2D_group_{group:03d}_table.fits.gz"
+        assert row["SIZE"] == (out / row["FILE_NAME"]).stat().st_size
+        assert len(row["MD5"]) == 32
+
+
+def test_gammapy_reads_the_output_store(dr1_build):
+    gammapy_data = pytest.importorskip("gammapy.data")
+    import astropy.units as u
+
+    _, _, bkg, out, _ = dr1_build
+    store = gammapy_data.DataStore.from_dir(out)
+    obs = store.obs(20136)
+    assert len(obs.events.table) == 11243
+    group = int(bkg.cube["group_id"].sel(obs_id=20136))
+    model = bkg.smoothed["rate"].sel(group=group)
+    e, o = model.energy.values[8], model.offset.values[20]
+    value = obs.bkg.evaluate(energy=e * u.TeV, offset=o * u.deg)
+    assert value.unit.is_equivalent("MeV-1 s-1 sr-1")
+    assert value.to_value("MeV-1 s-1 sr-1") == pytest.approx(
+        float(model.sel(energy=e, offset=o)), rel=1e-6
+    )
+
+
+def test_archive_roundtrip(dr1_build):
+    _, _, bkg, out, _ = dr1_build
+    back = read_archive(out / "background.nc")
+    xr.testing.assert_identical(back.cube, bkg.cube)
+    xr.testing.assert_identical(back.model, bkg.model)
+    xr.testing.assert_identical(back.smoothed, bkg.smoothed)
+    xr.testing.assert_identical(back.groups, bkg.groups)
+    xr.testing.assert_identical(back.regions, bkg.regions)
+    assert back.options == bkg.options
+
+
+def test_outputs_are_reproducible_and_not_overwritten(crab4, tmp_path):
+    store, runs = crab4
+    bkg = build_background(store, runs)
+    a = write_background(bkg, store, tmp_path / "a", all_runs=runs)
+    write_background(bkg, store, tmp_path / "b", all_runs=runs)
+    for name in a["files"]:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    before = {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()}
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        write_background(bkg, store, tmp_path / "a", all_runs=runs)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()} == before
+    write_background(bkg, store, tmp_path / "a", all_runs=runs, overwrite=True)
+
+
+def test_runs_without_model_get_nearest_group(crab4, tmp_path):
+    store, runs = crab4
+    # Build from group-0 runs only: run 23523 (group 1) must still get a model.
+    options = options_for("default", missing_group="nearest")
+    bkg = build_background(store, runs.sel(obs_id=[23526, 23559]), options=options)
+    with pytest.warns(BackgroundWarning, match="OBS_ID 23523 is in group 1"):
+        result = write_background(bkg, store, tmp_path / "m", all_runs=runs)
+    assert result["reassigned"] == [(23523, 1, 0)]
+    hdu = Table.read(tmp_path / "m" / "hdu-index.fits.gz")
+    row = hdu[(hdu["OBS_ID"] == 23523) & (hdu["HDU_TYPE"] == "bkg")]
+    assert row["FILE_NAME"][0] == "smooth_background_2D_group_000_table.fits.gz"
+
+    strict = build_background(
+        store, runs.sel(obs_id=[23526]), options=options_for(missing_group="error")
+    )
+    with pytest.raises(ValueError, match=r"\(23523, 1\)"):
+        write_background(strict, store, tmp_path / "strict", all_runs=runs)
+    assert not (tmp_path / "strict").exists() or not any((tmp_path / "strict").iterdir())
+
+
+def test_options_validation():
+    with pytest.raises(ValueError, match="unknown preset"):
+        options_for("gammapy-0.5")
+    with pytest.raises(ValueError, match="unknown option"):
+        options_for(smoothness="a lot")
