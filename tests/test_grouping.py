@@ -18,7 +18,7 @@ def test_cartesian_product_first_axis_slowest():
     groups = g.group_definitions(axes)
     assert groups.sizes["group"] == 6
     assert groups["zenith_min"].values.tolist() == [0, 0, 30, 30, 40, 40]
-    assert groups["n_tels"].values.tolist() == [3, 4, 3, 4, 3, 4]
+    assert groups["n_tels_value"].values.tolist() == [3, 4, 3, 4, 3, 4]
     r = runs(zenith=[10, 35, 45, 45, 55, 49.999], n_tels=[4, 3, 3, 4, 4, 2])
     gid = g.assign_groups(r, groups)
     assert gid.values.tolist() == [1, 2, 4, 5, -1, -1]

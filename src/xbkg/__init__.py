@@ -1,10 +1,73 @@
-"""xbkg: template background models for gamma-ray telescopes on labelled arrays."""
+"""xbkg: template background models for gamma-ray telescopes on labelled arrays.
 
+The public API is importable from the package top level. Submodules are loaded
+on first use, so that ``import xbkg`` (and the ``xbkg`` command) stay fast.
+
+Examples
+--------
+>>> import xbkg
+>>> store = xbkg.open_datastore("hess-dl3-dr1")  # doctest: +SKIP
+>>> runs = xbkg.run_table(store)  # doctest: +SKIP
+>>> regions = xbkg.read_catalog("gammacat.fits.gz")  # doctest: +SKIP
+>>> bkg = xbkg.build_background(store, runs, regions=regions)  # doctest: +SKIP
+>>> xbkg.write_background(bkg, store, "background")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 try:
     __version__ = version("xbkg")
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0"
 
-__all__ = ["__version__"]
+#: Public name -> submodule that defines it.
+_EXPORTS = {
+    "open_datastore": "datastore",
+    "run_table": "datastore",
+    "select_runs": "datastore",
+    "copy_runs": "datastore",
+    "read_events": "datastore",
+    "DataStoreError": "datastore",
+    "read_catalog": "exclusion",
+    "exclusion_circles": "exclusion",
+    "combine_regions": "exclusion",
+    "make_run_cube": "cube",
+    "GroupAxis": "grouping",
+    "group_definitions": "grouping",
+    "assign_groups": "grouping",
+    "read_group_def": "grouping",
+    "write_group_def": "grouping",
+    "stack_groups": "model",
+    "compute_rate": "model",
+    "smooth": "model",
+    "Options": "pipeline",
+    "PRESETS": "pipeline",
+    "options_for": "pipeline",
+    "Background": "pipeline",
+    "build_background": "pipeline",
+    "write_background": "pipeline",
+    "read_bkg": "io.gadf",
+    "write_bkg_2d": "io.gadf",
+    "read_archive": "io.netcdf",
+    "write_archive": "io.netcdf",
+    "simulate_datastore": "simulate",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        module = importlib.import_module(f"xbkg.{_EXPORTS[name]}")
+        value = getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'xbkg' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

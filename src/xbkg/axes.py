@@ -81,15 +81,17 @@ def validate_edges(values: ArrayLike, name: str, *, positive: bool = False) -> N
     """
     arr = np.asarray(values, dtype=np.float64)
     if arr.ndim != 1 or arr.size < 2:
-        raise ValueError(f"{name} edges must be a 1-D sequence of at least 2 values, got {arr!r}")
+        raise ValueError(
+            f"{name} edges must be a 1-D sequence of at least 2 values, got {arr.tolist()}"
+        )
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} edges must be finite, got {arr!r}")
+        raise ValueError(f"{name} edges must be finite, got {arr.tolist()}")
     if np.any(np.diff(arr) <= 0):
-        raise ValueError(f"{name} edges must be strictly increasing, got {arr!r}")
+        raise ValueError(f"{name} edges must be strictly increasing, got {arr.tolist()}")
     if positive and arr[0] <= 0:
-        raise ValueError(f"{name} edges must be positive, got {arr!r}")
+        raise ValueError(f"{name} edges must be positive, got {arr.tolist()}")
     if not positive and arr[0] < 0:
-        raise ValueError(f"{name} edges must not be negative, got {arr!r}")
+        raise ValueError(f"{name} edges must not be negative, got {arr.tolist()}")
     return arr
 
 

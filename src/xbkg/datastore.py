@@ -24,6 +24,7 @@ import numpy as np
 import xarray as xr
 from astropy import units as u
 from astropy.io import fits
+from astropy.io.fits.verify import VerifyWarning
 from astropy.table import Table
 from numpy.typing import NDArray
 
@@ -389,7 +390,15 @@ def read_events(path: str | Path, hdu: str = "EVENTS") -> EventList:
     if not path.is_file():
         raise DataStoreError(f"{path}: event file listed in the HDU index does not exist")
     try:
-        with fits.open(path, memmap=False) as hdul:
+        with warnings.catch_warnings():
+            # astropy only warns about a truncated or corrupt file; for us it is an error.
+            warnings.simplefilter("error", VerifyWarning)
+            hdul = fits.open(path, memmap=False)
+            hdul.readall()
+    except (OSError, ValueError, TypeError, VerifyWarning) as exc:
+        raise DataStoreError(f"{path}: cannot read the events ({exc})") from exc
+    try:
+        with hdul:
             table = hdul[_find_hdu(hdul, hdu, path)]
             if not isinstance(table, fits.BinTableHDU):
                 raise DataStoreError(f"{path}: HDU {hdu!r} is not a binary table")

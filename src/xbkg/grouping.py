@@ -7,7 +7,8 @@ the product cells with the first axis varying slowest (row-major), as Gammapy
 0.6 did, so existing ``group-def.fits`` files keep their meaning.
 
 Groups are a Dataset along ``group`` whose coordinates describe each cell
-(``zen_pnt_min``, ``zen_pnt_max``, ``n_tels``, ...). Assigning runs to groups
+(``zen_pnt_min``, ``zen_pnt_max`` for edges, ``n_tels_value`` for values; the
+suffix keeps them apart from the run columns such as ``n_tels``). Assigning runs to groups
 gives a ``group_id`` per run (-1 for a run in no group, which is reported,
 never dropped silently).
 """
@@ -100,8 +101,8 @@ def group_definitions(axes: Sequence[GroupAxis]) -> xr.Dataset:
     -------
     xarray.Dataset
         Along ``group`` (the GROUP_ID, 0..n-1, first axis slowest), with
-        coordinates ``<col>_min``/``<col>_max`` for edge axes and ``<col>`` for
-        value axes, and the axes recorded in ``attrs["grouping"]``.
+        coordinates ``<col>_min``/``<col>_max`` for edge axes and ``<col>_value``
+        for value axes, and the axes recorded in ``attrs["grouping"]``.
     """
     if not axes:
         raise ValueError("a grouping needs at least one axis")
@@ -127,7 +128,7 @@ def group_definitions(axes: Sequence[GroupAxis]) -> xr.Dataset:
             )
         else:
             assert axis.values is not None
-            coords[name] = xr.Variable(
+            coords[f"{name}_value"] = xr.Variable(
                 GROUP_DIM, np.asarray(axis.values)[idx], {"gadf_name": axis.column}
             )
     groups = xr.Dataset(coords=coords)
@@ -239,7 +240,7 @@ def nearest_group(runs: xr.Dataset, groups: xr.Dataset, candidates: Sequence[int
             outside = np.where(v < lo, lo - v, np.where(v >= hi, v - hi, 0.0)) / span
             dist += np.where(np.isfinite(outside), outside, np.inf) ** 2
         else:
-            gv = groups[name].values[cand]
+            gv = groups[f"{name}_value"].values[cand]
             dist += (values[:, None] != gv[None, :]).astype(float)
     best = cand[np.argmin(dist, axis=1)]
     return xr.DataArray(best, dims=OBS_DIM, coords={OBS_DIM: runs[OBS_DIM].values})

@@ -36,7 +36,7 @@ from xbkg.conventions import (
     model_filename,
 )
 from xbkg.cube import ExclusionMethod, make_run_cube
-from xbkg.datastore import DataStore
+from xbkg.datastore import DataStore, run_table
 from xbkg.grouping import (
     GroupAxis,
     assign_groups,
@@ -291,7 +291,7 @@ def write_background(
     store: DataStore,
     out_dir: str | Path,
     *,
-    all_runs: xr.Dataset,
+    all_runs: xr.Dataset | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Write the models and make ``out_dir`` a data store; all or nothing.
@@ -305,7 +305,8 @@ def write_background(
     out_dir
         Output folder (created if needed).
     all_runs
-        Run table of every run of the input store (for the index).
+        Run table of every run of the input store (for the index); read from
+        ``store`` if not given.
     overwrite
         Replace files of the same names in ``out_dir``.
 
@@ -333,6 +334,8 @@ def write_background(
             f"{out_dir}: would overwrite {existing}; "
             "pass --overwrite (overwrite=True) to replace them"
         )
+    if all_runs is None:
+        all_runs = run_table(store)
     assignment, moved = index_assignment(bkg, all_runs)
     if moved and bkg.options.missing_group == "error":
         raise ValueError(
