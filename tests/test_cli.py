@@ -53,7 +53,8 @@ def test_make_preset_and_summary(crab4_dir, gammacat_path, tmp_path, capsys):
     assert code == 0
     text = capsys.readouterr().out
     assert "4 runs" in text
-    assert "group   0" in text and "3 runs" in text
+    assert "group   0" in text
+    assert "3 runs" in text
     assert "in exclusion regions" in text
     header = fits.getheader(out / "smooth_background_2D_group_001_table.fits.gz", "BACKGROUND")
     assert header["BKGTIME"] == "LIVETIME"
@@ -101,7 +102,8 @@ def test_existing_outputs_are_kept(crab4_dir, tmp_path, capsys):
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     assert run("make", crab4_dir, out, "-q", "--time", "livetime") == 1
     err = capsys.readouterr().err
-    assert "--overwrite" in err and str(out) in err
+    assert "--overwrite" in err
+    assert str(out) in err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert run("make", crab4_dir, out, "-q", "--time", "livetime", "--overwrite") == 0
     assert fits.getheader(out / "background_2D_group_000_table.fits.gz", 1)["BKGTIME"] == "LIVETIME"
