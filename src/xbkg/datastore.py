@@ -390,15 +390,9 @@ def read_events(path: str | Path, hdu: str = "EVENTS") -> EventList:
     if not path.is_file():
         raise DataStoreError(f"{path}: event file listed in the HDU index does not exist")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), fits.open(path, memmap=False) as hdul:
             # astropy only warns about a truncated or corrupt file; for us it is an error.
             warnings.simplefilter("error", VerifyWarning)
-            hdul = fits.open(path, memmap=False)
-            hdul.readall()
-    except (OSError, ValueError, TypeError, VerifyWarning) as exc:
-        raise DataStoreError(f"{path}: cannot read the events ({exc})") from exc
-    try:
-        with hdul:
             table = hdul[_find_hdu(hdul, hdu, path)]
             if not isinstance(table, fits.BinTableHDU):
                 raise DataStoreError(f"{path}: HDU {hdu!r} is not a binary table")
@@ -421,7 +415,7 @@ def read_events(path: str | Path, hdu: str = "EVENTS") -> EventList:
             header = table.header.copy()
     except DataStoreError:
         raise
-    except (OSError, ValueError, TypeError) as exc:
+    except (OSError, ValueError, TypeError, VerifyWarning) as exc:
         raise DataStoreError(f"{path}: cannot read the events ({exc})") from exc
     return EventList(ra=ra, dec=dec, energy=energy, header=header, path=path)
 
