@@ -15,7 +15,7 @@ and never re-reads events.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -78,7 +78,6 @@ class RunHistogram:
     n_excluded: int
     n_unsafe: int
     n_outside: int
-    tallies: dict[str, int] = field(default_factory=dict)
 
 
 def safe_energy_mask(
@@ -98,15 +97,6 @@ def safe_energy_mask(
     if np.isfinite(safe_hi):
         keep &= hi <= safe_hi * (1 + _SAFE_RTOL)
     return keep
-
-
-def _offsets(ra: NDArray[np.float64], dec: NDArray[np.float64], ra0: float, dec0: float):
-    """Great-circle separation in deg (haversine: accurate at small angles)."""
-    d1, d2 = np.deg2rad(dec), np.deg2rad(dec0)
-    sdd = np.sin(0.5 * (d1 - d2))
-    sda = np.sin(0.5 * np.deg2rad(ra - ra0))
-    h = sdd * sdd + np.cos(d1) * np.cos(d2) * sda * sda
-    return np.rad2deg(2.0 * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0))))
 
 
 def _bin_index(values: NDArray[np.float64], edges: NDArray[np.float64]) -> NDArray[np.intp]:
@@ -147,7 +137,7 @@ def bin_events(
         source only and reduce the exposure of all bins by the wedge fraction.
     """
     n_e, n_t = len(energy_edges) - 1, len(offset_edges) - 1
-    offset = _offsets(events.ra, events.dec, spec.ra_pnt, spec.dec_pnt)
+    offset = exclusion.separation(spec.ra_pnt, spec.dec_pnt, events.ra, events.dec)
     keep = np.ones(offset.shape, dtype=bool)
     ring_fraction = np.zeros(n_t)
     if regions is not None and regions.sizes.get("source", 0) > 0:
