@@ -16,6 +16,7 @@ archive converts them to CF bounds on disk and back on load
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -177,7 +178,7 @@ def to_cf_bounds(ds: xr.Dataset) -> xr.Dataset:
 def from_cf_bounds(ds: xr.Dataset) -> xr.Dataset:
     """Inverse of :func:`to_cf_bounds`: CF bounds back to ``<dim>_lo``/``<dim>_hi``."""
     out = ds.copy()
-    for dim in list(ds.dims):
+    for dim in map(str, ds.dims):
         if dim not in ds.coords or "bounds" not in ds[dim].attrs:
             continue
         name = ds[dim].attrs["bounds"]
@@ -231,7 +232,7 @@ def ring_solid_angle(
     """
     if obj is not None:
         o = edges(obj, OFFSET_DIM)
-        coords = {OFFSET_DIM: obj[OFFSET_DIM]}
+        coords: dict[str, Any] = {OFFSET_DIM: obj[OFFSET_DIM]}
     elif offset is not None:
         o = validate_edges(offset, "offset")
         coords = {OFFSET_DIM: 0.5 * (o[:-1] + o[1:])}

@@ -183,14 +183,15 @@ def hdu_location(store: DataStore, obs_id: int, hdu_type: str = "events") -> tup
 
 
 def _column_to_variable(column: Any, name: str) -> xr.Variable:
-    data = np.ma.asarray(column)
+    data: np.ma.MaskedArray = np.ma.asarray(column)
     if data.dtype.kind in "SUO":
         values: NDArray[Any] = np.array([_clean_str(v) for v in data.filled("")], dtype=str)
     elif data.dtype.kind == "f":
-        values = data.astype(np.float64).filled(np.nan)
+        values = np.ma.filled(data.astype(np.float64), np.nan)
     elif data.dtype.kind in "iub":
         # Masked integers become NaN floats: there is no integer "missing" value.
-        values = data.astype(np.float64).filled(np.nan) if np.ma.is_masked(data) else data.data
+        masked = np.ma.is_masked(data)
+        values = np.ma.filled(data.astype(np.float64), np.nan) if masked else data.data
         if values.dtype.kind == "u" or values.dtype.kind == "i":
             values = values.astype(np.int64)
     else:
@@ -343,8 +344,9 @@ def select_runs(
         absolute = key.startswith("|") and key.endswith("|")
         name = coord_name(key.strip("|"))
         if name not in out:
+            available = sorted(map(str, out.data_vars))
             raise DataStoreError(
-                f"cannot select on {key!r}: no such run column; available: {sorted(out.data_vars)}"
+                f"cannot select on {key!r}: no such run column; available: {available}"
             )
         values = out[name].values.astype(np.float64)
         if absolute:

@@ -119,7 +119,7 @@ def compute_rate(model: xr.Dataset, *, solid_angle: SolidAngle | None = None) ->
     exposed = model["exposure_time"] > 0
     safe = denominator.where(exposed)
     rate = (model["counts"] / safe).assign_attrs(units=RATE_UNIT, long_name="background rate")
-    error = (np.sqrt(model["counts"]) / safe).assign_attrs(
+    error = (model["counts"] ** 0.5 / safe).assign_attrs(
         units=RATE_UNIT, long_name="background rate statistical error (Poisson)"
     )
     out = model.assign(rate=rate, rate_error=error)
