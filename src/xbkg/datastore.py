@@ -29,6 +29,7 @@ from astropy.table import Table
 from numpy.typing import NDArray
 
 from xbkg.conventions import HDU_INDEX_FILE, OBS_DIM, OBS_INDEX_FILE, coord_name
+from xbkg.io.eventfile import read_table_columns
 from xbkg.io.fitsfile import write_fits
 
 __all__ = [
@@ -362,35 +363,69 @@ def select_runs(
 
 @dataclass(frozen=True)
 class EventList:
-    """The event columns needed for binning, in TeV and deg, and the EVENTS header."""
+    """The event columns needed for binning (TeV, deg) and the EVENTS header values."""
 
     ra: NDArray[np.float64]
     dec: NDArray[np.float64]
     energy: NDArray[np.float64]
-    header: fits.Header
+    header: Mapping[str, Any]
     path: Path
 
 
-def _column_unit(hdu: fits.BinTableHDU, column: str) -> str | None:
-    names = [n.upper() for n in hdu.columns.names]
-    unit = hdu.columns[names.index(column)].unit
-    return unit.strip() if unit and unit.strip() else None
+def _to_unit(values: NDArray[np.float64], unit: str | None, target: str) -> NDArray[np.float64]:
+    if not unit or unit == target:
+        return values
+    return values * u.Unit(unit).to(target)
+
+
+def _column_units(cards: Mapping[str, Any], names: Sequence[str]) -> dict[str, str | None]:
+    """TUNITn of the named columns (``None`` where absent or blank)."""
+    number = {
+        str(cards.get(f"TTYPE{i}", "")).strip().upper(): i
+        for i in range(1, int(cards.get("TFIELDS", 0)) + 1)
+    }
+    return {
+        name: str(cards.get(f"TUNIT{number.get(name, 0)}", "")).strip() or None for name in names
+    }
+
+
+def _events_from_columns(
+    columns: Mapping[str, NDArray[np.float64]], cards: Mapping[str, Any], path: Path
+) -> EventList:
+    units = _column_units(cards, ("RA", "DEC", "ENERGY"))
+    # Old GADF files leave ENERGY without a unit: the header's EUNIT, else TeV.
+    energy_unit = units["ENERGY"] or _clean_str(cards.get("EUNIT", "TeV")) or "TeV"
+    return EventList(
+        ra=_to_unit(columns["RA"], units["RA"], "deg"),
+        dec=_to_unit(columns["DEC"], units["DEC"], "deg"),
+        energy=_to_unit(columns["ENERGY"], energy_unit, "TeV"),
+        header=dict(cards),
+        path=path,
+    )
 
 
 def read_events(path: str | Path, hdu: str = "EVENTS") -> EventList:
     """Read RA, DEC and ENERGY of an EVENTS HDU.
 
+    Only the EVENTS table is decompressed and only the three needed columns
+    are decoded (:func:`xbkg.io.eventfile.read_table_columns`); files that the
+    fast reader does not understand go through :mod:`astropy.io.fits`.
     ENERGY without a unit is taken in the header's ``EUNIT``, else TeV (the
-    convention of old GADF files). Only the three needed columns are decoded.
+    convention of old GADF files).
 
     Raises
     ------
     DataStoreError
-        If the file or HDU is missing or a column is absent; the message names the file.
+        If the file or HDU is missing or damaged or a column is absent; the
+        message names the file.
     """
     path = Path(path)
     if not path.is_file():
         raise DataStoreError(f"{path}: event file listed in the HDU index does not exist")
+    fast = read_table_columns(path, hdu, ("RA", "DEC", "ENERGY"))
+    if fast is not None:
+        columns, cards, _ = fast
+        return _events_from_columns(columns, cards, path)
     try:
         with warnings.catch_warnings(), fits.open(path, memmap=False) as hdul:
             # astropy only warns about a truncated or corrupt file; for us it is an error.
@@ -403,23 +438,16 @@ def read_events(path: str | Path, hdu: str = "EVENTS") -> EventList:
             if missing:
                 raise DataStoreError(f"{path}: EVENTS table lacks the columns {missing}")
             data = table.data
-            ra = np.asarray(data.field(names.index("RA")), dtype=np.float64)
-            dec = np.asarray(data.field(names.index("DEC")), dtype=np.float64)
-            energy = np.asarray(data.field(names.index("ENERGY")), dtype=np.float64)
-            unit = _column_unit(table, "ENERGY") or _clean_str(table.header.get("EUNIT", "TeV"))
-            if unit != "TeV":
-                energy = energy * u.Unit(unit).to(u.TeV)
-            for col in ("RA", "DEC"):
-                cu = _column_unit(table, col)
-                if cu is not None and u.Unit(cu) != u.deg:
-                    factor = u.Unit(cu).to(u.deg)
-                    ra, dec = (ra * factor, dec) if col == "RA" else (ra, dec * factor)
-            header = table.header.copy()
+            columns = {
+                c: np.asarray(data.field(names.index(c)), dtype=np.float64)
+                for c in ("RA", "DEC", "ENERGY")
+            }
+            cards = {k: v for k, v in table.header.items() if k not in ("COMMENT", "HISTORY", "")}
     except DataStoreError:
         raise
     except (OSError, ValueError, TypeError, VerifyWarning) as exc:
         raise DataStoreError(f"{path}: cannot read the events ({exc})") from exc
-    return EventList(ra=ra, dec=dec, energy=energy, header=header, path=path)
+    return _events_from_columns(columns, cards, path)
 
 
 def copy_runs(

@@ -1,0 +1,208 @@
+"""A minimal, fast reader for the columns of one FITS binary table.
+
+Building a background reads a few columns (RA, DEC, ENERGY) of the EVENTS
+table of every run, and nothing else. A general FITS library decompresses and
+parses every HDU it meets and builds table objects for all columns; here the
+file is decompressed as a stream only up to the end of the wanted table, the
+header cards are parsed as text, and the wanted columns are viewed straight
+from the row bytes with a numpy structured dtype.
+
+Anything this reader does not understand (a column with a repeat count, an
+unknown format, a malformed header) makes it return None, and the caller falls
+back to :mod:`astropy.io.fits`, which reports problems properly.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Sequence
+from typing import IO
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["read_table_columns"]
+
+_BLOCK = 2880
+_CARD = 80
+#: Bytes per element of each FITS binary table format code.
+_SIZES = {"L": 1, "B": 1, "I": 2, "J": 4, "K": 8, "A": 1, "E": 4, "D": 8, "C": 8, "M": 16}
+_DESCRIPTORS = {"P": 8, "Q": 16}
+_NUMPY = {"B": "u1", "I": ">i2", "J": ">i4", "K": ">i8", "E": ">f4", "D": ">f8"}
+
+
+class _Unsupported(Exception):
+    """The file needs the general reader."""
+
+
+def _value(text: str) -> str | int | float | bool:
+    text = text.strip()
+    if text.startswith("'"):
+        # Quoted string: '' is an escaped quote; a '/' after the closing quote starts the comment.
+        out, i = [], 1
+        while i < len(text):
+            if text[i] == "'":
+                if i + 1 < len(text) and text[i + 1] == "'":
+                    out.append("'")
+                    i += 2
+                    continue
+                break
+            out.append(text[i])
+            i += 1
+        return "".join(out).rstrip()
+    text = text.split("/", 1)[0].strip()
+    if text in ("T", "F"):
+        return text == "T"
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text.replace("D", "E"))
+        except ValueError as exc:
+            raise _Unsupported(f"cannot parse header value {text!r}") from exc
+
+
+def _read_header(stream: IO[bytes]) -> tuple[dict[str, str | int | float | bool], bytes] | None:
+    """Read one header; None at the end of the file."""
+    blocks = []
+    cards: dict[str, str | int | float | bool] = {}
+    while True:
+        block = stream.read(_BLOCK)
+        if not block:
+            if blocks:
+                raise _Unsupported("file ends inside a header")
+            return None
+        if len(block) != _BLOCK:
+            raise _Unsupported("truncated header block")
+        blocks.append(block)
+        text = block.decode("ascii", errors="replace")
+        for i in range(0, _BLOCK, _CARD):
+            card = text[i : i + _CARD]
+            key = card[:8].strip()
+            if key == "END":
+                return cards, b"".join(blocks)
+            if card[8:10] == "= " and key not in cards:
+                cards[key] = _value(card[10:])
+
+
+def _data_size(cards: dict[str, str | int | float | bool]) -> int:
+    naxis = int(cards.get("NAXIS", 0))
+    if naxis == 0:
+        return 0
+    n = 1
+    for i in range(1, naxis + 1):
+        n *= int(cards[f"NAXIS{i}"])
+    bits = abs(int(cards["BITPIX"]))
+    return bits // 8 * int(cards.get("GCOUNT", 1)) * (int(cards.get("PCOUNT", 0)) + n)
+
+
+def _skip(stream: IO[bytes], nbytes: int) -> None:
+    padded = -(-nbytes // _BLOCK) * _BLOCK
+    while padded > 0:
+        chunk = stream.read(min(padded, 1 << 22))
+        if not chunk:
+            raise _Unsupported("file ends inside a data unit")
+        padded -= len(chunk)
+
+
+def _column_layout(
+    cards: dict[str, str | int | float | bool],
+) -> dict[str, tuple[int, int, str, int]]:
+    """Column name (upper case) -> (column number, byte offset in the row, format code, repeat)."""
+    layout = {}
+    offset = 0
+    for i in range(1, int(cards["TFIELDS"]) + 1):
+        form = str(cards[f"TFORM{i}"]).strip().upper()
+        digits = ""
+        while form and form[0].isdigit():
+            digits, form = digits + form[0], form[1:]
+        repeat = int(digits) if digits else 1
+        code = form[:1]
+        if code == "X":
+            size = (repeat + 7) // 8
+        elif code in _DESCRIPTORS:
+            size = _DESCRIPTORS[code] * repeat
+        elif code in _SIZES:
+            size = _SIZES[code] * repeat
+        else:
+            raise _Unsupported(f"unknown column format {cards[f'TFORM{i}']!r}")
+        name = str(cards.get(f"TTYPE{i}", f"COL{i}")).strip().upper()
+        layout.setdefault(name, (i, offset, code, repeat))
+        offset += size
+    if offset != int(cards["NAXIS1"]):
+        raise _Unsupported("column formats do not add up to the row length")
+    return layout
+
+
+def _open(path: str | os.PathLike[str]) -> IO[bytes]:
+    with open(path, "rb") as f:
+        magic = f.read(2)
+    if magic == b"\x1f\x8b":
+        return gzip.open(path, "rb")
+    return open(path, "rb")
+
+
+def read_table_columns(
+    path: str | os.PathLike[str], extname: str, columns: Sequence[str]
+) -> tuple[dict[str, NDArray[np.float64]], dict[str, str | int | float | bool], bytes] | None:
+    """Read some numeric columns of a binary table as float64 arrays.
+
+    Parameters
+    ----------
+    path
+        FITS file, optionally gzip-compressed.
+    extname
+        Name of the table HDU (EXTNAME, or HDUNAME for old files), case-insensitive.
+    columns
+        Column names (case-insensitive) of scalar numeric columns.
+
+    Returns
+    -------
+    tuple or None
+        ``(arrays, cards, raw header bytes)`` with TSCAL/TZERO applied and the
+        column units in ``cards`` as ``TUNITn``; or None if the file needs the
+        general reader (unknown layout, missing HDU or column, damaged file).
+    """
+    wanted = extname.strip().upper()
+    try:
+        with _open(path) as stream:
+            while True:
+                found = _read_header(stream)
+                if found is None:
+                    return None
+                cards, raw = found
+                name = str(cards.get("EXTNAME", cards.get("HDUNAME", ""))).strip().upper()
+                size = _data_size(cards)
+                if name != wanted or cards.get("XTENSION") != "BINTABLE":
+                    _skip(stream, size)
+                    continue
+                layout = _column_layout(cards)
+                nrows, rowlen = int(cards["NAXIS2"]), int(cards["NAXIS1"])
+                data = stream.read(nrows * rowlen)
+                if len(data) != nrows * rowlen:
+                    return None
+                out = {}
+                for column in columns:
+                    key = column.upper()
+                    if key not in layout:
+                        return None
+                    index, offset, code, repeat = layout[key]
+                    if repeat != 1 or code not in _NUMPY:
+                        return None
+                    view = np.ndarray(
+                        (nrows,),
+                        dtype=np.dtype(_NUMPY[code]),
+                        buffer=data,
+                        offset=offset,
+                        strides=(rowlen,),
+                    )
+                    values = view.astype(np.float64)
+                    scale = float(cards.get(f"TSCAL{index}", 1.0))
+                    zero = float(cards.get(f"TZERO{index}", 0.0))
+                    if scale != 1.0 or zero != 0.0:
+                        values = values * scale + zero
+                    out[key] = values
+                return out, cards, raw
+    except (_Unsupported, OSError, EOFError, ValueError, KeyError):
+        return None
