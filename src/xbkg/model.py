@@ -18,7 +18,6 @@ from typing import Literal
 import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
-from scipy import ndimage
 
 from xbkg.axes import energy_width_mev, ring_solid_angle
 from xbkg.conventions import ENERGY_DIM, GROUP_DIM, OBS_DIM, OFFSET_DIM, RATE_UNIT
@@ -191,6 +190,15 @@ def _gaussian_kernel(sigma: float) -> NDArray[np.float64]:
     return k / k.sum()
 
 
+def _convolve_zero_padded(
+    values: NDArray[np.float64], kernel: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Centred convolution with zeros outside the axis (any kernel length, odd kernel)."""
+    full = np.convolve(values, kernel)
+    start = (len(kernel) - 1) // 2
+    return full[start : start + len(values)]
+
+
 def _smooth_rows_adaptive(
     counts: NDArray[np.int64], denominator: NDArray[np.float64]
 ) -> NDArray[np.float64]:
@@ -208,8 +216,8 @@ def _smooth_rows_adaptive(
             out[i, exposed] = 0.0
             continue
         k = _gaussian_kernel(_sigma_bins(total, n_bins))
-        sc = ndimage.convolve1d(c, k, mode="constant", cval=0.0)
-        sd = ndimage.convolve1d(np.where(exposed, d, 0.0), k, mode="constant", cval=0.0)
+        sc = _convolve_zero_padded(c, k)
+        sd = _convolve_zero_padded(np.where(exposed, d, 0.0), k)
         r = np.zeros(n_bins)
         np.divide(sc, sd, out=r, where=sd > 0)
         predicted = (r * np.where(exposed, d, 0.0)).sum()
@@ -221,6 +229,10 @@ def _smooth_rows_adaptive(
 def _smooth_rows_gammapy06(
     counts: NDArray[np.int64], rate: NDArray[np.float64]
 ) -> NDArray[np.float64]:
+    # scipy only here: the preset must match Gammapy 0.6 to the last bit, and the
+    # default path should not pay for importing scipy.
+    from scipy import ndimage
+
     n_bins = counts.shape[-1]
     c2 = counts.reshape(-1, n_bins).astype(np.float64)
     r2 = rate.reshape(-1, n_bins)
@@ -233,5 +245,5 @@ def _smooth_rows_gammapy06(
         x = np.linspace(-3, 3, n)
         k = np.exp(-(x**2) / 2)
         k /= k.sum()
-        out[i] = ndimage.convolve(r2[i], k, mode="reflect")
+        out[i] = ndimage.convolve(r2[i], k, mode="reflect")  # exactly as Gammapy 0.6
     return out.reshape(counts.shape)
