@@ -184,6 +184,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["nearest", "error"],
         help="a run whose group has no model gets the nearest group's model (default) or fails",
     )
+    make.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="bin runs in N local processes (default: %(default)s; results do not depend on it)",
+    )
+    make.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="bin runs on a running dask.distributed scheduler, e.g. tcp://host:8786",
+    )
     make.add_argument("--overwrite", action="store_true", help="replace existing output files")
     make.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
 
@@ -227,6 +239,19 @@ def _progress(quiet: bool):
     return show
 
 
+def _without_dask() -> None:
+    """Make dask invisible to this process when it is not used.
+
+    xarray probes for dask (importing it if installed) on many operations;
+    importing dask and distributed costs about as much as binning all runs of a
+    small release. The command line knows whether it needs dask, so it hides
+    dask from xarray unless ``--scheduler`` is given. Library users are not
+    affected.
+    """
+    for name in ("dask", "distributed"):
+        sys.modules.setdefault(name, None)  # type: ignore[assignment]
+
+
 def _grouping(args: argparse.Namespace) -> list[Any] | None:
     from xbkg.grouping import GroupAxis
 
@@ -248,6 +273,8 @@ def _grouping(args: argparse.Namespace) -> list[Any] | None:
 
 
 def _cmd_make(args: argparse.Namespace) -> int:
+    if args.scheduler is None:
+        _without_dask()
     import xarray as xr
 
     from xbkg import exclusion
@@ -294,7 +321,13 @@ def _cmd_make(args: argparse.Namespace) -> int:
             )
 
     bkg = build_background(
-        store, runs, regions=regions, options=options, progress=_progress(args.quiet)
+        store,
+        runs,
+        regions=regions,
+        options=options,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        progress=_progress(args.quiet),
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

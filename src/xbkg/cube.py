@@ -14,7 +14,10 @@ and never re-reads events.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import functools
+import multiprocessing
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -37,6 +40,7 @@ from xbkg.datastore import DataStore, DataStoreError, EventList, hdu_location, r
 
 __all__ = [
     "ExclusionMethod",
+    "RunArrays",
     "RunHistogram",
     "RunSpec",
     "bin_events",
@@ -263,9 +267,14 @@ def make_run_cube(
     time: TimeConvention = DEFAULT_TIME_CONVENTION,
     safe_energy: bool = True,
     method: ExclusionMethod = "exact",
+    workers: int = 1,
+    scheduler: str | None = None,
     progress: Callable[[int, int, int], None] | None = None,
 ) -> xr.Dataset:
     """Histogram the events of the given runs into the per-run cube.
+
+    Runs are streamed: each run's events are read, binned and dropped, so
+    memory holds one run's events (per worker) plus the cube itself.
 
     Parameters
     ----------
@@ -286,6 +295,11 @@ def make_run_cube(
         Use only energy bins inside each run's safe range (SAFE_ENERGY_LO/HI).
     method
         Exclusion geometry, ``"exact"`` or ``"gammapy-0.6"``.
+    workers
+        Number of local processes binning runs in parallel.
+    scheduler
+        Address of a running dask.distributed scheduler (``"tcp://host:8786"``)
+        to bin the runs on; the event files must be readable by its workers.
     progress
         Called as ``progress(i, n, obs_id)`` after each run.
 
@@ -294,26 +308,116 @@ def make_run_cube(
     xarray.Dataset
         ``counts`` and ``exposure_time`` along ``(obs_id, energy, offset)``,
         ``excluded_fraction`` along ``(obs_id, offset)``, per-run event tallies,
-        and the run table columns as ``obs_id`` coordinates.
+        and the run table columns as ``obs_id`` coordinates. The result does
+        not depend on ``workers`` or ``scheduler``: runs are assembled in
+        their given order.
     """
     if method not in EXCLUSION_METHODS:
         raise ValueError(f"method must be one of {EXCLUSION_METHODS}, got {method!r}")
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     coords = binned_coords(energy_edges, offset_edges)
     e_edges = np.append(coords["energy_lo"].values, coords["energy_hi"].values[-1])
     t_edges = np.append(coords["offset_lo"].values, coords["offset_hi"].values[-1])
     specs = run_specs(store, runs, time=time)
-    hists = []
-    for i, spec in enumerate(specs):
-        hists.append(
-            bin_run(spec, e_edges, t_edges, regions, safe_energy=safe_energy, method=method)
-        )
+    work = functools.partial(
+        bin_run,
+        energy_edges=e_edges,
+        offset_edges=t_edges,
+        regions=regions,
+        safe_energy=safe_energy,
+        method=method,
+    )
+    n_runs, n_e, n_t = len(specs), len(e_edges) - 1, len(t_edges) - 1
+    arrays = RunArrays.empty(n_runs, n_e, n_t)
+    for i, hist in enumerate(_map_runs(work, specs, workers=workers, scheduler=scheduler)):
+        arrays.fill(i, hist)
         if progress is not None:
-            progress(i + 1, len(specs), spec.obs_id)
-    return assemble_run_cube(hists, runs, coords, time=time, safe_energy=safe_energy, method=method)
+            progress(i + 1, n_runs, hist.obs_id)
+    return assemble_run_cube(arrays, runs, coords, time=time, safe_energy=safe_energy, method=method)
+
+
+def _map_runs(
+    work: Callable[[RunSpec], RunHistogram],
+    specs: Sequence[RunSpec],
+    *,
+    workers: int,
+    scheduler: str | None,
+) -> Iterator[RunHistogram]:
+    """Apply ``work`` to every run, yielding results in the order of ``specs``."""
+    if scheduler is not None:
+        yield from _map_runs_dask(work, specs, scheduler)
+    elif workers == 1 or len(specs) < 2:
+        yield from map(work, specs)
+    else:
+        # fork (where available) starts workers without re-importing anything.
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else None)
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            # Small chunks keep both workers busy to the end; map keeps the order.
+            chunk = max(1, min(8, len(specs) // (4 * workers)))
+            yield from pool.map(work, specs, chunksize=chunk)
+
+
+def _map_runs_dask(
+    work: Callable[[RunSpec], RunHistogram], specs: Sequence[RunSpec], scheduler: str
+) -> Iterator[RunHistogram]:
+    try:
+        from dask.distributed import Client
+    except ImportError as exc:
+        raise ImportError(
+            "--scheduler needs dask.distributed: pip install 'xbkg[distributed]'"
+        ) from exc
+    with Client(scheduler, set_as_default=False) as client:
+        futures = client.map(work, specs, pure=False)
+        try:
+            for future in futures:
+                yield future.result()
+        finally:
+            client.cancel(futures)
+
+
+@dataclass
+class RunArrays:
+    """Preallocated per-run arrays, filled run by run (the streaming accumulator)."""
+
+    obs_id: NDArray[np.int64]
+    counts: NDArray[np.int64]
+    exposure_time: NDArray[np.float64]
+    excluded_fraction: NDArray[np.float64]
+    tallies: dict[str, NDArray[np.int64]]
+
+    @classmethod
+    def empty(cls, n_runs: int, n_energy: int, n_offset: int) -> RunArrays:
+        """Zero arrays for ``n_runs`` runs."""
+        return cls(
+            obs_id=np.zeros(n_runs, np.int64),
+            counts=np.zeros((n_runs, n_energy, n_offset), np.int64),
+            exposure_time=np.zeros((n_runs, n_energy, n_offset)),
+            excluded_fraction=np.zeros((n_runs, n_offset)),
+            tallies={name: np.zeros(n_runs, np.int64) for name, _ in _TALLIES},
+        )
+
+    def fill(self, i: int, hist: RunHistogram) -> None:
+        """Store run ``i``'s histogram."""
+        self.obs_id[i] = hist.obs_id
+        self.counts[i] = hist.counts
+        self.exposure_time[i] = hist.exposure_time
+        self.excluded_fraction[i] = hist.excluded_fraction
+        for name, _ in _TALLIES:
+            self.tallies[name][i] = getattr(hist, name)
+
+
+_TALLIES = (
+    ("n_events", "events in the run"),
+    ("n_excluded", "events inside exclusion regions"),
+    ("n_unsafe", "binned events outside the safe energy range"),
+    ("n_outside", "events outside the energy/offset binning"),
+)
 
 
 def assemble_run_cube(
-    hists: Sequence[RunHistogram],
+    arrays: RunArrays,
     runs: xr.Dataset,
     coords: dict[str, xr.Variable],
     *,
@@ -321,17 +425,10 @@ def assemble_run_cube(
     safe_energy: bool,
     method: ExclusionMethod,
 ) -> xr.Dataset:
-    """Stack per-run histograms into the labelled run cube."""
-    obs_ids = np.array([h.obs_id for h in hists], dtype=np.int64)
+    """Label the per-run arrays: the run cube Dataset."""
+    obs_ids = arrays.obs_id
     dims3 = (OBS_DIM, ENERGY_DIM, OFFSET_DIM)
-    n_e, n_t = coords[ENERGY_DIM].size, coords[OFFSET_DIM].size
-    counts = np.stack([h.counts for h in hists]) if hists else np.zeros((0, n_e, n_t), np.int64)
-    exposure = np.stack([h.exposure_time for h in hists]) if hists else np.zeros((0, n_e, n_t))
-    fraction = np.stack([h.excluded_fraction for h in hists]) if hists else np.zeros((0, n_t))
-
-    def tally(name: str, long_name: str) -> xr.Variable:
-        values = np.array([getattr(h, name) for h in hists], dtype=np.int64)
-        return xr.Variable(OBS_DIM, values, {"long_name": long_name, "units": "1"})
+    counts, exposure, fraction = arrays.counts, arrays.exposure_time, arrays.excluded_fraction
 
     cube = xr.Dataset(
         {
@@ -349,10 +446,12 @@ def assemble_run_cube(
                 fraction,
                 {"long_name": "excluded solid-angle fraction of the ring", "units": "1"},
             ),
-            "n_events": tally("n_events", "events in the run"),
-            "n_excluded": tally("n_excluded", "events inside exclusion regions"),
-            "n_unsafe": tally("n_unsafe", "binned events outside the safe energy range"),
-            "n_outside": tally("n_outside", "events outside the energy/offset binning"),
+            **{
+                name: xr.Variable(
+                    OBS_DIM, arrays.tallies[name], {"long_name": long_name, "units": "1"}
+                )
+                for name, long_name in _TALLIES
+            },
         },
         coords={**coords, OBS_DIM: obs_ids},
     )

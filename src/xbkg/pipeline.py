@@ -184,6 +184,8 @@ def build_background(
     *,
     regions: xr.Dataset | None = None,
     options: Options | None = None,
+    workers: int = 1,
+    scheduler: str | None = None,
     progress: Callable[[int, int, int], None] | None = None,
 ) -> Background:
     """Build grouped raw and smoothed background models from runs.
@@ -198,6 +200,10 @@ def build_background(
         Exclusion circles (:func:`xbkg.exclusion.read_catalog`, ...), or None.
     options
         Choices; default ``PRESETS["default"]``.
+    workers, scheduler
+        Where the per-run pass runs: ``workers`` local processes, or the
+        dask.distributed scheduler at address ``scheduler``. The result does
+        not depend on them.
     progress
         Called as ``progress(i, n, obs_id)`` after each run.
     """
@@ -211,6 +217,8 @@ def build_background(
         time=options.time,
         safe_energy=options.safe_energy,
         method=options.exclusion_method,
+        workers=workers,
+        scheduler=scheduler,
         progress=progress,
     )
     cube.attrs["options"] = options.to_json()
