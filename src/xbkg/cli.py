@@ -239,19 +239,6 @@ def _progress(quiet: bool):
     return show
 
 
-def _without_dask() -> None:
-    """Make dask invisible to this process when it is not used.
-
-    xarray probes for dask (importing it if installed) on many operations;
-    importing dask and distributed costs about as much as binning all runs of a
-    small release. The command line knows whether it needs dask, so it hides
-    dask from xarray unless ``--scheduler`` is given. Library users are not
-    affected.
-    """
-    for name in ("dask", "distributed"):
-        sys.modules.setdefault(name, None)  # type: ignore[assignment]
-
-
 def _grouping(args: argparse.Namespace) -> list[Any] | None:
     from xbkg.grouping import GroupAxis
 
@@ -273,8 +260,6 @@ def _grouping(args: argparse.Namespace) -> list[Any] | None:
 
 
 def _cmd_make(args: argparse.Namespace) -> int:
-    if args.scheduler is None:
-        _without_dask()
     import xarray as xr
 
     from xbkg import exclusion

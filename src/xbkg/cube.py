@@ -36,7 +36,7 @@ from xbkg.conventions import (
     TIME_UNIT,
     TimeConvention,
 )
-from xbkg.datastore import DataStore, DataStoreError, EventList, hdu_location, read_events
+from xbkg.datastore import DataStore, DataStoreError, EventList, event_locations, read_events
 
 __all__ = [
     "ExclusionMethod",
@@ -195,31 +195,35 @@ def run_specs(
     """
     if time not in TIME_CONVENTIONS:
         raise ValueError(f"time must be one of {TIME_CONVENTIONS}, got {time!r}")
+    n = runs.sizes[OBS_DIM]
+
+    def column(name: str) -> NDArray[np.float64]:
+        return runs[name].values.astype(np.float64) if name in runs else np.full(n, np.nan)
+
+    duration, ra, dec = column(time), column("ra_pnt"), column("dec_pnt")
+    safe_lo, safe_hi = column("safe_energy_lo"), column("safe_energy_hi")
+    locations = event_locations(store)
     problems = []
     specs = []
-    for obs_id in runs[OBS_DIM].values:
-        row = runs.sel({OBS_DIM: obs_id})
-        path, hdu = hdu_location(store, int(obs_id))
-
-        def value(name: str, row: xr.Dataset = row) -> float:
-            return float(row[name]) if name in row else np.nan
-
-        duration = value(time)
-        if not (np.isfinite(duration) and duration > 0):
+    for i, obs_id in enumerate(runs[OBS_DIM].values.tolist()):
+        if obs_id not in locations:
+            problems.append(f"OBS_ID {obs_id}: no events HDU in the HDU index")
+            continue
+        if not (np.isfinite(duration[i]) and duration[i] > 0):
             problems.append(f"OBS_ID {obs_id}: no positive {time.upper()}")
-        ra, dec = value("ra_pnt"), value("dec_pnt")
-        if not (np.isfinite(ra) and np.isfinite(dec)):
+        if not (np.isfinite(ra[i]) and np.isfinite(dec[i])):
             problems.append(f"OBS_ID {obs_id}: no pointing RA_PNT/DEC_PNT")
+        path, hdu = locations[obs_id]
         specs.append(
             RunSpec(
                 obs_id=int(obs_id),
                 path=str(path),
-                hdu=str(hdu),
-                time=duration,
-                ra_pnt=ra,
-                dec_pnt=dec,
-                safe_energy_lo=value("safe_energy_lo"),
-                safe_energy_hi=value("safe_energy_hi"),
+                hdu=hdu,
+                time=float(duration[i]),
+                ra_pnt=float(ra[i]),
+                dec_pnt=float(dec[i]),
+                safe_energy_lo=float(safe_lo[i]),
+                safe_energy_hi=float(safe_hi[i]),
             )
         )
     if problems:
@@ -334,7 +338,9 @@ def make_run_cube(
         arrays.fill(i, hist)
         if progress is not None:
             progress(i + 1, n_runs, hist.obs_id)
-    return assemble_run_cube(arrays, runs, coords, time=time, safe_energy=safe_energy, method=method)
+    return assemble_run_cube(
+        arrays, runs, coords, time=time, safe_energy=safe_energy, method=method
+    )
 
 
 def _map_runs(

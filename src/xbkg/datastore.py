@@ -37,6 +37,7 @@ __all__ = [
     "DataStoreError",
     "EventList",
     "copy_runs",
+    "event_locations",
     "hdu_location",
     "open_datastore",
     "read_events",
@@ -181,6 +182,21 @@ def hdu_location(store: DataStore, obs_id: int, hdu_type: str = "events") -> tup
         )
     row = rows[0]
     return store.base_dir / row["FILE_DIR"] / row["FILE_NAME"], row["HDU_NAME"]
+
+
+def event_locations(store: DataStore) -> dict[int, tuple[Path, str]]:
+    """File and HDU name of the events of every run (first index row of each run)."""
+    rows = store.hdu_index[store.hdu_index["HDU_TYPE"] == "events"]
+    out: dict[int, tuple[Path, str]] = {}
+    for obs_id, file_dir, file_name, hdu_name in zip(
+        rows["OBS_ID"].tolist(),
+        rows["FILE_DIR"].tolist(),
+        rows["FILE_NAME"].tolist(),
+        rows["HDU_NAME"].tolist(),
+        strict=True,
+    ):
+        out.setdefault(int(obs_id), (store.base_dir / file_dir / file_name, str(hdu_name)))
+    return out
 
 
 def _column_to_variable(column: Any, name: str) -> xr.Variable:

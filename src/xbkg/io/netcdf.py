@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import xarray as xr
+from xarray.backends import NetCDF4DataStore
 
 from xbkg.axes import from_cf_bounds, to_cf_bounds
 from xbkg.conventions import GROUP_DIM, OBS_DIM
@@ -129,7 +130,15 @@ def write_archive(bkg: Background, path: str | Path, *, overwrite: bool = False)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
+        # Dataset.to_netcdf asks dask for its scheduler to choose a lock (importing
+        # dask and distributed when installed: a large part of a small build's run
+        # time). This process is the only writer of a fresh temporary file, so the
+        # backend store is used directly and without a lock.
+        target = NetCDF4DataStore.open(tmp, mode="w", format="NETCDF4", lock=False)
+        try:
+            ds.dump_to_store(target)
+        finally:
+            target.close()
         publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
