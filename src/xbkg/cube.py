@@ -110,6 +110,67 @@ def _bin_index(values: NDArray[np.float64], edges: NDArray[np.float64]) -> NDArr
     return idx
 
 
+def _haversine(
+    ra0: float, dec0: float, ra: NDArray[np.float64], dec: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """``sin(offset / 2)**2`` of events from the pointing (accurate at small offsets)."""
+    d0 = np.deg2rad(dec0)
+    dec_rad = np.deg2rad(dec)
+    h = np.sin(0.5 * (dec_rad - d0))
+    h *= h
+    sa = np.sin(np.deg2rad(0.5 * (ra - ra0)))
+    sa *= sa
+    sa *= np.cos(dec_rad)
+    sa *= np.cos(d0)
+    h += sa
+    return h
+
+
+def _haversine_edges(offset_edges: NDArray[np.float64]) -> NDArray[np.float64]:
+    return np.sin(0.5 * np.deg2rad(offset_edges)) ** 2
+
+
+RegionsKey = tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]
+
+
+def _regions_key(regions: xr.Dataset) -> RegionsKey:
+    return (
+        tuple(regions["ra"].values.tolist()),
+        tuple(regions["dec"].values.tolist()),
+        tuple(regions["radius"].values.tolist()),
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _exclusion_geometry(
+    key: RegionsKey,
+    ra_pnt: float,
+    dec_pnt: float,
+    offset_edges: tuple[float, ...],
+    method: ExclusionMethod,
+) -> tuple[xr.Dataset | None, tuple[float, float] | None, NDArray[np.float64]]:
+    """Regions near one pointing, the wedge (Gammapy 0.6) and the excluded ring fractions.
+
+    Cached: many runs share a pointing (wobble positions), and the geometry
+    does not depend on the events.
+    """
+    regions = exclusion.exclusion_circles(*key) if key[0] else None
+    edges = np.asarray(offset_edges)
+    fraction = np.zeros(len(edges) - 1)
+    if regions is None:
+        return None, None, fraction
+    if method == "exact":
+        near = exclusion.regions_in_fov(regions, ra_pnt, dec_pnt, edges[-1])
+        if near.sizes["source"] == 0:
+            return None, None, fraction
+        fraction = exclusion.ring_excluded_fraction(edges, near, ra_pnt, dec_pnt)
+        return near, None, fraction
+    wedge = exclusion.nearest_source_wedge(regions, ra_pnt, dec_pnt)
+    if wedge is None:
+        return None, None, fraction
+    return None, wedge, np.full(len(fraction), exclusion.wedge_fraction(wedge))
+
+
 def bin_events(
     events: EventList,
     spec: RunSpec,
@@ -141,26 +202,24 @@ def bin_events(
         source only and reduce the exposure of all bins by the wedge fraction.
     """
     n_e, n_t = len(energy_edges) - 1, len(offset_edges) - 1
-    offset = exclusion.separation(spec.ra_pnt, spec.dec_pnt, events.ra, events.dec)
-    keep = np.ones(offset.shape, dtype=bool)
+    keep = np.ones(events.ra.shape, dtype=bool)
     ring_fraction = np.zeros(n_t)
     if regions is not None and regions.sizes.get("source", 0) > 0:
-        if method == "exact":
-            near = exclusion.regions_in_fov(regions, spec.ra_pnt, spec.dec_pnt, offset_edges[-1])
-            if near.sizes["source"]:
-                keep = exclusion.outside_regions(events.ra, events.dec, near)
-                ring_fraction = exclusion.ring_excluded_fraction(
-                    offset_edges, near, spec.ra_pnt, spec.dec_pnt
-                )
-        else:
-            wedge = exclusion.nearest_source_wedge(regions, spec.ra_pnt, spec.dec_pnt)
-            if wedge is not None:
-                keep = exclusion.wedge_keep(events.ra, events.dec, spec.ra_pnt, spec.dec_pnt, wedge)
-                ring_fraction = np.full(n_t, exclusion.wedge_fraction(wedge))
+        near, wedge, ring_fraction = _exclusion_geometry(
+            _regions_key(regions), spec.ra_pnt, spec.dec_pnt, tuple(offset_edges), method
+        )
+        if near is not None:
+            keep = exclusion.outside_regions(events.ra, events.dec, near)
+        elif wedge is not None:
+            keep = exclusion.wedge_keep(events.ra, events.dec, spec.ra_pnt, spec.dec_pnt, wedge)
     n_excluded = int(np.count_nonzero(~keep))
 
     e_idx = _bin_index(events.energy, energy_edges)
-    t_idx = _bin_index(offset, offset_edges)
+    # Bin in haversine space, a monotonic function of the offset: the same bins
+    # without the arcsin and square root of every event's offset.
+    t_idx = _bin_index(
+        _haversine(spec.ra_pnt, spec.dec_pnt, events.ra, events.dec), _haversine_edges(offset_edges)
+    )
     inside = keep & (e_idx >= 0) & (t_idx >= 0)
     n_outside = int(np.count_nonzero(keep & ~((e_idx >= 0) & (t_idx >= 0))))
     counts = np.bincount(e_idx[inside] * n_t + t_idx[inside], minlength=n_e * n_t).reshape(n_e, n_t)
@@ -176,7 +235,7 @@ def bin_events(
         counts=counts.astype(np.int64),
         exposure_time=exposure,
         excluded_fraction=ring_fraction,
-        n_events=int(offset.size),
+        n_events=int(events.ra.size),
         n_excluded=n_excluded,
         n_unsafe=n_unsafe,
         n_outside=n_outside,
