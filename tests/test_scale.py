@@ -70,8 +70,9 @@ def test_streaming_equals_in_memory(store_and_runs, regions):
     ra = np.concatenate([e.ra for e in events])
     dec = np.concatenate([e.dec for e in events])
     energy = np.concatenate([e.energy for e in events])
-    pnt_ra = np.concatenate([np.full(e.ra.size, s.ra_pnt) for s, e in zip(specs, events)])
-    pnt_dec = np.concatenate([np.full(e.ra.size, s.dec_pnt) for s, e in zip(specs, events)])
+    pairs = list(zip(specs, events, strict=True))
+    pnt_ra = np.concatenate([np.full(e.ra.size, s.ra_pnt) for s, e in pairs])
+    pnt_dec = np.concatenate([np.full(e.ra.size, s.dec_pnt) for s, e in pairs])
     keep = exclusion.outside_regions(ra, dec, regions)
     offset = exclusion.separation(pnt_ra, pnt_dec, ra, dec)
     ref, _, _ = np.histogram2d(energy[keep], offset[keep], bins=[edges_e, edges_t])
@@ -87,7 +88,8 @@ def test_cli_workers_byte_identical(store_and_runs, tmp_path):
     match, mismatch, errors = filecmp.cmpfiles(
         tmp_path / "w1", tmp_path / "w2", names, shallow=False
     )
-    assert mismatch == [] and errors == []
+    assert mismatch == []
+    assert errors == []
     assert len(match) == len(names) >= 8
 
 
