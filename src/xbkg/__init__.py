@@ -3,6 +3,12 @@
 The public API is importable from the package top level. Submodules are loaded
 on first use, so that ``import xbkg`` (and the ``xbkg`` command) stay fast.
 
+The ``ds.bkg`` accessor (:mod:`xbkg.accessor`) is registered as soon as both
+xbkg and xarray are in use: at ``import xbkg`` if xarray is already imported,
+otherwise by the first xbkg module that makes or reads Datasets, and by
+``xr.open_dataset`` (which loads xbkg's xarray backend). ``import
+xbkg.accessor`` registers it explicitly.
+
 Examples
 --------
 >>> import xbkg
@@ -16,6 +22,7 @@ Examples
 from __future__ import annotations
 
 import importlib
+import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -52,12 +59,27 @@ _EXPORTS = {
     "write_background": "pipeline",
     "read_bkg": "io.gadf",
     "write_bkg_2d": "io.gadf",
+    "export_models": "pipeline",
+    "write_model_fits": "pipeline",
+    "integrate": "products",
+    "acceptance_curve": "products",
+    "spectrum": "products",
+    "image": "products",
+    "radial_profile": "products",
+    "plot_acceptance_curve": "plotting",
+    "plot_spectrum": "plotting",
+    "plot_image": "plotting",
+    "plot_overview": "plotting",
     "read_archive": "io.netcdf",
     "write_archive": "io.netcdf",
     "simulate_datastore": "simulate",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+if "xarray" in sys.modules:  # xarray is loaded already: registering costs nothing
+    importlib.import_module("xbkg.accessor")
 
 
 def __getattr__(name: str) -> Any:

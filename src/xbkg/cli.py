@@ -219,6 +219,30 @@ def build_parser() -> argparse.ArgumentParser:
     copy.add_argument("out_dir", type=Path)
     copy.add_argument("--obs-id", type=int, nargs="+", metavar="ID", required=True)
     copy.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
+
+    plot = sub.add_parser(
+        "plot",
+        help="draw PNG figures of the models of an output folder",
+        description=(
+            "Read OUT_DIR/background.nc (written by 'xbkg make') and write PNG figures of every "
+            "group's raw and smoothed model into OUT_DIR: plot_group_NNN_overview.png, "
+            "_acceptance.png, _spectrum.png and _image.png."
+        ),
+    )
+    plot.add_argument("out_dir", type=Path, help="output folder of 'xbkg make'")
+    plot.add_argument("--overwrite", action="store_true", help="replace existing figures")
+
+    export = sub.add_parser(
+        "export",
+        help="write the model FITS files again from a netCDF archive",
+        description=(
+            "Write the bkg_2d model files and group-def.fits of an archive (background.nc) into "
+            "OUT_DIR, byte-identical to those 'xbkg make' wrote, from the archive alone."
+        ),
+    )
+    export.add_argument("archive", type=Path, help="background.nc written by 'xbkg make'")
+    export.add_argument("out_dir", type=Path, help="output folder")
+    export.add_argument("--overwrite", action="store_true", help="replace existing files")
     return parser
 
 
@@ -379,6 +403,26 @@ def _cmd_copy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from xbkg.conventions import ARCHIVE_FILE
+    from xbkg.io.netcdf import read_archive
+    from xbkg.plotting import write_plots
+
+    bkg = read_archive(args.out_dir / ARCHIVE_FILE)
+    paths = write_plots(bkg, args.out_dir, overwrite=args.overwrite)
+    print(f"xbkg plot: wrote {len(paths)} figures to {args.out_dir}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from xbkg.io.netcdf import read_archive
+    from xbkg.pipeline import export_models
+
+    paths = export_models(read_archive(args.archive), args.out_dir, overwrite=args.overwrite)
+    print(f"xbkg export: wrote {len(paths)} files to {args.out_dir}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``xbkg`` command; returns the exit code."""
     parser = build_parser()
@@ -391,7 +435,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    commands = {"make": _cmd_make, "simulate": _cmd_simulate, "copy": _cmd_copy}
+    commands = {
+        "make": _cmd_make,
+        "simulate": _cmd_simulate,
+        "copy": _cmd_copy,
+        "plot": _cmd_plot,
+        "export": _cmd_export,
+    }
     try:
         return commands[args.command](args)
     except (_Fail, ValueError, KeyError, OSError) as exc:

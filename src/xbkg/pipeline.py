@@ -234,27 +234,159 @@ def build_background(
     return Background(cube, groups, model, smoothed, regions, options)
 
 
-def _fits_header(bkg: Background, model: xr.Dataset, group: int) -> dict[str, Any]:
-    header: dict[str, Any] = {
-        "GROUP_ID": (group, "run group of this model (see group-def.fits)"),
-        "N_RUNS": (int(model["n_runs"].sel({GROUP_DIM: group})), "runs stacked"),
-        TIME_KEYWORD: (bkg.options.time.upper(), "run duration normalising the rate"),
-        "SMOOTHED": (model.attrs.get("smoothing", "none"), "smoothing method"),
-        "CREATOR": (f"xbkg {__version__}", "program that wrote this file"),
-    }
-    for name, var in bkg.groups.coords.items():
-        if name == GROUP_DIM:
+def model_fits_header(model: xr.Dataset) -> dict[str, Any]:
+    """Header keywords of the ``bkg_2d`` file of one group, from the model alone.
+
+    ``GROUP_ID``, ``N_RUNS``, ``BKGTIME`` (the run duration normalising the
+    rate), ``SMOOTHED`` (smoothing method), ``CREATOR`` (the xbkg version
+    that built the model, so that files re-written from an archive are
+    identical) and the group ranges (``ZEN_PNT_MIN``, ...), as
+    ``(value, comment)`` pairs.
+
+    Parameters
+    ----------
+    model
+        One group of a model (``model.sel(group=g)``).
+    """
+    header: dict[str, Any] = {}
+    if GROUP_DIM in model.coords and model[GROUP_DIM].ndim == 0:
+        header["GROUP_ID"] = (int(model[GROUP_DIM]), "run group of this model (see group-def.fits)")
+    if "n_runs" in model.coords:
+        header["N_RUNS"] = (int(model["n_runs"]), "runs stacked")
+    if "time_convention" in model.attrs:
+        header[TIME_KEYWORD] = (
+            str(model.attrs["time_convention"]).upper(),
+            "run duration normalising the rate",
+        )
+    header["SMOOTHED"] = (str(model.attrs.get("smoothing", "none")), "smoothing method")
+    version = model.attrs.get("xbkg_version", __version__)
+    header["CREATOR"] = (f"xbkg {version}", "program that wrote this file")
+    for name, var in model.coords.items():
+        if name == GROUP_DIM or "gadf_name" not in var.attrs or var.ndim != 0:
             continue
-        key = str(var.attrs.get("gadf_name", str(name).upper()))[:8]
-        value = var.sel({GROUP_DIM: group}).item()
-        header[key] = (value.item() if isinstance(value, np.generic) else value, "group range")
+        value = var.item()
+        header[str(var.attrs["gadf_name"])[:8]] = (
+            value.item() if isinstance(value, np.generic) else value,
+            "group range",
+        )
     return header
 
 
-def _rate_for_fits(model: xr.Dataset, group: int) -> xr.DataArray:
-    # Science tools cannot use NaN; a bin no run exposed is written as 0 (the
-    # archive keeps the distinction through exposure_time == 0).
-    return model["rate"].sel({GROUP_DIM: group}).fillna(0.0)
+def write_model_fits(
+    model: xr.Dataset,
+    path: str | Path,
+    *,
+    group: int | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write the rate of one group of a model as a GADF ``bkg_2d`` file.
+
+    Bins that no run exposed (NaN rate) are written as 0, since science tools
+    cannot use NaN; the archive keeps the distinction (``exposure_time == 0``).
+    The header is :func:`model_fits_header`. ``xbkg make`` and ``xbkg
+    export`` write their model files with this function.
+
+    Parameters
+    ----------
+    model
+        A model with ``rate`` (raw or smoothed), one group or several.
+    path
+        Output file (gzip-compressed if it ends in ``.gz``).
+    group
+        GROUP_ID to write; needed if ``model`` has a ``group`` dimension.
+    overwrite
+        Replace an existing file.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+    """
+    from xbkg.io.gadf import write_bkg_2d
+
+    if group is not None:
+        model = model.sel({GROUP_DIM: group})
+    if GROUP_DIM in model.dims:
+        raise ValueError(
+            f"the model has {model.sizes[GROUP_DIM]} groups; choose the one to write with group="
+        )
+    rate = model["rate"].fillna(0.0)
+    return write_bkg_2d(rate, path, header=model_fits_header(model), overwrite=overwrite)
+
+
+def model_files(bkg: Background) -> list[str]:
+    """Names of the files :func:`write_model_files` writes."""
+    names = [GROUP_DEF_FILE]
+    for g in populated_groups(bkg):
+        names += [model_filename(g, smooth=False), model_filename(g, smooth=True)]
+    return names
+
+
+def write_model_files(bkg: Background, directory: str | Path) -> list[Path]:
+    """Write the FITS files describing the models into ``directory``.
+
+    The raw and the smoothed ``bkg_2d`` model of every group with runs
+    (:func:`write_model_fits`) and ``group-def.fits``. Everything comes from
+    ``bkg`` alone, so a :class:`Background` read back from its archive gives
+    byte-identical files. Existing files are never replaced.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written, in the order of :func:`model_files`.
+    """
+    directory = Path(directory)
+    written = [write_group_def(bkg.groups, directory / GROUP_DEF_FILE)]
+    for g in populated_groups(bkg):
+        for model, is_smooth in ((bkg.model, False), (bkg.smoothed, True)):
+            written.append(
+                write_model_fits(model, directory / model_filename(g, smooth=is_smooth), group=g)
+            )
+    return written
+
+
+def _all_or_nothing(
+    out_dir: Path, names: Sequence[str], overwrite: bool, write: Callable[[Path], object]
+) -> None:
+    """Run ``write(stage)`` in a fresh folder inside ``out_dir``, then move ``names`` out.
+
+    Raises
+    ------
+    FileExistsError
+        If any of ``names`` exists in ``out_dir`` and ``overwrite`` is false.
+    """
+    existing = [n for n in names if (out_dir / n).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{out_dir}: would overwrite {existing}; "
+            "pass --overwrite (overwrite=True) to replace them"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".xbkg-", dir=out_dir))
+    try:
+        write(stage)
+        for name in names:
+            (stage / name).replace(out_dir / name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def export_models(bkg: Background, out_dir: str | Path, *, overwrite: bool = False) -> list[Path]:
+    """Write the model files of ``bkg`` into ``out_dir``, all or nothing.
+
+    The files are those of :func:`write_model_files`. This is ``xbkg
+    export``: with ``bkg = read_archive("background.nc")`` it regenerates the
+    files ``xbkg make`` wrote, byte for byte.
+
+    Raises
+    ------
+    FileExistsError
+        If any of the files exists and ``overwrite`` is false (nothing is written).
+    """
+    out_dir = Path(out_dir)
+    names = model_files(bkg)
+    _all_or_nothing(out_dir, names, overwrite, lambda stage: write_model_files(bkg, stage))
+    return [out_dir / n for n in names]
 
 
 def populated_groups(bkg: Background) -> list[int]:
@@ -288,10 +420,7 @@ def index_assignment(
 
 def output_files(bkg: Background) -> list[str]:
     """Names of the files :func:`write_background` writes."""
-    names = [GROUP_DEF_FILE, OBS_INDEX_FILE, HDU_INDEX_FILE, ARCHIVE_FILE]
-    for g in populated_groups(bkg):
-        names += [model_filename(g, smooth=False), model_filename(g, smooth=True)]
-    return names
+    return [*model_files(bkg), OBS_INDEX_FILE, HDU_INDEX_FILE, ARCHIVE_FILE]
 
 
 def write_background(
@@ -330,7 +459,6 @@ def write_background(
     ValueError
         If ``options.missing_group == "error"`` and some run's group has no model.
     """
-    from xbkg.io.gadf import write_bkg_2d
     from xbkg.io.hdu_index import index_hdulist, make_hdu_index, make_obs_index
     from xbkg.io.netcdf import write_archive
 
@@ -358,27 +486,17 @@ def write_background(
             BackgroundWarning,
             stacklevel=2,
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
     smooth_index = bkg.options.index_model == "smooth"
-    stage = Path(tempfile.mkdtemp(prefix=".xbkg-", dir=out_dir))
-    try:
-        for g in populated_groups(bkg):
-            for model, is_smooth in ((bkg.model, False), (bkg.smoothed, True)):
-                write_bkg_2d(
-                    _rate_for_fits(model, g),
-                    stage / model_filename(g, smooth=is_smooth),
-                    header=_fits_header(bkg, model, g),
-                )
-        write_group_def(bkg.groups, stage / GROUP_DEF_FILE)
+
+    def write(stage: Path) -> None:
+        write_model_files(bkg, stage)
         files = {o: model_filename(g, smooth=smooth_index) for o, g in assignment.items()}
         hdu_table = make_hdu_index(store, out_dir, files, files_dir=stage)
         write_fits(index_hdulist(hdu_table, "HDU_INDEX"), stage / HDU_INDEX_FILE)
         write_fits(index_hdulist(make_obs_index(store), "OBS_INDEX"), stage / OBS_INDEX_FILE)
-        write_archive(bkg, stage / ARCHIVE_FILE)
-        for name in names:
-            (stage / name).replace(out_dir / name)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        write_archive(bkg, stage / ARCHIVE_FILE, all_runs=all_runs)
+
+    _all_or_nothing(out_dir, names, overwrite, write)
     return {"out_dir": out_dir, "files": names, "reassigned": moved}
 
 

@@ -1,10 +1,34 @@
 """Lossless netCDF archive of a background build.
 
 One file holds the per-run cube, the group definitions, the raw and smoothed
-models, the exclusion regions and every option, following the CF conventions
-(units, long names, bin bounds), so that plain :func:`xarray.open_dataset`
-understands it. :func:`read_archive` rebuilds the :class:`~xbkg.pipeline.Background`
-exactly and refuses archives of a schema version it does not know.
+models, the exclusion regions, every option and the provenance of the build:
+
+- ``run_counts``, ``run_exposure_time`` and the run tallies along ``obs_id``,
+  with the obs-index columns and ``group_id`` (the group each run was stacked
+  into) as run coordinates;
+- ``run_status`` along ``obs_id``, a CF flag variable saying why each run was
+  used or left out (``used``, ``in_no_group``, ``no_exposure``), and
+  ``obs_id_not_selected``: the runs of the data store that the run selection
+  left out;
+- ``counts``, ``exposure_time``, ``rate``, ``rate_error`` (raw model) and
+  ``smoothed_rate``, ``smoothed_rate_error`` along ``(group, energy, offset)``,
+  with the group definitions (``zen_pnt_min``, ...) and ``n_runs`` as group
+  coordinates;
+- ``region_ra``, ``region_dec``, ``region_radius``, ``region_name`` along
+  ``source``: the exclusion circles;
+- global attributes: ``options`` (JSON of every option), ``time_convention``,
+  ``smoothing``, ``solid_angle``, ``grouping``, ``xbkg_version``, and the
+  schema name and version.
+
+It follows the CF conventions: every variable has ``units`` (where it has
+any) and a ``long_name``, bins have CF ``bounds`` variables
+(``energy_bounds``), rates name their errors as ``ancillary_variables``, and
+no ``standard_name`` is used since none exists for these quantities. Plain
+:func:`xarray.open_dataset` and cf-xarray understand it. Attributes that the
+writer adds only for the file are listed in each variable's
+``xbkg_archive_attrs`` attribute and removed again by :func:`read_archive`,
+which rebuilds the :class:`~xbkg.pipeline.Background` exactly and refuses
+archives of a schema version it does not know.
 """
 
 from __future__ import annotations
@@ -15,6 +39,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import xarray as xr
 from xarray.backends import NetCDF4DataStore
 
@@ -25,18 +50,83 @@ from xbkg.io.fitsfile import publish
 if TYPE_CHECKING:
     from xbkg.pipeline import Background
 
-__all__ = ["ARCHIVE_VERSION", "from_archive", "read_archive", "to_archive", "write_archive"]
+__all__ = [
+    "ARCHIVE_VERSION",
+    "RUN_STATUS",
+    "from_archive",
+    "read_archive",
+    "run_status",
+    "to_archive",
+    "write_archive",
+]
 
 ARCHIVE_SCHEMA = "xbkg-background-archive"
-ARCHIVE_VERSION = 1
+#: Version 2 added the provenance variables (run_status, obs_id_not_selected)
+#: and the CF attributes listed in ``xbkg_archive_attrs``.
+ARCHIVE_VERSION = 2
+
+#: Flag values of ``run_status`` and their meanings.
+RUN_STATUS: dict[int, str] = {0: "used", 1: "in_no_group", 2: "no_exposure"}
+_ADDED = "xbkg_archive_attrs"
+_NOT_SELECTED = "obs_id_not_selected"
 
 _RUN_RENAMES = {"counts": "run_counts", "exposure_time": "run_exposure_time"}
 _SMOOTH_RENAMES = {"rate": "smoothed_rate", "rate_error": "smoothed_rate_error"}
 _REGION_PREFIX = "region_"
+_SMOOTH_RENAMES_PAIRS = (("smoothed_rate", "smoothed_rate_error"),)
 
 
-def to_archive(bkg: Background) -> xr.Dataset:
-    """One Dataset holding everything of a background build (in-memory form)."""
+def run_status(cube: xr.Dataset) -> xr.DataArray:
+    """Why each run of a cube was used or left out, as a CF flag variable.
+
+    ``0`` (``used``): stacked into group ``group_id``; ``1``
+    (``in_no_group``): its conditions fall in no group; ``2``
+    (``no_exposure``): in a group but with no exposure in any bin (e.g. a safe
+    energy range outside the energy axis), so it adds nothing to the model.
+    """
+    exposed = (cube["exposure_time"] > 0).any(
+        [d for d in cube["exposure_time"].dims if d != OBS_DIM]
+    )
+    status = np.where(cube["group_id"].values < 0, 1, np.where(exposed.values, 0, 2))
+    return xr.DataArray(
+        status.astype(np.int8),
+        dims=OBS_DIM,
+        coords={OBS_DIM: cube[OBS_DIM]},
+        attrs={
+            "long_name": "whether the run was used in a model, or why not",
+            "flag_values": np.array(list(RUN_STATUS), dtype=np.int8),
+            "flag_meanings": " ".join(RUN_STATUS.values()),
+        },
+    )
+
+
+def _add_attrs(var: xr.Variable, **attrs: str) -> None:
+    """Add CF attributes for the file only; they are listed so that reading drops them."""
+    new = {k: v for k, v in attrs.items() if k not in var.attrs}
+    if new:
+        var.attrs.update(new)
+        var.attrs[_ADDED] = " ".join(sorted(new))
+
+
+def _drop_added_attrs(ds: xr.Dataset) -> xr.Dataset:
+    ds = ds.copy()
+    for var in ds.variables.values():
+        for name in str(var.attrs.pop(_ADDED, "")).split():
+            var.attrs.pop(name, None)
+    return ds
+
+
+def to_archive(bkg: Background, *, all_runs: xr.Dataset | None = None) -> xr.Dataset:
+    """One Dataset holding everything of a background build (in-memory form).
+
+    Parameters
+    ----------
+    bkg
+        The build.
+    all_runs
+        The run table of the whole data store, to record which runs the
+        selection left out (``obs_id_not_selected``); optional.
+    """
     cube = bkg.cube.rename(_RUN_RENAMES)
     smoothed = bkg.smoothed[list(_SMOOTH_RENAMES)].rename(_SMOOTH_RENAMES)
     for name in _SMOOTH_RENAMES.values():
@@ -55,6 +145,23 @@ def to_archive(bkg: Background) -> xr.Dataset:
     }
     if bkg.regions is not None:
         ds.attrs.update({f"{_REGION_PREFIX}{k}": v for k, v in bkg.regions.attrs.items()})
+    ds.attrs["source"] = f"xbkg {bkg.model.attrs.get('xbkg_version', '')}".strip()
+    ds["run_status"] = run_status(bkg.cube)
+    if all_runs is not None:
+        left_out = np.setdiff1d(all_runs[OBS_DIM].values, bkg.cube[OBS_DIM].values)
+        ds[_NOT_SELECTED] = xr.DataArray(
+            left_out.astype(np.int64),
+            dims=_NOT_SELECTED,
+            attrs={"long_name": "OBS_IDs of the data store left out by the run selection"},
+        )
+    # CF metadata that the in-memory products do not carry.
+    for key, var in ds.variables.items():
+        if key == OBS_DIM:
+            _add_attrs(var, long_name="observation identifier (OBS_ID)")
+        elif "gadf_name" in var.attrs and "long_name" not in var.attrs:
+            _add_attrs(var, long_name=f"{var.attrs['gadf_name']} column of the obs-index")
+    for rate, error in (("rate", "rate_error"), *_SMOOTH_RENAMES_PAIRS):
+        _add_attrs(ds[rate].variable, ancillary_variables=error)
     return ds
 
 
@@ -70,6 +177,9 @@ def from_archive(ds: xr.Dataset, source: str = "archive") -> Background:
             f"(found schema {ds.attrs.get('xbkg_schema')!r}, version {version!r}); "
             "read it with the xbkg version that wrote it"
         )
+    ds = _drop_added_attrs(ds).drop_vars(["run_status", _NOT_SELECTED], errors="ignore")
+    if _NOT_SELECTED in ds.dims:
+        ds = ds.drop_dims(_NOT_SELECTED)
     raw: dict[str, Any] = json.loads(ds.attrs["options"])
     raw["grouping"] = tuple(
         GroupAxis(
@@ -87,7 +197,7 @@ def from_archive(ds: xr.Dataset, source: str = "archive") -> Background:
         for k, v in ds.attrs.items()
         if not k.startswith("xbkg_schema") and not k.startswith(_REGION_PREFIX)
     }
-    for k in ("Conventions", "title", "smoothing"):
+    for k in ("Conventions", "title", "smoothing", "source"):
         attrs.pop(k, None)
     region_vars = [str(v) for v in ds.variables if str(v).startswith(_REGION_PREFIX)]
     regions = None
@@ -119,14 +229,32 @@ def from_archive(ds: xr.Dataset, source: str = "archive") -> Background:
     return Background(cube, groups, model, smoothed, regions, options)
 
 
-def write_archive(bkg: Background, path: str | Path, *, overwrite: bool = False) -> Path:
-    """Write the archive (netCDF-4) through a temporary file and one rename."""
+def write_archive(
+    bkg: Background,
+    path: str | Path,
+    *,
+    all_runs: xr.Dataset | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write the archive (netCDF-4) through a temporary file and one rename.
+
+    Parameters
+    ----------
+    bkg
+        The build to archive.
+    path
+        Output file.
+    all_runs
+        Run table of the whole data store (records the runs not selected).
+    overwrite
+        Replace an existing file.
+    """
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(
             f"{path}: file exists; pass overwrite=True (--overwrite) to replace it"
         )
-    ds = to_cf_bounds(to_archive(bkg))
+    ds = to_cf_bounds(to_archive(bkg, all_runs=all_runs))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:

@@ -1,0 +1,519 @@
+"""Plots of background products: acceptance curve, spectrum, image, overview.
+
+Every function takes an optional matplotlib ``Axes`` (``ax=``), draws on it
+(or on the current axes) and returns it, like xarray's plotting functions.
+Products are computed by :mod:`xbkg.products` and drawn as they are: a raw
+model (``attrs["smoothing"] == "none"``) as points with Poisson error bars
+and horizontal bars spanning each bin, a smoothed model as a line through
+the bin centres; images use the true bin edges. matplotlib is imported inside
+the functions, so that importing xbkg never needs it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import xarray as xr
+
+from xbkg.axes import edges
+from xbkg.conventions import ENERGY_DIM, GROUP_DIM, OFFSET_DIM
+from xbkg.products import Selection, integrate
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from xbkg.pipeline import Background
+
+__all__ = [
+    "PLOT_FILES",
+    "plot_acceptance_curve",
+    "plot_files",
+    "plot_image",
+    "plot_overview",
+    "plot_spectrum",
+    "write_plots",
+]
+
+#: Figures written per group by :func:`write_plots` (``{group}`` is the GROUP_ID).
+PLOT_FILES: tuple[str, ...] = (
+    "plot_group_{group:03d}_overview.png",
+    "plot_group_{group:03d}_acceptance.png",
+    "plot_group_{group:03d}_spectrum.png",
+    "plot_group_{group:03d}_image.png",
+)
+
+_RATE_LABEL = "Background rate"
+
+
+def unit_label(units: str) -> str:
+    """A unit string such as ``"s-1 MeV-1 sr-1"`` as matplotlib mathtext."""
+    if units in ("", "1"):
+        return ""
+    return re.sub(r"([A-Za-z]+)(-?\d+)", r"\1$^{\2}$", units)
+
+
+def _label(name: str, units: str) -> str:
+    text = unit_label(units)
+    return f"{name} [{text}]" if text else name
+
+
+def _range_text(obj: xr.DataArray | xr.Dataset, dim: str) -> str:
+    lo, hi = float(obj[f"{dim}_lo"]), float(obj[f"{dim}_hi"])
+    unit = obj[f"{dim}_lo"].attrs.get("units", "")
+    return f"{dim.capitalize()} {lo:.3g}–{hi:.3g} {unit}".rstrip()
+
+
+def _group_text(obj: xr.DataArray | xr.Dataset) -> str:
+    """``"group 0 (ZEN_PNT 0–49)"`` for a one-group selection, else ``""``."""
+    if GROUP_DIM not in obj.coords or obj[GROUP_DIM].ndim != 0:
+        return ""
+    parts = []
+    for name, var in obj.coords.items():
+        gadf = var.attrs.get("gadf_name")
+        if var.ndim != 0 or not gadf:
+            continue
+        if str(gadf).endswith("_MIN"):
+            column = str(gadf)[: -len("_MIN")]
+            hi = obj.coords.get(str(name)[: -len("_min")] + "_max")
+            upper = f"{float(hi):g}" if hi is not None else ""
+            parts.append(f"{column} {float(var):g}–{upper}")
+        elif not str(gadf).endswith("_MAX"):
+            parts.append(f"{gadf} {var.item()}")
+    detail = f" ({', '.join(parts)})" if parts else ""
+    return f"Group {int(obj[GROUP_DIM])}{detail}"
+
+
+def _extent(obj: xr.Dataset, dim: str) -> tuple[float, float]:
+    bin_edges = edges(obj, dim)
+    return float(bin_edges[0]), float(bin_edges[-1])
+
+
+def _get_ax(ax: Axes | None) -> Axes:
+    if ax is not None:
+        return ax
+    import matplotlib.pyplot as plt
+
+    return plt.gca()
+
+
+def _one_dim(result: xr.Dataset, dim: str, what: str) -> None:
+    extra = [d for d in result["rate"].dims if d != dim]
+    if extra:
+        raise ValueError(
+            f"the {what} has the extra dimension(s) {tuple(extra)}: select one entry, "
+            f"e.g. ds.sel({extra[0]}=...), or add them up with sum_over={tuple(extra)!r}"
+        )
+
+
+def _is_smoothed(ds: xr.Dataset) -> bool:
+    return str(ds.attrs.get("smoothing", "none")) != "none"
+
+
+def _draw_1d(
+    ax: Axes,
+    result: xr.Dataset,
+    dim: str,
+    *,
+    errors: bool | None,
+    label: str | None,
+    kwargs: dict[str, Any],
+) -> None:
+    rate = result["rate"]
+    x = result[dim].values
+    lo, hi = result[f"{dim}_lo"].values, result[f"{dim}_hi"].values
+    if errors is None:
+        errors = not _is_smoothed(result) and "rate_error" in result
+    if errors:
+        if "rate_error" not in result:
+            raise ValueError("errors=True needs counts: this model has only a rate")
+        style = {"fmt": "o", "markersize": 3, "elinewidth": 0.8, "capsize": 0}
+        ax.errorbar(
+            x,
+            rate.values,
+            yerr=result["rate_error"].values,
+            xerr=np.vstack([x - lo, hi - x]),
+            label=label,
+            **{**style, **kwargs},
+        )
+    else:
+        ax.plot(x, rate.values, label=label, **kwargs)
+
+
+def plot_acceptance_curve(
+    ds: xr.Dataset,
+    energy: Selection = None,
+    *,
+    energy_index: int | slice | None = None,
+    sum_over: str | Sequence[str] = (),
+    ax: Axes | None = None,
+    errors: bool | None = None,
+    label: str | None = None,
+    **kwargs: Any,
+) -> Axes:
+    """Plot the background rate versus offset over an energy bin or range.
+
+    Parameters
+    ----------
+    ds
+        A one-group model, one run of a cube, or anything that
+        :func:`xbkg.products.acceptance_curve` turns into a single curve.
+    energy, energy_index, sum_over
+        As for :func:`xbkg.products.acceptance_curve`.
+    ax
+        Axes to draw on (default: the current axes).
+    errors
+        Draw points with Poisson error bars (default for raw models) instead
+        of a line (default for smoothed models).
+    label
+        Legend label (default: the energy range).
+    **kwargs
+        Passed to ``Axes.plot`` (line) or ``Axes.errorbar`` (points).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes drawn on; the title names the energy range unless the axes
+        already had one.
+    """
+    result = integrate(
+        ds, (ENERGY_DIM, *_as_tuple(sum_over)), energy=energy, energy_index=energy_index
+    )
+    _one_dim(result, OFFSET_DIM, "acceptance curve")
+    ax = _get_ax(ax)
+    span = _range_text(result, ENERGY_DIM)
+    _draw_1d(ax, result, OFFSET_DIM, errors=errors, label=label or span, kwargs=kwargs)
+    ax.set_xlabel(_label("Offset", result[OFFSET_DIM].attrs.get("units", "deg")))
+    ax.set_ylabel(_label(_RATE_LABEL, result["rate"].attrs["units"]))
+    ax.set_xlim(_extent(result, OFFSET_DIM))
+    if not ax.get_title():
+        ax.set_title(", ".join(t for t in (_group_text(result), span) if t))
+    return ax
+
+
+def plot_spectrum(
+    ds: xr.Dataset,
+    offset: Selection = None,
+    *,
+    offset_index: int | slice | None = None,
+    sum_over: str | Sequence[str] = (),
+    ax: Axes | None = None,
+    errors: bool | None = None,
+    label: str | None = None,
+    **kwargs: Any,
+) -> Axes:
+    """Plot the background rate versus energy (log-log) over an offset bin or range.
+
+    Parameters
+    ----------
+    ds
+        A one-group model, one run of a cube, or anything that
+        :func:`xbkg.products.spectrum` turns into a single spectrum.
+    offset, offset_index, sum_over
+        As for :func:`xbkg.products.spectrum` (default: the whole field of view).
+    ax
+        Axes to draw on (default: the current axes).
+    errors
+        Points with error bars (default for raw models) or a line.
+    label
+        Legend label (default: the offset range).
+    **kwargs
+        Passed to ``Axes.plot`` or ``Axes.errorbar``.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes drawn on, with logarithmic axes.
+    """
+    result = integrate(
+        ds, (OFFSET_DIM, *_as_tuple(sum_over)), offset=offset, offset_index=offset_index
+    )
+    _one_dim(result, ENERGY_DIM, "spectrum")
+    ax = _get_ax(ax)
+    span = _range_text(result, OFFSET_DIM)
+    _draw_1d(ax, result, ENERGY_DIM, errors=errors, label=label or span, kwargs=kwargs)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(_label("Energy", result[ENERGY_DIM].attrs.get("units", "TeV")))
+    ax.set_ylabel(_label(_RATE_LABEL, result["rate"].attrs["units"]))
+    ax.set_xlim(_extent(result, ENERGY_DIM))
+    if not ax.get_title():
+        ax.set_title(", ".join(t for t in (_group_text(result), span) if t))
+    return ax
+
+
+def plot_image(
+    ds: xr.Dataset,
+    *,
+    energy: Selection = None,
+    offset: Selection = None,
+    sum_over: str | Sequence[str] = (),
+    ax: Axes | None = None,
+    colorbar: bool = True,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    **kwargs: Any,
+) -> Axes:
+    """Plot the rate of every energy x offset bin, with its true bin edges.
+
+    Offset runs along x, energy along y on a logarithmic scale, and the rate
+    is shown on a logarithmic colour scale; bins with a zero or undefined
+    rate (nothing exposed) are left blank.
+
+    Parameters
+    ----------
+    ds
+        A one-group model, one run of a cube, or anything that
+        :func:`xbkg.products.image` turns into a single image.
+    energy, offset, sum_over
+        As for :func:`xbkg.products.image`.
+    ax
+        Axes to draw on (default: the current axes).
+    colorbar
+        Add a colour bar labelled with the units.
+    vmin, vmax
+        Colour scale limits (default: the smallest positive and the largest rate).
+    **kwargs
+        Passed to ``Axes.pcolormesh`` (e.g. ``cmap``).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes drawn on; the mesh is ``ax.collections[0]``.
+    """
+    from matplotlib.colors import LogNorm
+
+    result = integrate(ds, _as_tuple(sum_over), energy=energy, offset=offset)
+    rate = result["rate"]
+    extra = [d for d in rate.dims if d not in (ENERGY_DIM, OFFSET_DIM)]
+    if extra:
+        raise ValueError(
+            f"the image has the extra dimension(s) {tuple(extra)}: select one entry, "
+            f"e.g. ds.sel({extra[0]}=...), or add them up with sum_over={tuple(extra)!r}"
+        )
+    values = rate.transpose(ENERGY_DIM, OFFSET_DIM).values
+    shown = np.ma.masked_where(~(values > 0), values)
+    positive = values[values > 0]
+    if vmin is None:
+        vmin = float(positive.min()) if positive.size else 1e-12
+    if vmax is None:
+        vmax = float(positive.max()) if positive.size else 1.0
+    ax = _get_ax(ax)
+    mesh = ax.pcolormesh(
+        edges(result, OFFSET_DIM),
+        edges(result, ENERGY_DIM),
+        shown,
+        norm=LogNorm(vmin=vmin, vmax=vmax),
+        **{"cmap": "viridis", **kwargs},
+    )
+    ax.set_yscale("log")
+    ax.set_xlabel(_label("Offset", result[OFFSET_DIM].attrs.get("units", "deg")))
+    ax.set_ylabel(_label("Energy", result[ENERGY_DIM].attrs.get("units", "TeV")))
+    if colorbar:
+        ax.figure.colorbar(mesh, ax=ax, label=_label(_RATE_LABEL, rate.attrs["units"]))
+    if not ax.get_title():
+        ax.set_title(_group_text(result))
+    return ax
+
+
+def plot_overview(
+    ds: xr.Dataset,
+    *,
+    raw: xr.Dataset | None = None,
+    energy: Selection = None,
+    offset: Selection = None,
+    axes: Sequence[Axes] | None = None,
+) -> Sequence[Axes]:
+    """Acceptance curve, spectrum and image of one model, side by side.
+
+    Parameters
+    ----------
+    ds
+        A one-group model (smoothed or raw).
+    raw
+        The raw model of the same group, drawn as points with error bars
+        under the curve and spectrum of ``ds``.
+    energy
+        Energy bin or range of the acceptance curve (default: the bin with
+        the most counts).
+    offset
+        Offset range of the spectrum (default: the whole field of view).
+    axes
+        Three Axes to draw on (default: a new 15 x 4.5 inch figure).
+
+    Returns
+    -------
+    sequence of matplotlib.axes.Axes
+        The three axes.
+    """
+    if axes is None:
+        import matplotlib.pyplot as plt
+
+        _fig, new_axes = plt.subplots(1, 3, figsize=(15, 4.5), layout="constrained")
+        axes = list(new_axes)
+    if len(axes) != 3:
+        raise ValueError(f"plot_overview draws on 3 axes, got {len(axes)}")
+    energy_index = None
+    if energy is None:
+        source = raw if raw is not None else ds
+        if "counts" in source:
+            totals = source["counts"].sum([d for d in source["counts"].dims if d != ENERGY_DIM])
+            energy_index = int(np.argmax(totals.values))
+    curve_ax, spectrum_ax, image_ax = axes
+    title = _group_text(ds)
+    for model, kind in ((raw, "raw"), (ds, None)):
+        if model is None:
+            continue
+        name = kind or ("smoothed" if _is_smoothed(ds) else "model")
+        plot_acceptance_curve(
+            model, energy, energy_index=energy_index, ax=curve_ax, label=name, zorder=3
+        )
+        plot_spectrum(model, offset, ax=spectrum_ax, label=name, zorder=3)
+    curve = integrate(ds, ENERGY_DIM, energy=energy, energy_index=energy_index)
+    curve_ax.set_title(_range_text(curve, ENERGY_DIM))
+    spec = integrate(ds, OFFSET_DIM, offset=offset)
+    spectrum_ax.set_title(_range_text(spec, OFFSET_DIM))
+    image_ax.set_title("Rate" + (" (smoothed)" if _is_smoothed(ds) else ""))
+    plot_image(ds, ax=image_ax)
+    for ax in (curve_ax, spectrum_ax):
+        ax.legend(frameon=False)
+    if title:
+        curve_ax.figure.suptitle(title)
+    return axes
+
+
+def _as_tuple(dims: str | Sequence[str]) -> tuple[str, ...]:
+    return (dims,) if isinstance(dims, str) else tuple(dims)
+
+
+def _decades(ds: xr.Dataset) -> list[slice]:
+    """Energy ranges of one decade each (bins grouped by the decade of their centre)."""
+    decade = np.floor(np.log10(ds[ENERGY_DIM].values) + 1e-9).astype(int)
+    return [
+        slice(int(np.flatnonzero(decade == d)[0]), int(np.flatnonzero(decade == d)[-1]) + 1)
+        for d in np.unique(decade)
+    ]
+
+
+def _rings(ds: xr.Dataset, width: float = 0.5) -> list[slice]:
+    o = edges(ds, OFFSET_DIM)
+    stops = np.arange(o[0] + width, o[-1] + width / 2, width)
+    out, start = [], 0
+    for stop in stops:
+        end = int(np.searchsorted(ds[OFFSET_DIM].values, stop))
+        if end > start:
+            out.append(slice(start, end))
+            start = end
+    if start < o.size - 1:
+        out.append(slice(start, o.size - 1))
+    return out
+
+
+def plot_files(bkg: Background) -> list[str]:
+    """Names of the PNG files :func:`write_plots` writes for ``bkg``."""
+    from xbkg.pipeline import populated_groups
+
+    return [name.format(group=g) for g in populated_groups(bkg) for name in PLOT_FILES]
+
+
+def write_plots(bkg: Background, out_dir: str | Path, *, overwrite: bool = False) -> list[Path]:
+    """Write PNG figures of every populated group's raw and smoothed model.
+
+    Per group (``NNN`` = GROUP_ID): ``plot_group_NNN_overview.png``
+    (:func:`plot_overview`), ``..._acceptance.png`` (acceptance curves per
+    decade of energy), ``..._spectrum.png`` (spectra of the whole field of
+    view and of 0.5 deg wide rings) and ``..._image.png`` (raw and smoothed
+    rate images on one colour scale).
+
+    Raises
+    ------
+    FileExistsError
+        If any of the files exists and ``overwrite`` is false (nothing is written).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: never open a window
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    names = plot_files(bkg)
+    taken = [n for n in names if (out_dir / n).exists()]
+    if taken and not overwrite:
+        raise FileExistsError(
+            f"{out_dir}: would overwrite {taken}; pass --overwrite (overwrite=True) to replace them"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    from xbkg.pipeline import populated_groups
+
+    for g in populated_groups(bkg):
+        raw, smoothed = bkg.model.sel({GROUP_DIM: g}), bkg.smoothed.sel({GROUP_DIM: g})
+        files = [out_dir / name.format(group=g) for name in PLOT_FILES]
+        figures = [
+            _overview_figure(raw, smoothed),
+            _acceptance_figure(raw, smoothed),
+            _spectrum_figure(raw, smoothed),
+            _image_figure(raw, smoothed),
+        ]
+        for fig, path in zip(figures, files, strict=True):
+            fig.savefig(path, dpi=150, metadata={"Software": None})
+            plt.close(fig)
+            written.append(path)
+    return written
+
+
+def _overview_figure(raw: xr.Dataset, smoothed: xr.Dataset) -> Any:
+    axes = plot_overview(smoothed, raw=raw)
+    return axes[0].figure
+
+
+def _acceptance_figure(raw: xr.Dataset, smoothed: xr.Dataset) -> Any:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5), layout="constrained")
+    for i, band in enumerate(_decades(raw)):
+        color = f"C{i}"
+        result = integrate(raw, ENERGY_DIM, energy_index=band)
+        if not float(result["exposure"].sum()) > 0:
+            continue
+        span = _range_text(result, ENERGY_DIM)
+        plot_acceptance_curve(raw, energy_index=band, ax=ax, color=color, label=span, alpha=0.6)
+        plot_acceptance_curve(smoothed, energy_index=band, ax=ax, color=color, label="_")
+    ax.set_yscale("log")
+    ax.set_title(f"{_group_text(raw)}: points raw, lines smoothed")
+    ax.legend(frameon=False)
+    return fig
+
+
+def _spectrum_figure(raw: xr.Dataset, smoothed: xr.Dataset) -> Any:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5), layout="constrained")
+    bands: list[slice | None] = [None, *_rings(raw)]
+    for i, band in enumerate(bands):
+        color = "k" if band is None else f"C{i - 1}"
+        result = integrate(raw, OFFSET_DIM, offset_index=band)
+        span = _range_text(result, OFFSET_DIM)
+        plot_spectrum(raw, offset_index=band, ax=ax, color=color, label=span, alpha=0.6)
+        plot_spectrum(smoothed, offset_index=band, ax=ax, color=color, label="_")
+    ax.set_title(f"{_group_text(raw)}: points raw, lines smoothed")
+    ax.legend(frameon=False)
+    return fig
+
+
+def _image_figure(raw: xr.Dataset, smoothed: xr.Dataset) -> Any:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained", sharey=True)
+    values = np.concatenate([raw["rate"].values.ravel(), smoothed["rate"].values.ravel()])
+    positive = values[values > 0]
+    vmin, vmax = (float(positive.min()), float(positive.max())) if positive.size else (None, None)
+    for ax, model, name in ((axes[0], raw, "raw"), (axes[1], smoothed, "smoothed")):
+        plot_image(model, ax=ax, colorbar=ax is axes[1], vmin=vmin, vmax=vmax)
+        ax.set_title(f"{name} rate")
+    axes[1].set_ylabel("")
+    fig.suptitle(_group_text(raw))
+    return fig

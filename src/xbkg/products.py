@@ -1,0 +1,477 @@
+"""Labelled products of a background model: acceptance curves, spectra, images.
+
+Every product is computed the same way, by :func:`integrate`: over the bins
+of the requested range, sum the *predicted counts* and the *exposure* (exposure
+time x solid angle x energy width), then divide:
+
+``rate(range) = sum(predicted counts) / sum(exposure_time x solid angle x energy width)``
+
+This is the rate that a run exposing the whole range would measure. It is not
+the average of the bin rates, which would give a narrow, empty bin as much
+weight as a wide, well-exposed one.
+
+*Predicted counts* are the observed ``counts`` for a raw model (or a per-run
+cube), and ``rate x exposure_time x solid angle x energy width`` for a
+smoothed model, so that the products of a smoothed model are those of its
+smoothed rate. A Dataset with a ``rate`` but neither ``counts`` nor
+``exposure_time`` (a model read from a FITS file) is treated as uniformly
+exposed: its products are solid-angle x energy-width weighted means of the rate.
+
+Selections are made by physical value or by bin index:
+
+- ``energy=1.0``: the bin ``[lo, hi)`` containing 1.0 TeV (bins are half-open,
+  as when events are binned);
+- ``energy=slice(1.0, 10.0)``: every bin that overlaps the interval
+  ``[1, 10)`` TeV, each taken whole (overlaps shorter than ``1e-6`` of a bin
+  width are ignored: they come from rounding of edges read from files). Either
+  end may be None for the end of the axis;
+- ``energy_index=6`` or ``energy_index=slice(6, 9)``: bins by position;
+- nothing: the whole axis.
+
+A value outside the axis is an error. The range a product really covers is
+recorded in its scalar ``<dim>_lo``/``<dim>_hi`` coordinates.
+
+Dimensions other than ``energy`` and ``offset`` (``group``, ``obs_id``) are
+kept, so that one call gives the product of every group or every run; name
+them in ``sum_over`` to add them up first (e.g. several runs of a cube).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import numpy as np
+import xarray as xr
+from numpy.typing import NDArray
+
+from xbkg.axes import binned_coords, edges, validate_edges
+from xbkg.axes import offset_edges as default_offset_edges
+from xbkg.conventions import ENERGY_DIM, OFFSET_DIM, RATE_UNIT
+from xbkg.model import SolidAngle, bin_volume
+
+__all__ = [
+    "Selection",
+    "acceptance_curve",
+    "bin_slice",
+    "image",
+    "integrate",
+    "radial_profile",
+    "spectrum",
+]
+
+#: A selection along a binned axis: a value (the bin containing it), a slice of
+#: values (the bins overlapping it), or None (the whole axis).
+Selection = float | slice | None
+
+#: Overlaps shorter than this fraction of a bin width do not select the bin.
+_OVERLAP_RTOL = 1e-6
+
+_UNITS = {ENERGY_DIM: "TeV", OFFSET_DIM: "deg"}
+_EXPOSURE_UNIT = "s sr MeV"
+
+
+def bin_slice(
+    obj: xr.Dataset | xr.DataArray,
+    dim: str,
+    value: Selection = None,
+    index: int | slice | None = None,
+) -> slice:
+    """Positions of the bins of ``dim`` selected by physical value or by index.
+
+    Parameters
+    ----------
+    obj
+        Dataset or DataArray with ``<dim>_lo``/``<dim>_hi`` edge coordinates.
+    dim
+        Dimension name, e.g. ``"energy"``.
+    value
+        A number (the bin ``[lo, hi)`` holding it), a slice of numbers (the
+        bins overlapping ``[start, stop)``; None ends mean the axis ends) or
+        None (every bin).
+    index
+        A bin position or a slice of positions (step 1), instead of ``value``.
+
+    Returns
+    -------
+    slice
+        A non-empty slice of positions with step 1, for ``isel``.
+
+    Raises
+    ------
+    ValueError
+        If both ``value`` and ``index`` are given, a value or range lies
+        outside the axis, or nothing is selected.
+    """
+    bin_edges = edges(obj, dim)
+    n = bin_edges.size - 1
+    unit = obj[f"{dim}_lo"].attrs.get("units", _UNITS.get(dim, ""))
+    axis = f"the {dim} axis covers [{bin_edges[0]:g}, {bin_edges[-1]:g}) {unit}".rstrip()
+    if value is not None and index is not None:
+        raise ValueError(f"select {dim} by value ({dim}=) or by index ({dim}_index=), not both")
+    if index is not None:
+        return _index_slice(index, n, dim)
+    if value is None:
+        return slice(0, n)
+    if isinstance(value, slice):
+        return _value_range(value, bin_edges, dim, unit, axis)
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{dim}= must be a number, a slice of numbers or None, got {value!r}")
+    v = float(value)
+    if not bin_edges[0] <= v < bin_edges[-1]:
+        raise ValueError(f"{dim}={v:g} {unit} is outside the axis: {axis}")
+    i = int(np.searchsorted(bin_edges, v, side="right")) - 1
+    return slice(i, i + 1)
+
+
+def _index_slice(index: int | slice, n: int, dim: str) -> slice:
+    if isinstance(index, slice):
+        if index.step not in (None, 1):
+            raise ValueError(f"{dim}_index: a slice with a step is not a range of bins: {index}")
+        positions = range(n)[index]
+        if len(positions) == 0:
+            raise ValueError(f"{dim}_index={index} selects no bin of the {n}")
+        return slice(positions.start, positions.stop)
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+        raise TypeError(f"{dim}_index must be an integer or a slice, got {index!r}")
+    if not -n <= index < n:
+        raise ValueError(f"{dim}_index={index} is outside the axis of {n} bins")
+    i = int(index) % n
+    return slice(i, i + 1)
+
+
+def _value_range(
+    value: slice, bin_edges: NDArray[np.float64], dim: str, unit: str, axis: str
+) -> slice:
+    if value.step is not None:
+        raise ValueError(f"{dim}={value}: a range of values has no step")
+    lo, hi = bin_edges[:-1], bin_edges[1:]
+    start = bin_edges[0] if value.start is None else float(value.start)
+    stop = bin_edges[-1] if value.stop is None else float(value.stop)
+    if not start < stop:
+        raise ValueError(f"{dim}=slice({value.start}, {value.stop}) is empty or reversed")
+    for name, v in (("start", start), ("stop", stop)):
+        if not bin_edges[0] <= v <= bin_edges[-1]:
+            raise ValueError(f"{dim} range {name} {v:g} {unit} is outside the axis: {axis}")
+    overlap = np.minimum(hi, stop) - np.maximum(lo, start)
+    chosen = np.flatnonzero(overlap > _OVERLAP_RTOL * (hi - lo))
+    if chosen.size == 0:
+        raise ValueError(f"{dim}=slice({start:g}, {stop:g}) selects no bin: {axis}")
+    return slice(int(chosen[0]), int(chosen[-1]) + 1)
+
+
+def _solid_angle_mode(ds: xr.Dataset) -> SolidAngle:
+    """The ring solid angle convention of a model, or of the options a cube records."""
+    mode = ds.attrs.get("solid_angle")
+    if mode is None and "options" in ds.attrs:
+        mode = json.loads(ds.attrs["options"]).get("solid_angle")
+    if mode not in (None, "exact", "flat"):
+        raise ValueError(f"unknown solid_angle attribute {mode!r}; expected 'exact' or 'flat'")
+    return mode or "exact"
+
+
+def _is_smoothed(ds: xr.Dataset) -> bool:
+    return str(ds.attrs.get("smoothing", "none")) != "none"
+
+
+def _as_dims(dims: str | Sequence[str]) -> tuple[str, ...]:
+    return (dims,) if isinstance(dims, str) else tuple(dims)
+
+
+def integrate(
+    ds: xr.Dataset,
+    dims: str | Sequence[str] = (),
+    *,
+    energy: Selection = None,
+    offset: Selection = None,
+    energy_index: int | slice | None = None,
+    offset_index: int | slice | None = None,
+) -> xr.Dataset:
+    """Sum a model over ranges of bins and divide: the rate over the range.
+
+    Parameters
+    ----------
+    ds
+        A grouped model (``group, energy, offset``), a per-run cube
+        (``obs_id, energy, offset``) or one slice of either, with ``counts``
+        and ``exposure_time``, or a Dataset with only a ``rate`` (uniform
+        exposure assumed). Smoothed models (``attrs["smoothing"]`` other than
+        ``"none"``) contribute ``rate x exposure`` as predicted counts.
+    dims
+        Dimensions to sum over: ``"energy"``, ``"offset"`` and any other
+        dimension of ``ds`` (e.g. ``"obs_id"``). Dimensions not named are kept.
+    energy, offset
+        Bins to use, by value (see :func:`bin_slice`); default: all.
+    energy_index, offset_index
+        Bins to use, by position, instead of by value.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``predicted_counts``, ``exposure`` (exposure time x solid angle x
+        energy width, in s sr MeV), ``rate`` (their ratio, NaN where nothing
+        was exposed) and, if ``ds`` has counts, ``counts`` (observed) and
+        ``rate_error`` (Poisson: the relative error of the observed counts of
+        the range). A summed ``energy`` or ``offset`` dimension leaves scalar
+        ``<dim>_lo``/``<dim>_hi`` coordinates with the range covered.
+
+    Raises
+    ------
+    ValueError
+        For a selection outside an axis, an unknown dimension, or a Dataset
+        without a ``rate`` nor ``counts`` and ``exposure_time``.
+    """
+    summed = _as_dims(dims)
+    unknown = [d for d in summed if d not in ds.dims]
+    if unknown:
+        raise ValueError(f"cannot sum over {unknown}: the dimensions are {tuple(ds.dims)}")
+    for dim in (ENERGY_DIM, OFFSET_DIM):
+        if dim not in ds.dims:
+            raise ValueError(
+                f"a background model needs an {dim!r} dimension; got {tuple(ds.dims)} "
+                "(for a bkg_3d template, make radial profiles with radial_profile() first)"
+            )
+    has_counts = "counts" in ds and "exposure_time" in ds
+    if not has_counts and "rate" not in ds:
+        raise ValueError(
+            "need counts and exposure_time (a model or run cube) or a rate; "
+            f"the variables are {sorted(map(str, ds.data_vars))}"
+        )
+    ds = ds.isel(
+        {
+            ENERGY_DIM: bin_slice(ds, ENERGY_DIM, energy, energy_index),
+            OFFSET_DIM: bin_slice(ds, OFFSET_DIM, offset, offset_index),
+        }
+    )
+    volume = bin_volume(ds, solid_angle=_solid_angle_mode(ds))
+    if has_counts:
+        exposure = ds["exposure_time"] * volume
+        exposed = ds["exposure_time"] > 0
+        if _is_smoothed(ds) and "rate" in ds:
+            predicted = (ds["rate"] * exposure).where(exposed, 0.0)
+        else:
+            predicted = ds["counts"].astype(np.float64)
+    else:
+        exposure = volume.broadcast_like(ds["rate"])
+        predicted = ds["rate"] * exposure
+
+    sums = {
+        "predicted_counts": predicted.sum(summed, skipna=False),
+        "exposure": exposure.sum(summed, skipna=False),
+    }
+    if has_counts:
+        sums["counts"] = ds["counts"].sum(summed)
+    positive = sums["exposure"] > 0
+    rate = (sums["predicted_counts"] / sums["exposure"].where(positive)).assign_attrs(
+        units=RATE_UNIT, long_name="background rate"
+    )
+    out = xr.Dataset({**sums, "rate": rate})
+    if has_counts:
+        n = sums["counts"].astype(np.float64)
+        if _is_smoothed(ds) and "rate" in ds:
+            error = rate * n**0.5 / n.where(n > 0)
+            error = error.where(n > 0, 0.0).where(positive)
+        else:
+            error = n**0.5 / sums["exposure"].where(positive)
+        out["rate_error"] = error.assign_attrs(
+            units=RATE_UNIT, long_name="background rate statistical error (Poisson)"
+        )
+        out["counts"].attrs = {"units": "1", "long_name": "observed counts"}
+    out["predicted_counts"].attrs = {"units": "1", "long_name": "predicted counts"}
+    out["exposure"].attrs = {
+        "units": _EXPOSURE_UNIT,
+        "long_name": "exposure time x solid angle x energy width",
+    }
+    for dim in (ENERGY_DIM, OFFSET_DIM):
+        if dim in summed:
+            bin_edges = edges(ds, dim)
+            for name, v in ((f"{dim}_lo", bin_edges[0]), (f"{dim}_hi", bin_edges[-1])):
+                out.coords[name] = xr.Variable((), v, dict(ds[name].attrs))
+    out.attrs = dict(ds.attrs)
+    return out
+
+
+def _product(result: xr.Dataset, name: str) -> xr.DataArray:
+    rate = result["rate"]
+    rate.name = "rate"
+    rate.attrs = {"units": RATE_UNIT, "long_name": name}
+    return rate
+
+
+def acceptance_curve(
+    ds: xr.Dataset,
+    energy: Selection = None,
+    *,
+    energy_index: int | slice | None = None,
+    sum_over: str | Sequence[str] = (),
+) -> xr.DataArray:
+    """Background rate versus offset over an energy bin or range.
+
+    Parameters
+    ----------
+    ds
+        A model, a run cube, or a slice of either (see :func:`integrate`).
+    energy
+        An energy in TeV (the bin holding it), a slice of energies (the bins
+        overlapping it) or None (all energies).
+    energy_index
+        A bin position or slice of positions instead of ``energy``.
+    sum_over
+        Other dimensions to add up first, e.g. ``"obs_id"`` for several runs.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``rate`` in s-1 MeV-1 sr-1 along ``offset`` (and any dimension not
+        summed), with offset edges and the energy range as scalar
+        ``energy_lo``/``energy_hi`` coordinates.
+
+    Examples
+    --------
+    >>> curve = acceptance_curve(model.sel(group=0), energy=1.0)  # doctest: +SKIP
+    >>> curve = model.bkg.acceptance_curve(energy=slice(1, 10))  # doctest: +SKIP
+    """
+    result = integrate(
+        ds, (ENERGY_DIM, *_as_dims(sum_over)), energy=energy, energy_index=energy_index
+    )
+    return _product(result, "background rate (acceptance curve)")
+
+
+def spectrum(
+    ds: xr.Dataset,
+    offset: Selection = None,
+    *,
+    offset_index: int | slice | None = None,
+    sum_over: str | Sequence[str] = (),
+) -> xr.DataArray:
+    """Background rate versus energy over an offset bin or range.
+
+    Parameters
+    ----------
+    ds
+        A model, a run cube, or a slice of either (see :func:`integrate`).
+    offset
+        An offset in deg (the ring holding it), a slice of offsets (the rings
+        overlapping it) or None (the whole field of view).
+    offset_index
+        A ring position or slice of positions instead of ``offset``.
+    sum_over
+        Other dimensions to add up first, e.g. ``"obs_id"`` for several runs.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``rate`` in s-1 MeV-1 sr-1 along ``energy`` (and any dimension not
+        summed), with energy edges and the offset range as scalar
+        ``offset_lo``/``offset_hi`` coordinates.
+    """
+    result = integrate(
+        ds, (OFFSET_DIM, *_as_dims(sum_over)), offset=offset, offset_index=offset_index
+    )
+    return _product(result, "background rate (spectrum)")
+
+
+def image(
+    ds: xr.Dataset,
+    *,
+    energy: Selection = None,
+    offset: Selection = None,
+    energy_index: int | slice | None = None,
+    offset_index: int | slice | None = None,
+    sum_over: str | Sequence[str] = (),
+) -> xr.DataArray:
+    """Background rate in every energy x offset bin.
+
+    Parameters
+    ----------
+    ds
+        A model, a run cube, or a slice of either (see :func:`integrate`).
+    energy, offset, energy_index, offset_index
+        Restrict the image to some bins (see :func:`bin_slice`); default: all.
+    sum_over
+        Other dimensions to add up first, e.g. ``"obs_id"`` for several runs.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``rate`` in s-1 MeV-1 sr-1 along ``(energy, offset)``, with edges.
+    """
+    result = integrate(
+        ds,
+        _as_dims(sum_over),
+        energy=energy,
+        offset=offset,
+        energy_index=energy_index,
+        offset_index=offset_index,
+    )
+    return _product(result, "background rate")
+
+
+def radial_profile(
+    template: xr.DataArray | xr.Dataset,
+    offset_edges: Sequence[float] | NDArray[np.float64] | None = None,
+    *,
+    oversample: int | None = None,
+) -> xr.DataArray:
+    """Average a field-of-view (``bkg_3d``) template over offset rings.
+
+    Each ``detx`` x ``dety`` pixel is cut into ``oversample`` x ``oversample``
+    sub-pixels, each given to the ring holding its centre (offset
+    ``sqrt(detx**2 + dety**2)``, accurate to 1e-4 relative within 3 deg); a
+    ring's rate is the area-weighted mean of the pixels it covers. Rings that
+    the template does not reach are NaN; rings reaching beyond its corners
+    average the part it covers.
+
+    Parameters
+    ----------
+    template
+        Rate along ``(energy, detx, dety)`` with edges, e.g. from
+        :func:`xbkg.read_bkg` or ``xr.open_dataset(path, engine="gadf")``.
+    offset_edges
+        Ring edges in deg (default: the xbkg default binning).
+    oversample
+        Sub-pixels per pixel side; default: enough for four sub-pixels across
+        the narrowest ring.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``rate`` along ``(energy, offset)`` with edges, in the template's units.
+    """
+    rate = template["rate"] if isinstance(template, xr.Dataset) else template
+    fov = ("detx", "dety")
+    missing = [d for d in (ENERGY_DIM, *fov) if d not in rate.dims]
+    if missing:
+        raise ValueError(f"a bkg_3d template needs dimensions energy, detx, dety; got {rate.dims}")
+    o = validate_edges(default_offset_edges() if offset_edges is None else offset_edges, "offset")
+    x, y = edges(rate, "detx"), edges(rate, "dety")
+    pixel = float(min(np.diff(x).min(), np.diff(y).min()))
+    if oversample is None:
+        oversample = int(min(100, np.ceil(4 * pixel / np.diff(o).min())))
+    # Sub-pixel centres along each axis, and the pixel each one belongs to.
+    frac = (np.arange(oversample) + 0.5) / oversample
+    sx = (x[:-1, None] + np.diff(x)[:, None] * frac).ravel()
+    sy = (y[:-1, None] + np.diff(y)[:, None] * frac).ravel()
+    px = np.repeat(np.arange(x.size - 1), oversample)
+    py = np.repeat(np.arange(y.size - 1), oversample)
+    area = np.outer(np.repeat(np.diff(x), oversample), np.repeat(np.diff(y), oversample))
+    theta = np.hypot(sx[:, None], sy[None, :])
+    ring = np.searchsorted(o, theta, side="right") - 1
+    inside = (ring >= 0) & (ring < o.size - 1)
+    n_rings = o.size - 1
+    pixel_index = (px[:, None] * (y.size - 1) + py[None, :])[inside]
+    # weights[p, r]: area of pixel p inside ring r.
+    weights = np.bincount(
+        pixel_index * n_rings + ring[inside],
+        weights=area[inside],
+        minlength=(x.size - 1) * (y.size - 1) * n_rings,
+    ).reshape((x.size - 1) * (y.size - 1), n_rings)
+    values = rate.transpose(ENERGY_DIM, *fov).values.reshape(rate.sizes[ENERGY_DIM], -1)
+    total = weights.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        profile = (values @ weights) / np.where(total > 0, total, np.nan)
+    coords = binned_coords(edges(rate, ENERGY_DIM), o)
+    attrs = {k: v for k, v in rate.attrs.items() if k in ("units", "long_name")}
+    return xr.DataArray(
+        profile, dims=(ENERGY_DIM, OFFSET_DIM), coords=coords, name="rate", attrs=attrs
+    )
