@@ -263,6 +263,18 @@ def _progress(quiet: bool):
     return show
 
 
+def _hide_dask_array() -> None:
+    """Keep xarray from importing dask.array in a command that does not use it.
+
+    xarray checks every new variable against the dask array type and imports
+    dask.array (and with it much of scipy) to do so whenever dask is
+    installed: about as long as binning all runs of a small release. Without
+    ``--scheduler`` nothing here is a dask array, so the command tells Python
+    that dask.array is unavailable; xarray then treats dask as absent.
+    """
+    sys.modules.setdefault("dask.array", None)  # type: ignore[arg-type]
+
+
 def _grouping(args: argparse.Namespace) -> list[Any] | None:
     from xbkg.grouping import GroupAxis
 
@@ -284,6 +296,8 @@ def _grouping(args: argparse.Namespace) -> list[Any] | None:
 
 
 def _cmd_make(args: argparse.Namespace) -> int:
+    if args.scheduler is None:
+        _hide_dask_array()
     import xarray as xr
 
     from xbkg import exclusion

@@ -1,0 +1,100 @@
+"""xbkg make on all 105 H.E.S.S. DR1 runs with gamma-cat exclusion, against baselines.
+
+Prints, measured in one run with the contenders taking turns:
+
+- in-process: xbkg make / reading only the EVENTS tables with astropy (the floor);
+- as whole processes: Gammapy 2.1 equivalent / xbkg make, and xbkg make / floor;
+- ``xbkg --help`` as a process.
+
+Usage: python benchmarks/bench_dr1.py [--repeats N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from _common import ROOT, data_path, interleaved, run_process, timed
+
+FLOOR = """
+import sys
+from pathlib import Path
+from astropy.io import fits
+for path in sorted(Path(sys.argv[1]).glob("data/*.fits.gz")):
+    with fits.open(path) as hdul:
+        hdul["EVENTS"].data["ENERGY"]
+"""
+
+
+def read_floor(store: Path) -> None:
+    from astropy.io import fits
+
+    for path in sorted(store.glob("data/*.fits.gz")):
+        with fits.open(path) as hdul:
+            hdul["EVENTS"].data["ENERGY"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    store = data_path("hess-dl3-dr1")
+    catalog = data_path("catalogs", "gammacat", "gammacat.fits.gz")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gammapy_equivalent
+
+    from xbkg.cli import main as xbkg_main
+
+    work = Path(tempfile.mkdtemp(prefix="xbkg-bench-"))
+    make_args = ["make", str(store), str(work / "inproc"), "--exclude", str(catalog)]
+    make_args += ["-q", "--overwrite"]
+    try:
+        # warm up: imports and file cache
+        read_floor(store)
+        xbkg_main(make_args)
+        inproc = interleaved(
+            {
+                "floor": lambda: timed(lambda: read_floor(store)),
+                "xbkg": lambda: timed(lambda: xbkg_main(make_args)),
+                "gammapy": lambda: timed(
+                    lambda: gammapy_equivalent.main(str(store), str(catalog), str(work / "gp"))
+                ),
+            },
+            args.repeats,
+        )
+        py = sys.executable
+        proc = interleaved(
+            {
+                "floor": lambda: run_process([py, "-c", FLOOR, str(store)])[0],
+                "xbkg": lambda: run_process([py, "-m", "xbkg", *make_args])[0],
+                "gammapy": lambda: run_process(
+                    [py, str(ROOT / "benchmarks" / "gammapy_equivalent.py"), str(store),
+                     str(catalog), str(work / "gp")]
+                )[0],
+                "help": lambda: run_process([py, "-m", "xbkg", "--help"])[0],
+            },
+            args.repeats,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"all 105 DR1 runs, gamma-cat exclusion; median of {args.repeats} interleaved runs")
+    print(
+        f"in-process: floor {inproc['floor']:.2f} s, xbkg make {inproc['xbkg']:.2f} s, "
+        f"Gammapy 2.1 equivalent {inproc['gammapy']:.2f} s"
+    )
+    print(f"  xbkg / floor               = {inproc['xbkg'] / inproc['floor']:.2f}  (target <= 1.3)")
+    print(f"  Gammapy 2.1 / xbkg         = {inproc['gammapy'] / inproc['xbkg']:.1f}")
+    print(
+        f"process: floor {proc['floor']:.2f} s, xbkg make {proc['xbkg']:.2f} s, "
+        f"Gammapy 2.1 equivalent {proc['gammapy']:.2f} s, xbkg --help {proc['help']:.2f} s"
+    )
+    print(f"  Gammapy 2.1 / xbkg         = {proc['gammapy'] / proc['xbkg']:.1f}  (target >= 5)")
+    print(f"  xbkg / floor               = {proc['xbkg'] / proc['floor']:.2f}")
+    print(f"  xbkg --help                = {proc['help']:.2f} s  (target < 0.5 s)")
+
+
+if __name__ == "__main__":
+    main()
