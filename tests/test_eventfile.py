@@ -55,13 +55,15 @@ def test_scaling_units_and_skipped_hdus(tmp_path):
         fits.Column("RA", "D", array=ra, unit="deg"),
         fits.Column("DEC", "D", array=dec, unit="deg"),
         fits.Column("ENERGY", "E", array=energy_gev, unit="GeV"),
-        fits.Column("SCALED", "I", array=raw * 0.5 + 10.0, bscale=0.5, bzero=10.0),
+        fits.Column("SCALED", "I", array=raw),
     ]
-    path = write_events(tmp_path / "ev.fits.gz", cols, {"OBS_ID": 7}, compress=True)
+    header = {"OBS_ID": 7, "TSCAL5": 0.5, "TZERO5": 10.0}
+    path = write_events(tmp_path / "ev.fits.gz", cols, header, compress=True)
     columns, cards, _ = read_table_columns(path, "events", ["RA", "DEC", "ENERGY", "SCALED"])
     assert cards["OBS_ID"] == 7
     with fits.open(path) as hdul:
         np.testing.assert_array_equal(columns["SCALED"], hdul["EVENTS"].data["SCALED"])
+    np.testing.assert_array_equal(columns["SCALED"], raw * 0.5 + 10.0)
     events = read_events(path)
     np.testing.assert_allclose(events.energy, energy_gev.astype(float) / 1000, rtol=1e-15)
     np.testing.assert_array_equal(events.ra, ra)
