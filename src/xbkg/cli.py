@@ -263,16 +263,20 @@ def _progress(quiet: bool):
     return show
 
 
-def _hide_dask_array() -> None:
-    """Keep xarray from importing dask.array in a command that does not use it.
+def _hide_dask() -> None:
+    """Keep xarray from importing dask in a command that does not use it.
 
-    xarray checks every new variable against the dask array type and imports
-    dask.array (and with it much of scipy) to do so whenever dask is
-    installed: about as long as binning all runs of a small release. Without
-    ``--scheduler`` nothing here is a dask array, so the command tells Python
-    that dask.array is unavailable; xarray then treats dask as absent.
+    When dask is installed, xarray imports it (and dask.array, and with it much
+    of scipy) the first time it checks whether an array is a dask array: about
+    as long as binning all runs of a small release. Without ``--scheduler``
+    nothing in ``xbkg make`` is a dask array, so in a fresh process the command
+    tells Python that dask is unavailable before xarray is first imported, and
+    xarray then treats dask as absent. When xarray is already loaded (the
+    command called from Python), nothing is changed: xarray has already decided.
     """
-    sys.modules.setdefault("dask.array", None)  # type: ignore[arg-type]
+    if "xarray" not in sys.modules:
+        for name in ("dask", "distributed"):
+            sys.modules.setdefault(name, None)  # type: ignore[arg-type]
 
 
 def _grouping(args: argparse.Namespace) -> list[Any] | None:
@@ -297,7 +301,7 @@ def _grouping(args: argparse.Namespace) -> list[Any] | None:
 
 def _cmd_make(args: argparse.Namespace) -> int:
     if args.scheduler is None:
-        _hide_dask_array()
+        _hide_dask()
     import xarray as xr
 
     from xbkg import exclusion
