@@ -117,7 +117,7 @@ def test_adaptive_smoothing_properties(lam, n_bins, seed, hole):
         stack_groups(cube, group_definitions([GroupAxis("ZEN_PNT", edges=(0, 90))]))
     )
     before = model.copy(deep=True)
-    sm = smooth(model)
+    sm = smooth(model, "adaptive")
     xr.testing.assert_identical(model, before)
     rate = sm["rate"].values
     exposed = model["exposure_time"].values > 0
@@ -142,7 +142,7 @@ def test_adaptive_smoothing_flat_truth_has_no_edge_artefacts():
     model = compute_rate(
         stack_groups(cube, group_definitions([GroupAxis("ZEN_PNT", edges=(0, 90))]))
     )
-    sm = smooth(model)
+    sm = smooth(model, "adaptive")
     r = sm["rate"].values[0, 0]
     np.testing.assert_allclose(r / r.mean(), 1.0, rtol=2e-3)
 

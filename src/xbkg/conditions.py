@@ -44,6 +44,7 @@ import xarray as xr
 from numpy.typing import NDArray
 
 from xbkg.conventions import ENERGY_DIM, OBS_DIM, OFFSET_DIM, RATE_UNIT
+from xbkg.model import SmoothingMethod, SolidAngle, bin_volume, compute_rate, smooth
 
 __all__ = [
     "CONDITIONS",
@@ -52,45 +53,74 @@ __all__ = [
     "condition_values",
     "conditions_builder",
     "fit_conditions",
+    "period_correction",
     "run_rate",
 ]
 
 COVARIATE_DIM = "condition"
 SHAPE_DIM = "shape_condition"
+TRAINING_DIM = "training_run"
 
 
-def _secz(runs: xr.Dataset) -> NDArray[np.float64]:
-    return 1.0 / np.cos(np.deg2rad(runs["zen_pnt"].values.astype(np.float64)))
+def _column(runs: xr.Dataset, name: str) -> NDArray[np.float64]:
+    return np.asarray(runs[name].values, dtype=np.float64)[:, None]
 
 
-#: Condition variables: name -> (run columns needed, function of the runs).
-CONDITIONS: dict[str, tuple[tuple[str, ...], Callable[[xr.Dataset], NDArray[np.float64]]]] = {
+def _secz(runs: xr.Dataset, energy_lo: NDArray[np.float64]) -> NDArray[np.float64]:
+    return 1.0 / np.cos(np.deg2rad(_column(runs, "zen_pnt")))
+
+
+def _above_threshold(runs: xr.Dataset, energy_lo: NDArray[np.float64]) -> NDArray[np.float64]:
+    # How far (in ln E) the lower edge of the energy bin lies above the run's safe
+    # threshold: the rate just above threshold still climbs with energy.
+    return np.log(energy_lo[None, :] / _column(runs, "safe_energy_lo"))
+
+
+ConditionFunction = Callable[[xr.Dataset, NDArray[np.float64]], NDArray[np.float64]]
+
+#: Condition variables: name -> (run columns needed, function of the runs and of the
+#: lower energy edges, giving values broadcastable to (run, energy)).
+CONDITIONS: dict[str, tuple[tuple[str, ...], ConditionFunction]] = {
     "secz": (("zen_pnt",), _secz),
-    "secz2": (("zen_pnt",), lambda runs: _secz(runs) ** 2),
-    "log_muoneff": (("muoneff",), lambda runs: np.log(runs["muoneff"].values.astype(float))),
-    "deadtime": (("deadc",), lambda runs: 1.0 - runs["deadc"].values.astype(float)),
-    "cos_az": (("az_pnt",), lambda runs: np.cos(np.deg2rad(runs["az_pnt"].values.astype(float)))),
-    "sin_az": (("az_pnt",), lambda runs: np.sin(np.deg2rad(runs["az_pnt"].values.astype(float)))),
+    "secz2": (("zen_pnt",), lambda runs, e: _secz(runs, e) ** 2),
+    "log_muoneff": (("muoneff",), lambda runs, e: np.log(_column(runs, "muoneff"))),
+    "deadtime": (("deadc",), lambda runs, e: 1.0 - _column(runs, "deadc")),
+    "cos_az": (("az_pnt",), lambda runs, e: np.cos(np.deg2rad(_column(runs, "az_pnt")))),
+    "sin_az": (("az_pnt",), lambda runs, e: np.sin(np.deg2rad(_column(runs, "az_pnt")))),
+    "above_threshold": (("safe_energy_lo",), _above_threshold),
 }
-DEFAULT_CONDITIONS: tuple[str, ...] = ("secz", "secz2", "log_muoneff", "deadtime")
-DEFAULT_SHAPE_CONDITIONS: tuple[str, ...] = ("secz",)
+DEFAULT_CONDITIONS: tuple[str, ...] = ("secz", "log_muoneff")
+DEFAULT_SHAPE_CONDITIONS: tuple[str, ...] = ()
 #: Radius (deg) that scales the radial shape term s(t) = (offset / radius)^2.
 SHAPE_RADIUS = 2.0
 #: Width of the Gaussian prior on the standardised coefficients.
 PRIOR_WIDTH = 1.0
 #: Weight of the squared second difference of the coefficients along energy.
-DEFAULT_ENERGY_SMOOTHNESS = 10.0
+DEFAULT_ENERGY_SMOOTHNESS = 1.0
+#: Time scale (days) and prior weight of the observing-period correction.
+DEFAULT_PERIOD_DAYS = 10.0
+PERIOD_PRIOR_WEIGHT = 1.0
 _NEWTON_STEPS = 50
 
 
 def condition_values(runs: xr.Dataset, names: Sequence[str]) -> xr.DataArray:
-    """The condition variables of every run, along ``(obs_id, condition)``.
+    """The condition variables of every run and energy bin, along ``(obs_id, energy, condition)``.
+
+    Parameters
+    ----------
+    runs
+        Run cube (or any Dataset along ``obs_id`` with the run columns and the
+        energy edges).
+    names
+        Names of :data:`CONDITIONS`.
 
     Raises
     ------
     KeyError
         Naming the condition and the run column it needs, if missing or not finite.
     """
+    energy_lo = np.asarray(runs["energy_lo"].values, dtype=np.float64)
+    shape = (runs.sizes[OBS_DIM], energy_lo.size)
     columns = []
     for name in names:
         if name not in CONDITIONS:
@@ -99,15 +129,15 @@ def condition_values(runs: xr.Dataset, names: Sequence[str]) -> xr.DataArray:
         missing = [c for c in needs if c not in runs.variables]
         if missing:
             raise KeyError(f"condition {name!r} needs the run column(s) {missing}")
-        values = np.asarray(func(runs), dtype=np.float64)
+        values = np.broadcast_to(np.asarray(func(runs, energy_lo), dtype=np.float64), shape)
         if not np.all(np.isfinite(values)):
-            bad = runs[OBS_DIM].values[~np.isfinite(values)].tolist()
+            bad = runs[OBS_DIM].values[~np.isfinite(values).all(axis=1)].tolist()
             raise KeyError(f"condition {name!r}: runs {bad} have no finite {needs}")
         columns.append(values)
-    data = np.stack(columns, axis=1) if columns else np.zeros((runs.sizes[OBS_DIM], 0))
+    data = np.stack(columns, axis=-1) if columns else np.zeros((*shape, 0))
     return xr.DataArray(
         data,
-        dims=(OBS_DIM, COVARIATE_DIM),
+        dims=(OBS_DIM, ENERGY_DIM, COVARIATE_DIM),
         coords={OBS_DIM: runs[OBS_DIM].values, COVARIATE_DIM: list(names)},
     )
 
@@ -135,9 +165,11 @@ def _row_terms(
     if p == 0 or not used.any():
         return np.zeros(p), np.zeros((p, p))
     n, e, x, big_n = counts[:, used], exposure[:, used], design[:, used], total[used]
-    eta = x @ beta
-    eta -= eta.max(axis=0, keepdims=True)
-    w = e * np.exp(eta)
+    # Weights e exp(x.beta), normalised per bin in log space (no under- or overflow).
+    with np.errstate(divide="ignore"):
+        log_w = np.log(e) + x @ beta
+    log_w -= log_w.max(axis=0, keepdims=True)
+    w = np.exp(log_w)
     w /= w.sum(axis=0, keepdims=True)
     mean = np.einsum("rt,rtk->tk", w, x)
     grad = np.einsum("rt,rtk->k", n, x) - np.einsum("t,tk->k", big_n, mean)
@@ -153,7 +185,7 @@ def _fit_coefficients(
 ) -> NDArray[np.float64]:
     """Coefficients of all energy bins, maximising the penalised profile likelihood.
 
-    ``counts``, ``exposure``: (run, energy, offset); ``design``: (run, offset, p).
+    ``counts``, ``exposure``: (run, energy, offset); ``design``: (run, energy, offset, p).
     The penalty is a Gaussian prior of width :data:`PRIOR_WIDTH` on every
     coefficient plus ``smoothness`` x the squared second difference of each
     coefficient along the energy bins, so that coefficients vary smoothly with
@@ -171,7 +203,7 @@ def _fit_coefficients(
         grad = -penalty @ beta
         hess = -penalty.copy()
         for i in range(n_e):
-            g, h = _row_terms(counts[:, i], exposure[:, i], design, beta[i * p : (i + 1) * p])
+            g, h = _row_terms(counts[:, i], exposure[:, i], design[:, i], beta[i * p : (i + 1) * p])
             grad[i * p : (i + 1) * p] += g
             hess[i * p : (i + 1) * p, i * p : (i + 1) * p] += h
         step = np.linalg.solve(hess, -grad)
@@ -183,19 +215,46 @@ def _fit_coefficients(
 
 def _design(
     cube: xr.Dataset,
-    values: xr.DataArray,
+    values: NDArray[np.float64],
     mean: NDArray[np.float64],
     scale: NDArray[np.float64],
     conditions: Sequence[str],
     shape_conditions: Sequence[str],
 ) -> NDArray[np.float64]:
-    """Design array (run, offset, p): standardised conditions, then their shape terms."""
-    z = (values.values - mean) / scale
-    n_runs, n_t = values.shape[0], cube.sizes[OFFSET_DIM]
-    norm_part = np.broadcast_to(z[:, None, :], (n_runs, n_t, z.shape[1]))
+    """Design array (run, energy, offset, p): standardised conditions, then their shape terms."""
+    z = (values - mean) / scale  # (run, energy, k)
+    n_t = cube.sizes[OFFSET_DIM]
+    norm_part = np.broadcast_to(z[:, :, None, :], (*z.shape[:2], n_t, z.shape[2]))
     idx = [list(conditions).index(c) for c in shape_conditions]
-    shape_part = z[:, None, idx] * _shape_profile(cube)[None, :, None]
+    shape_part = z[:, :, None, idx] * _shape_profile(cube)[None, None, :, None]
     return np.concatenate([norm_part, shape_part], axis=-1)
+
+
+def _to_livetime(cube: xr.Dataset) -> tuple[NDArray[np.float64], bool]:
+    """Exposure of the cube per live time, and whether it was converted.
+
+    Events are recorded during live time only, so a rate per live time does not
+    carry the run-to-run spread of the dead time. A cube normalised by ONTIME
+    is converted run by run when it has both durations.
+    """
+    exposure = cube["exposure_time"].transpose(OBS_DIM, ENERGY_DIM, OFFSET_DIM).values
+    convention = cube.attrs.get("time_convention", "ontime")
+    if convention == "livetime" or not {"livetime", "ontime"} <= set(cube.variables):
+        return exposure, False
+    factor = cube["livetime"].values / cube["ontime"].values
+    return exposure * factor[:, None, None], True
+
+
+def _run_log_ratios(
+    counts: NDArray[np.float64], exposure: NDArray[np.float64], expected_rate: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Per run: log(observed / predicted) over all exposed bins (0 for a run without any)."""
+    predicted = np.where(exposure > 0, exposure * expected_rate, 0.0).sum(axis=(1, 2))
+    observed = np.where(exposure > 0, counts, 0.0).sum(axis=(1, 2))
+    ok = (predicted > 0) & (observed > 0)
+    out = np.zeros(counts.shape[0])
+    out[ok] = np.log(observed[ok] / predicted[ok])
+    return out
 
 
 def fit_conditions(
@@ -203,9 +262,10 @@ def fit_conditions(
     *,
     conditions: Sequence[str] = DEFAULT_CONDITIONS,
     shape_conditions: Sequence[str] = DEFAULT_SHAPE_CONDITIONS,
-    smoothing: str = "adaptive",
-    solid_angle: str = "exact",
+    smoothing: SmoothingMethod = "poisson",
+    solid_angle: SolidAngle = "exact",
     energy_smoothness: float = DEFAULT_ENERGY_SMOOTHNESS,
+    period_days: float | None = DEFAULT_PERIOD_DAYS,
 ) -> xr.Dataset:
     """Fit the condition-dependent model to a run cube.
 
@@ -221,42 +281,50 @@ def fit_conditions(
         Smoothing of the reference rate (:func:`xbkg.model.smooth`).
     solid_angle
         Ring solid angle, ``"exact"`` or ``"flat"``.
+    energy_smoothness
+        Weight of the squared second differences of the coefficients along energy.
+    period_days
+        Time scale (days) of the observing-period correction; None for none.
 
     Returns
     -------
     xarray.Dataset
-        Along ``(energy, offset)``: ``counts``, ``exposure_time`` (weighted with
-        each run's condition factor: the exposure at reference conditions),
-        ``rate`` (smoothed reference rate), ``rate_raw``, ``rate_error``;
-        ``coefficient`` along ``(energy, condition)`` and
-        ``shape_coefficient`` along ``(energy, shape_condition)``;
-        ``condition_mean``, ``condition_scale``, ``condition_min``,
-        ``condition_max`` along ``condition``; ``attrs`` with the time
-        convention, smoothing and ``model = "conditions"``.
+        Along ``(energy, offset)``: ``counts``, ``exposure_time`` (per live
+        time, weighted with each run's condition factor: the exposure at
+        reference conditions), ``rate`` (smoothed reference rate per live
+        time), ``rate_raw``, ``rate_error``; ``coefficient`` along ``(energy,
+        condition)`` and ``shape_coefficient`` along ``(energy,
+        shape_condition)``; ``condition_mean``, ``condition_scale`` along
+        ``condition`` and ``condition_min``, ``condition_max`` along
+        ``(energy, condition)``; the training runs' ``period_tstart`` and
+        ``period_log_ratio`` along ``training_run``; ``attrs`` with the time
+        conventions, smoothing and ``model = "conditions"``.
     """
-    from xbkg.model import compute_rate, smooth
-
     unknown = [c for c in shape_conditions if c not in conditions]
     if unknown:
         raise ValueError(f"shape conditions {unknown} must also be in conditions {conditions}")
-    values = condition_values(cube, conditions)
-    mean = values.values.mean(axis=0)
-    scale = values.values.std(axis=0)
+    if cube.sizes[OBS_DIM] == 0:
+        raise ValueError("fit_conditions needs at least one run")
+    values = condition_values(cube, conditions).values  # (run, energy, k)
+    counts = cube["counts"].transpose(OBS_DIM, ENERGY_DIM, OFFSET_DIM).values.astype(np.float64)
+    exposure, converted = _to_livetime(cube)
+    # Standardise over the (run, energy) pairs that were exposed: the coefficients
+    # then have comparable scales and the prior means the same for all.
+    seen = exposure.sum(axis=2) > 0  # (run, energy)
+    pairs = values[seen] if seen.any() else values.reshape(-1, values.shape[-1])
+    mean = pairs.mean(axis=0)
+    scale = pairs.std(axis=0)
     scale = np.where(scale > 0, scale, 1.0)
     design = _design(cube, values, mean, scale, conditions, shape_conditions)
-    counts = cube["counts"].transpose(OBS_DIM, ENERGY_DIM, OFFSET_DIM).values.astype(np.float64)
-    exposure = cube["exposure_time"].transpose(OBS_DIM, ENERGY_DIM, OFFSET_DIM).values
     beta = _fit_coefficients(counts, exposure, design, energy_smoothness)
-    factor = np.exp(np.einsum("rtk,ek->ret", design, beta))
+    factor = np.exp(np.einsum("retk,ek->ret", design, beta))
     weighted = (exposure * factor).sum(axis=0)
     # Range of the conditions of the runs that saw each energy bin: a run is never
     # given a factor extrapolated beyond what the fit of that bin saw.
-    seen = exposure.sum(axis=2) > 0  # (run, energy)
-    vals = values.values[:, None, :]
-    low = np.where(seen[..., None], vals, np.inf).min(axis=0)
-    high = np.where(seen[..., None], vals, -np.inf).max(axis=0)
+    low = np.where(seen[..., None], values, np.inf).min(axis=0)
+    high = np.where(seen[..., None], values, -np.inf).max(axis=0)
     unseen = ~seen.any(axis=0)
-    low[unseen], high[unseen] = values.values.min(axis=0), values.values.max(axis=0)
+    low[unseen], high[unseen] = pairs.min(axis=0), pairs.max(axis=0)
 
     coords = {
         k: v.variable for k, v in cube.coords.items() if set(v.dims) <= {ENERGY_DIM, OFFSET_DIM}
@@ -268,18 +336,27 @@ def fit_conditions(
             "exposure_time": (
                 dims,
                 weighted,
-                {"units": "s", "long_name": "exposure time at reference conditions"},
+                {"units": "s", "long_name": "live time at reference conditions"},
             ),
         },
         coords=coords,
     )
-    model.attrs = {
-        "time_convention": cube.attrs.get("time_convention", "ontime"),
-        "solid_angle": solid_angle,
-    }
-    model = compute_rate(model, solid_angle=solid_angle)  # type: ignore[arg-type]
+    model.attrs = {"time_convention": "livetime", "solid_angle": solid_angle}
+    model = compute_rate(model, solid_angle=solid_angle)
     raw = model["rate"]
-    model = smooth(model, smoothing)  # type: ignore[arg-type]
+    model = smooth(model, smoothing)
+
+    # Observing-period correction: how far each training run lies above or below
+    # the model, to be averaged over the runs taken close in time to a new run.
+    volume = bin_volume(model, solid_angle=solid_angle).transpose(ENERGY_DIM, OFFSET_DIM).values
+    expected = model["rate"].transpose(*dims).fillna(0.0).values[None] * factor * volume[None]
+    log_ratio = _run_log_ratios(counts, exposure, expected)
+    tstart = (
+        cube["tstart"].values.astype(np.float64)
+        if "tstart" in cube.variables
+        else np.full(cube.sizes[OBS_DIM], np.nan)
+    )
+
     k = len(conditions)
     model = model.assign(
         rate_raw=raw,
@@ -293,44 +370,110 @@ def fit_conditions(
             beta[:, k:],
             {"long_name": "log-rate slope x (offset / 2 deg)^2 per standardised condition"},
         ),
+        period_tstart=(TRAINING_DIM, tstart, {"units": "s", "long_name": "TSTART of the run"}),
+        period_log_ratio=(
+            TRAINING_DIM,
+            log_ratio,
+            {"long_name": "log(observed / predicted) of the training run"},
+        ),
     )
     model = model.assign_coords(
         {
             COVARIATE_DIM: list(conditions),
             SHAPE_DIM: list(shape_conditions),
+            TRAINING_DIM: cube[OBS_DIM].values,
             "condition_mean": (COVARIATE_DIM, mean),
             "condition_scale": (COVARIATE_DIM, scale),
             "condition_min": ((ENERGY_DIM, COVARIATE_DIM), low),
             "condition_max": ((ENERGY_DIM, COVARIATE_DIM), high),
         }
     )
-    model.attrs.update({"model": "conditions", "n_runs": int(cube.sizes[OBS_DIM])})
+    model.attrs.update(
+        {
+            "model": "conditions",
+            "n_runs": int(cube.sizes[OBS_DIM]),
+            "smoothing": smoothing,
+            "input_time_convention": str(cube.attrs.get("time_convention", "ontime")),
+            "converted_to_livetime": int(converted),
+            "energy_smoothness": float(energy_smoothness),
+            "period_days": float(period_days) if period_days is not None else np.nan,
+            "period_prior_weight": PERIOD_PRIOR_WEIGHT,
+        }
+    )
     return model
 
 
-def run_rate(model: xr.Dataset, runs: xr.Dataset) -> xr.DataArray:
+def period_correction(model: xr.Dataset, runs: xr.Dataset) -> xr.DataArray:
+    """Observing-period factor of every run, from the training runs taken close in time.
+
+    ``exp(sum_i w_i r_i / (sum_i w_i + w0))`` with ``r_i`` the log(observed /
+    predicted) of training run ``i``, ``w_i = exp(-|TSTART - TSTART_i| /
+    period_days)`` and the prior weight ``w0`` (:data:`PERIOD_PRIOR_WEIGHT`), so
+    that a run far in time from every training run gets no correction. A run
+    never informs its own correction (it is left out when it is a training run).
+    """
+    ones = xr.DataArray(np.ones(runs.sizes[OBS_DIM]), dims=OBS_DIM)
+    days = float(model.attrs.get("period_days", np.nan))
+    if not np.isfinite(days) or "tstart" not in runs.variables or TRAINING_DIM not in model.dims:
+        return ones
+    t_train = model["period_tstart"].values / 86400.0
+    r_train = model["period_log_ratio"].values
+    t_runs = runs["tstart"].values.astype(np.float64) / 86400.0
+    with np.errstate(invalid="ignore"):
+        w = np.exp(-np.abs(t_runs[:, None] - t_train[None, :]) / days)
+    w = np.where(np.isfinite(w), w, 0.0)
+    w[runs[OBS_DIM].values[:, None] == model[TRAINING_DIM].values[None, :]] = 0.0
+    prior = float(model.attrs.get("period_prior_weight", PERIOD_PRIOR_WEIGHT))
+    correction = np.exp((w * r_train[None, :]).sum(axis=1) / (w.sum(axis=1) + prior))
+    return ones.copy(data=correction)
+
+
+def run_rate(model: xr.Dataset, runs: xr.Dataset, *, time: str | None = None) -> xr.DataArray:
     """Rate of every run for its own conditions, along ``(obs_id, energy, offset)``.
 
-    Condition values outside the range of the training runs are clipped to it.
-    Bins without a reference rate (never exposed in training) stay NaN.
+    Parameters
+    ----------
+    model
+        Output of :func:`fit_conditions`.
+    runs
+        Runs (run table or cube) with the columns the conditions need.
+    time
+        Time convention of the returned rate: ``"livetime"`` (the model's own)
+        or ``"ontime"`` (the live-time rate times each run's ``LIVETIME /
+        ONTIME``, exact for that run). Default: the convention of the cube the
+        model was fitted on.
+
+    Returns
+    -------
+    xarray.DataArray
+        Rate in s-1 MeV-1 sr-1 with ``attrs["time_convention"]``. Condition values
+        outside the range the training runs covered in an energy bin are clipped
+        to that range; bins without a reference rate stay NaN.
     """
+    convention = time or str(model.attrs.get("input_time_convention", "livetime"))
     conditions = [str(c) for c in model[COVARIATE_DIM].values]
     shape_conditions = [str(c) for c in model[SHAPE_DIM].values]
-    values = condition_values(runs, conditions)
+    values = condition_values(runs.assign_coords(energy_lo=model["energy_lo"]), conditions)
     beta = np.concatenate([model["coefficient"].values, model["shape_coefficient"].values], axis=1)
     low, high = model["condition_min"].values, model["condition_max"].values
-    factor = np.empty((runs.sizes[OBS_DIM], model.sizes[ENERGY_DIM], model.sizes[OFFSET_DIM]))
-    for i in range(model.sizes[ENERGY_DIM]):
-        clipped = values.clip(low[i], high[i])
-        design = _design(
-            model,
-            clipped,
-            model["condition_mean"].values,
-            model["condition_scale"].values,
-            conditions,
-            shape_conditions,
-        )
-        factor[:, i] = np.exp(design @ beta[i])
+    clipped = np.clip(values.values, low[None], high[None])
+    design = _design(
+        model,
+        clipped,
+        model["condition_mean"].values,
+        model["condition_scale"].values,
+        conditions,
+        shape_conditions,
+    )
+    factor = np.exp(np.einsum("retk,ek->ret", design, beta))
+    factor *= period_correction(model, runs).values[:, None, None]
+    if convention == "ontime":
+        missing = [c for c in ("livetime", "ontime") if c not in runs.variables]
+        if missing:
+            raise KeyError(f"a rate per ONTIME needs the run columns {missing}")
+        factor *= (runs["livetime"].values / runs["ontime"].values)[:, None, None]
+    elif convention != "livetime":
+        raise ValueError(f"time must be 'ontime' or 'livetime', got {convention!r}")
     rate = model["rate"].transpose(ENERGY_DIM, OFFSET_DIM).values[None] * factor
     coords: dict[str, Any] = {OBS_DIM: runs[OBS_DIM].values}
     coords.update(
@@ -348,27 +491,18 @@ def run_rate(model: xr.Dataset, runs: xr.Dataset) -> xr.DataArray:
         attrs={
             "units": RATE_UNIT,
             "long_name": "background rate for the run's conditions",
-            "time_convention": model.attrs.get("time_convention", "ontime"),
+            "time_convention": convention,
         },
     )
 
 
-def conditions_builder(
-    conditions: Sequence[str] = DEFAULT_CONDITIONS,
-    shape_conditions: Sequence[str] = DEFAULT_SHAPE_CONDITIONS,
-    smoothing: str = "adaptive",
-    energy_smoothness: float = DEFAULT_ENERGY_SMOOTHNESS,
-) -> Callable[[xr.Dataset, xr.Dataset], xr.DataArray]:
-    """Builder of condition-dependent models for :func:`xbkg.validation.crossval`."""
+def conditions_builder(**options: Any) -> Callable[[xr.Dataset, xr.Dataset], xr.DataArray]:
+    """Builder of condition-dependent models for :func:`xbkg.validation.crossval`.
+
+    ``options`` are passed to :func:`fit_conditions`.
+    """
 
     def build(train: xr.Dataset, test: xr.Dataset) -> xr.DataArray:
-        model = fit_conditions(
-            train,
-            conditions=conditions,
-            shape_conditions=shape_conditions,
-            smoothing=smoothing,
-            energy_smoothness=energy_smoothness,
-        )
-        return run_rate(model, test)
+        return run_rate(fit_conditions(train, **options), test)
 
     return build

@@ -13,7 +13,7 @@ never modifies its input.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
@@ -33,8 +33,14 @@ __all__ = [
 ]
 
 SolidAngle = Literal["exact", "flat"]
-SmoothingMethod = Literal["adaptive", "gammapy-0.6"]
-SMOOTHING_METHODS: tuple[str, ...] = ("adaptive", "gammapy-0.6")
+SmoothingMethod = Literal["poisson", "adaptive", "gammapy-0.6"]
+SMOOTHING_METHODS: tuple[str, ...] = ("poisson", "adaptive", "gammapy-0.6")
+
+#: Penalty weights of the "poisson" smoothing: squared second differences of the
+#: log rate along offset bins and along energy bins (see :func:`smooth`).
+POISSON_OFFSET_PENALTY = 1000.0
+POISSON_ENERGY_PENALTY = 100.0
+_POISSON_MAX_ITER = 100
 
 #: Gammapy 0.6 smoothing: about this many events per kernel sigma.
 _EVENTS_PER_SIGMA = 150.0
@@ -127,23 +133,39 @@ def compute_rate(model: xr.Dataset, *, solid_angle: SolidAngle | None = None) ->
     return out
 
 
-def smooth(model: xr.Dataset, method: SmoothingMethod = "adaptive") -> xr.Dataset:
-    """Smooth the rate of each energy row along offset; returns a new model.
+def smooth(model: xr.Dataset, method: SmoothingMethod = "poisson") -> xr.Dataset:
+    """Smooth the rate of a model; returns a new model.
 
     Parameters
     ----------
     model
-        A model with ``rate`` (:func:`compute_rate`).
+        A model with ``rate`` (:func:`compute_rate`), along ``(..., energy, offset)``.
     method
-        ``"adaptive"`` (default): per energy row, a Gaussian along the offset
-        bins whose width adapts to the row's counts (as Gammapy 0.6), applied
-        to the counts and to the exposure separately (a normalised
-        convolution, zero outside the axis) before dividing, then scaled so
-        that the row predicts exactly its observed counts. Never negative,
-        conserves counts, no reflection artefacts at the axis ends, and bins
-        without exposure stay NaN.
+        ``"poisson"`` (default): a penalised Poisson fit of the log rate over the
+        energy x offset plane of each group. It maximises the Poisson
+        likelihood of the observed counts given the exposure, minus
+        :data:`POISSON_OFFSET_PENALTY` x the squared second differences of the
+        log rate along offset and :data:`POISSON_ENERGY_PENALTY` x those along
+        energy. Where a bin holds many events the likelihood dominates and the
+        rate follows the data; where it holds few the penalty dominates and
+        the rate follows its neighbours (a straight line in log rate, i.e. a
+        power law along energy): the smoothing adapts to the statistics by
+        itself. Working on the log rate, the result is positive everywhere
+        inside the exposed range (never negative, no exact zeros that would
+        break log interpolation in science tools); second differences have no
+        edge effects (no reflection, no padding). Each energy row with events
+        is finally scaled to predict exactly its observed counts; a row without
+        events keeps the value its neighbours give it instead of zero.
+        ``"adaptive"``: per energy row, a Gaussian along the offset bins whose
+        width adapts to the row's counts (as Gammapy 0.6), applied to the
+        counts and to the exposure separately (a normalised convolution, zero
+        outside the axis) before dividing, then scaled so that the row
+        predicts exactly its observed counts. Never negative, conserves
+        counts, no reflection artefacts; rows without events stay 0.
         ``"gammapy-0.6"``: Gammapy 0.6's algorithm exactly (on the rate, with
         ``mode="reflect"``, even-length kernels and all).
+
+        With every method, bins without exposure stay NaN.
 
     Returns
     -------
@@ -156,10 +178,12 @@ def smooth(model: xr.Dataset, method: SmoothingMethod = "adaptive") -> xr.Datase
     if method not in SMOOTHING_METHODS:
         raise ValueError(f"method must be one of {SMOOTHING_METHODS}, got {method!r}")
     volume = bin_volume(model, solid_angle=model.attrs.get("solid_angle", "exact"))
-    denominator = (model["exposure_time"] * volume).transpose(..., OFFSET_DIM)
-    counts = model["counts"].transpose(..., OFFSET_DIM)
-    rate = model["rate"].transpose(..., OFFSET_DIM)
-    if method == "adaptive":
+    denominator = (model["exposure_time"] * volume).transpose(..., ENERGY_DIM, OFFSET_DIM)
+    counts = model["counts"].transpose(..., ENERGY_DIM, OFFSET_DIM)
+    rate = model["rate"].transpose(..., ENERGY_DIM, OFFSET_DIM)
+    if method == "poisson":
+        smoothed = _smooth_planes_poisson(counts.values, denominator.values)
+    elif method == "adaptive":
         smoothed = _smooth_rows_adaptive(counts.values, denominator.values)
     else:
         smoothed = _smooth_rows_gammapy06(counts.values, rate.values)
@@ -174,6 +198,86 @@ def smooth(model: xr.Dataset, method: SmoothingMethod = "adaptive") -> xr.Datase
     )
     out.attrs["smoothing"] = method
     return out
+
+
+def _second_difference_penalty(n: int) -> Any:
+    """``D.T @ D`` for the second-difference operator ``D`` on ``n`` points (0 if n < 3)."""
+    from scipy import sparse
+
+    if n < 3:
+        return sparse.csr_matrix((n, n))
+    d = sparse.diags([1.0, -2.0, 1.0], [0, 1, 2], shape=(n - 2, n))
+    return (d.T @ d).tocsr()
+
+
+def _smooth_plane_poisson(
+    counts: NDArray[np.float64], denominator: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Penalised Poisson fit of one (energy, offset) plane; see :func:`smooth`."""
+    # scipy's sparse solver is imported here so that importing xbkg stays cheap.
+    from scipy import sparse
+    from scipy.sparse.linalg import spsolve
+
+    n_e, n_t = counts.shape
+    exposed = denominator > 0
+    out = np.full(counts.shape, np.nan)
+    if not exposed.any():
+        return out
+    n = np.where(exposed, counts, 0.0).ravel()
+    d = np.where(exposed, denominator, 0.0).ravel()
+    row_total = n.reshape(n_e, n_t).sum(axis=1)
+    if row_total.sum() == 0:
+        out[exposed] = 0.0  # no event anywhere: nothing to smooth towards
+        return out
+    penalty = POISSON_OFFSET_PENALTY * sparse.kron(
+        sparse.identity(n_e), _second_difference_penalty(n_t)
+    ) + POISSON_ENERGY_PENALTY * sparse.kron(_second_difference_penalty(n_e), sparse.identity(n_t))
+    # A tiny ridge pins the directions that neither data nor penalty fix (bins far
+    # from any exposure), without pulling on anything else.
+    penalty = (penalty + 1e-9 * sparse.identity(n_e * n_t)).tocsc()
+    # Start from each row's mean rate (with half an event so empty rows have a log),
+    # rows without exposure from the overall mean.
+    row_exposure = d.reshape(n_e, n_t).sum(axis=1)
+    overall = np.log((row_total.sum() + 0.5) / row_exposure.sum())
+    safe_exposure = np.where(row_exposure > 0, row_exposure, 1.0)
+    start = np.where(row_exposure > 0, np.log((row_total + 0.5) / safe_exposure), overall)
+    x = np.repeat(start, n_t)
+
+    def objective(v: NDArray[np.float64]) -> float:
+        return float(n @ v - d @ np.exp(v) - 0.5 * v @ (penalty @ v))
+
+    value = objective(x)
+    for _ in range(_POISSON_MAX_ITER):
+        mu = d * np.exp(x)
+        grad = n - mu - penalty @ x
+        step = spsolve((sparse.diags(mu) + penalty).tocsc(), grad)
+        # Damped Newton: the objective is concave, halve the step until it improves.
+        t = 1.0
+        while t > 1e-6:
+            trial = x + t * step
+            new_value = objective(trial)
+            if new_value >= value - 1e-12 * abs(value):
+                break
+            t *= 0.5
+        x, value = trial, new_value
+        if np.max(np.abs(t * step)) < 1e-7:
+            break
+    rate = np.exp(x).reshape(n_e, n_t)
+    predicted = (rate * np.where(exposed, denominator, 0.0)).sum(axis=1)
+    scale = np.where(row_total > 0, row_total / np.where(predicted > 0, predicted, 1.0), 1.0)
+    rate *= scale[:, None]
+    out[exposed] = rate[exposed]
+    return out
+
+
+def _smooth_planes_poisson(
+    counts: NDArray[np.int64], denominator: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    n_e, n_t = counts.shape[-2:]
+    c3 = counts.reshape(-1, n_e, n_t).astype(np.float64)
+    d3 = denominator.reshape(-1, n_e, n_t)
+    out = np.stack([_smooth_plane_poisson(c, d) for c, d in zip(c3, d3, strict=True)])
+    return out.reshape(counts.shape)
 
 
 def _sigma_bins(row_counts: float, n_bins: int) -> float:
