@@ -59,3 +59,17 @@ def hgps_path() -> Path:
 def gadf_examples_dir() -> Path:
     """The GADF specification's example bkg_2d / bkg_3d files."""
     return _data_path("gadf-examples")
+
+
+@pytest.fixture(scope="session")
+def dr1_make_dir(dr1_dir, gammacat_path, tmp_path_factory) -> Path:
+    """Output folder of ``xbkg make`` on all of H.E.S.S. DR1 with gamma-cat exclusion.
+
+    Built once per session and shared; tests must not modify it (copy it first).
+    """
+    from xbkg.cli import main
+
+    out = tmp_path_factory.mktemp("dr1-make") / "model"
+    code = main(["make", str(dr1_dir), str(out), "--exclude", str(gammacat_path), "-q"])
+    assert code == 0
+    return out

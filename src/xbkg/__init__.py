@@ -5,8 +5,9 @@ on first use, so that ``import xbkg`` (and the ``xbkg`` command) stay fast.
 
 The ``ds.bkg`` accessor (:mod:`xbkg.accessor`) is registered as soon as both
 xbkg and xarray are in use: at ``import xbkg`` if xarray is already imported,
-otherwise by the first xbkg module that makes or reads Datasets, and by
-``xr.open_dataset`` (which loads xbkg's xarray backend). ``import
+otherwise by the first xbkg function used or module imported that makes or
+reads Datasets, and by ``xr.open_dataset(path)`` without an ``engine``
+(xarray then loads every installed backend, xbkg's among them). ``import
 xbkg.accessor`` registers it explicitly.
 
 Examples

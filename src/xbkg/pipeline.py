@@ -265,7 +265,10 @@ def model_fits_header(model: xr.Dataset) -> dict[str, Any]:
         if name == GROUP_DIM or "gadf_name" not in var.attrs or var.ndim != 0:
             continue
         value = var.item()
-        header[str(var.attrs["gadf_name"])[:8]] = (
+        key = str(var.attrs["gadf_name"])
+        # Longer names (ZEN_PNT_MIN) need the HIERARCH convention; cutting them to
+        # 8 characters would make ZEN_PNT_MIN and ZEN_PNT_MAX the same keyword.
+        header[key if len(key) <= 8 else f"HIERARCH {key}"] = (
             value.item() if isinstance(value, np.generic) else value,
             "group range",
         )

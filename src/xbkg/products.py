@@ -45,7 +45,7 @@ import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
 
-from xbkg.axes import binned_coords, edges, validate_edges
+from xbkg.axes import binned_coords, edges, from_cf_bounds, validate_edges
 from xbkg.axes import offset_edges as default_offset_edges
 from xbkg.conventions import ENERGY_DIM, OFFSET_DIM, RATE_UNIT
 from xbkg.model import SolidAngle, bin_volume
@@ -160,6 +160,22 @@ def _value_range(
     return slice(int(chosen[0]), int(chosen[-1]) + 1)
 
 
+def _with_edges(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with ``<dim>_lo``/``<dim>_hi`` edges, converted from CF bounds if need be.
+
+    A Dataset opened from a netCDF file by plain xarray (the archive) carries
+    CF ``energy_bounds`` variables instead of the in-memory edge coordinates.
+    """
+    for dim in (ENERGY_DIM, OFFSET_DIM):
+        if (
+            dim in ds.coords
+            and f"{dim}_lo" not in ds.coords
+            and ds[dim].attrs.get("bounds") in ds.variables
+        ):
+            return from_cf_bounds(ds)
+    return ds
+
+
 def _solid_angle_mode(ds: xr.Dataset) -> SolidAngle:
     """The ring solid angle convention of a model, or of the options a cube records."""
     mode = ds.attrs.get("solid_angle")
@@ -221,16 +237,17 @@ def integrate(
         For a selection outside an axis, an unknown dimension, or a Dataset
         without a ``rate`` nor ``counts`` and ``exposure_time``.
     """
+    ds = _with_edges(ds)
     summed = _as_dims(dims)
-    unknown = [d for d in summed if d not in ds.dims]
-    if unknown:
-        raise ValueError(f"cannot sum over {unknown}: the dimensions are {tuple(ds.dims)}")
     for dim in (ENERGY_DIM, OFFSET_DIM):
         if dim not in ds.dims:
             raise ValueError(
                 f"a background model needs an {dim!r} dimension; got {tuple(ds.dims)} "
                 "(for a bkg_3d template, make radial profiles with radial_profile() first)"
             )
+    unknown = [d for d in summed if d not in ds.dims]
+    if unknown:
+        raise ValueError(f"cannot sum over {unknown}: the dimensions are {tuple(ds.dims)}")
     has_counts = "counts" in ds and "exposure_time" in ds
     if not has_counts and "rate" not in ds:
         raise ValueError(
@@ -438,7 +455,7 @@ def radial_profile(
     xarray.DataArray
         ``rate`` along ``(energy, offset)`` with edges, in the template's units.
     """
-    rate = template["rate"] if isinstance(template, xr.Dataset) else template
+    rate = _with_edges(template)["rate"] if isinstance(template, xr.Dataset) else template
     fov = ("detx", "dety")
     missing = [d for d in (ENERGY_DIM, *fov) if d not in rate.dims]
     if missing:

@@ -15,8 +15,9 @@ options are accepted. Because the file has no counts, the
 :mod:`xbkg.products` of such a Dataset weight the bins by solid angle x
 energy width (uniform exposure).
 
-xarray imports every backend module whenever it opens any file, so this
-module imports nothing heavy at import time.
+xarray imports every installed backend module when it has to choose an
+engine, so this module imports nothing heavy at import time; it registers the
+``ds.bkg`` accessor, so that ``xr.open_dataset("background.nc").bkg`` works.
 """
 
 from __future__ import annotations

@@ -172,9 +172,10 @@ def from_archive(ds: xr.Dataset, source: str = "archive") -> Background:
 
     version = ds.attrs.get("xbkg_schema_version")
     if ds.attrs.get("xbkg_schema") != ARCHIVE_SCHEMA or version != ARCHIVE_VERSION:
+        found = version.item() if isinstance(version, np.generic) else version
         raise ValueError(
             f"{source}: not an xbkg archive of schema version {ARCHIVE_VERSION} "
-            f"(found schema {ds.attrs.get('xbkg_schema')!r}, version {version!r}); "
+            f"(found schema {ds.attrs.get('xbkg_schema')!r}, version {found!r}); "
             "read it with the xbkg version that wrote it"
         )
     ds = _drop_added_attrs(ds).drop_vars(["run_status", _NOT_SELECTED], errors="ignore")
