@@ -243,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("archive", type=Path, help="background.nc written by 'xbkg make'")
     export.add_argument("out_dir", type=Path, help="output folder")
     export.add_argument("--overwrite", action="store_true", help="replace existing files")
+    _add_validation_commands(sub)
     return parser
 
 
@@ -441,6 +442,167 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- validation
+
+
+def _add_validation_commands(sub: Any) -> None:
+    validate = sub.add_parser(
+        "validate",
+        help="measure the background models of a data store against its runs",
+        description=(
+            "Compare, run by run, the observed counts with the counts predicted by the "
+            "background model that the HDU index of DATA_STORE gives each run (bkg_2d or "
+            "bkg_3d, e.g. the H.E.S.S. DR1 templates or the output folder of 'xbkg make'), in "
+            "energy x offset bins above each run's safe threshold and outside exclusion "
+            "regions. Prints the summary (normalisation, run-to-run scatter of obs/pred, mean "
+            "shape chi2/dof, residual significance); --output writes the per-run table."
+        ),
+    )
+    crossval = sub.add_parser(
+        "crossval",
+        help="k-fold cross-validation of background models by run",
+        description=(
+            "Build models on k-1 folds of the runs of DATA_STORE and validate each on the "
+            "held-out fold (folds by sorted OBS_ID shuffled with --seed). Prints the summary "
+            "of the held-out predictions of all runs."
+        ),
+    )
+    for cmd in (validate, crossval):
+        cmd.add_argument("data_store", type=Path, help="folder of the GADF data store")
+        cmd.add_argument("--obs-id", type=int, nargs="+", metavar="ID", help="only these runs")
+        cmd.add_argument(
+            "--select",
+            type=_range,
+            action="append",
+            metavar="COL=LO:HI",
+            help="only runs with LO <= COL < HI, e.g. '|GLAT_PNT|=10:' (repeatable)",
+        )
+        cmd.add_argument(
+            "--exclude", type=Path, action="append", metavar="CATALOG", help="exclude its sources"
+        )
+        cmd.add_argument(
+            "--exclude-circle",
+            type=_floats,
+            action="append",
+            metavar="RA,DEC,RADIUS",
+            help="exclude a circle (deg, ICRS) (repeatable)",
+        )
+        cmd.add_argument(
+            "--min-radius", type=float, default=0.3, help="smallest catalogue exclusion radius"
+        )
+        cmd.add_argument(
+            "--offset-max",
+            type=float,
+            default=2.0,
+            help="largest offset of the validation bins, deg (default: %(default)s)",
+        )
+        cmd.add_argument("--output", type=Path, help="write the per-run table (netCDF)")
+        cmd.add_argument("--plot", type=Path, help="write the validation plots (PNG)")
+        cmd.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+    crossval.add_argument("--k", type=int, default=5, help="number of folds (default: %(default)s)")
+    crossval.add_argument("--seed", type=int, default=0, help="fold seed (default: %(default)s)")
+    crossval.add_argument(
+        "--model",
+        choices=["conditions", "groups"],
+        default="conditions",
+        help="'conditions': continuous zenith and efficiency dependence (default); "
+        "'groups': stacked groups (--group, default ZEN_PNT=0,49,90)",
+    )
+    crossval.add_argument(
+        "--group", type=_keyval, action="append", metavar="COL=EDGES", help="as for 'make'"
+    )
+    crossval.add_argument("--group-values", type=_keyval, action="append", metavar="COL=VALUES")
+    crossval.add_argument(
+        "--smoothing",
+        choices=["poisson", "adaptive", "gammapy-0.6"],
+        default="poisson",
+        help="smoothing of the models (default: %(default)s)",
+    )
+
+
+def _validation_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """Store, run cube and exclusion regions of a validate/crossval command."""
+    from xbkg import exclusion
+    from xbkg.cube import make_run_cube
+    from xbkg.datastore import open_datastore, run_table, select_runs
+
+    store = open_datastore(args.data_store)
+    runs = select_runs(run_table(store), args.obs_id, dict(args.select or []))
+    if runs.sizes["obs_id"] == 0:
+        raise _Fail(f"{args.data_store}: no run passes the selection")
+    regions_list = [
+        exclusion.read_catalog(path, min_radius=args.min_radius) for path in args.exclude or []
+    ]
+    for circle in args.exclude_circle or []:
+        if len(circle) != 3:
+            raise _Fail(f"--exclude-circle needs RA,DEC,RADIUS, got {circle}")
+        regions_list.append(exclusion.exclusion_circles([circle[0]], [circle[1]], [circle[2]]))
+    regions = exclusion.combine_regions(*regions_list) if regions_list else None
+    cube = make_run_cube(store, runs, regions=regions, progress=_progress(args.quiet))
+    return store, cube, regions
+
+
+def _report(table: Any, args: argparse.Namespace, title: str) -> None:
+    s = table.attrs
+    print(
+        f"{title}: {s['n_runs']} runs, offsets <= {s['offset_max']:g} deg: normalisation "
+        f"{s['normalisation']:.3f}, scatter of obs/pred {s['scatter']:.3f} (Poisson alone "
+        f"{s['poisson_scatter']:.3f}), mean shape chi2/dof {s['chi2_dof']:.3f}, residual "
+        f"significance {s['significance_mean']:.2f} +- {s['significance_width']:.2f}"
+    )
+    if not args.quiet:
+        print("   OBS_ID  observed  predicted  obs/pred  signif  chi2/dof")
+        for i in range(table.sizes["obs_id"]):
+            row = table.isel(obs_id=i)
+            print(
+                f"  {int(row['obs_id']):7d} {float(row['observed']):9.0f} "
+                f"{float(row['predicted']):10.1f} {float(row['ratio']):9.3f} "
+                f"{float(row['significance']):7.2f} {float(row['chi2_dof']):9.3f}"
+            )
+    if args.output is not None:
+        table.drop_vars([k for k, v in table.variables.items() if v.dtype.kind == "O"]).to_netcdf(
+            args.output
+        )
+        print(f"  wrote {args.output}")
+    if args.plot is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from xbkg.validation import plot_validation
+
+        axes = plot_validation(table, label=title)
+        axes[0].figure.savefig(args.plot, dpi=100)
+        plt.close(axes[0].figure)
+        print(f"  wrote {args.plot}")
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from xbkg.validation import read_run_templates, template_predictions, validate
+
+    store, cube, regions = _validation_inputs(args)
+    templates = read_run_templates(store, cube["obs_id"].values)
+    predicted = template_predictions(templates, cube, regions)
+    _report(validate(cube, predicted, offset_max=args.offset_max), args, "xbkg validate")
+    return 0
+
+
+def _cmd_crossval(args: argparse.Namespace) -> int:
+    from xbkg.conditions import conditions_builder
+    from xbkg.grouping import default_grouping
+    from xbkg.validation import crossval, grouped_builder
+
+    _, cube, _ = _validation_inputs(args)
+    if args.model == "conditions":
+        builder = conditions_builder(smoothing=args.smoothing)
+    else:
+        builder = grouped_builder(_grouping(args) or default_grouping(), smoothing=args.smoothing)
+    table = crossval(cube, builder, k=args.k, seed=args.seed, offset_max=args.offset_max)
+    _report(table, args, f"xbkg crossval ({args.model}, k={args.k}, seed={args.seed})")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``xbkg`` command; returns the exit code."""
     parser = build_parser()
@@ -459,6 +621,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "copy": _cmd_copy,
         "plot": _cmd_plot,
         "export": _cmd_export,
+        "validate": _cmd_validate,
+        "crossval": _cmd_crossval,
     }
     try:
         return commands[args.command](args)
