@@ -281,3 +281,25 @@ def test_radial_profile_of_a_dr1_template(dr1_dir):
     px, py = np.broadcast_to(pixel[:, None], inside.shape), np.broadcast_to(pixel, inside.shape)
     mean_from_pixels = template.values[:, px[inside], py[inside]].mean(axis=1)
     np.testing.assert_allclose(mean_from_rings, mean_from_pixels, rtol=1e-3)
+
+
+def test_radial_profile_keeps_other_dimensions():
+    one = _template(lambda t: 1.0 + t)
+    many = xr.concat([one, 2 * one], dim="obs_id").assign_coords(obs_id=[10, 11])
+    profiles = products.radial_profile(many, [0, 0.5, 1, 2])
+    assert profiles.dims == ("obs_id", "energy", "offset")
+    assert profiles["obs_id"].values.tolist() == [10, 11]
+    single = products.radial_profile(one, [0, 0.5, 1, 2])
+    np.testing.assert_allclose(profiles.sel(obs_id=11), 2 * single, rtol=1e-12)
+    np.testing.assert_array_equal(profiles.sel(obs_id=10), single)
+
+
+def test_prediction_dataset_uses_rate_times_exposure(sim_bkg):
+    smoothed = sim_bkg.smoothed
+    prediction = smoothed[["rate", "exposure_time"]].assign_attrs(smoothing="none")
+    np.testing.assert_allclose(
+        products.acceptance_curve(prediction, slice(1, 10)).values,
+        products.acceptance_curve(smoothed, slice(1, 10)).values,
+        rtol=1e-12,
+    )
+    assert "rate_error" not in products.integrate(prediction, "energy")

@@ -12,10 +12,13 @@ weight as a wide, well-exposed one.
 
 *Predicted counts* are the observed ``counts`` for a raw model (or a per-run
 cube), and ``rate x exposure_time x solid angle x energy width`` for a
-smoothed model, so that the products of a smoothed model are those of its
-smoothed rate. A Dataset with a ``rate`` but neither ``counts`` nor
-``exposure_time`` (a model read from a FITS file) is treated as uniformly
-exposed: its products are solid-angle x energy-width weighted means of the rate.
+smoothed model (``attrs["smoothing"]`` other than ``"none"``) or a Dataset
+with a ``rate`` and an ``exposure_time`` but no counts (a prediction), so
+that the products of a smoothed model are those of its smoothed rate. A
+Dataset with only a ``rate`` (a model read from a FITS file) is treated as
+uniformly exposed: its products are solid-angle x energy-width weighted
+means of the rate. Datasets opened from netCDF files with CF ``bounds``
+variables instead of edge coordinates are accepted as they are.
 
 Selections are made by physical value or by bin index:
 
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -210,8 +214,9 @@ def integrate(
     ds
         A grouped model (``group, energy, offset``), a per-run cube
         (``obs_id, energy, offset``) or one slice of either, with ``counts``
-        and ``exposure_time``, or a Dataset with only a ``rate`` (uniform
-        exposure assumed). Smoothed models (``attrs["smoothing"]`` other than
+        and ``exposure_time``, a Dataset with a ``rate`` and an
+        ``exposure_time``, or one with only a ``rate`` (uniform exposure
+        assumed). Smoothed models (``attrs["smoothing"]`` other than
         ``"none"``) contribute ``rate x exposure`` as predicted counts.
     dims
         Dimensions to sum over: ``"energy"``, ``"offset"`` and any other
@@ -248,7 +253,9 @@ def integrate(
     unknown = [d for d in summed if d not in ds.dims]
     if unknown:
         raise ValueError(f"cannot sum over {unknown}: the dimensions are {tuple(ds.dims)}")
-    has_counts = "counts" in ds and "exposure_time" in ds
+    has_exposure = "exposure_time" in ds
+    has_counts = "counts" in ds and has_exposure
+    use_rate = "rate" in ds and (_is_smoothed(ds) or not has_counts)
     if not has_counts and "rate" not in ds:
         raise ValueError(
             "need counts and exposure_time (a model or run cube) or a rate; "
@@ -261,16 +268,15 @@ def integrate(
         }
     )
     volume = bin_volume(ds, solid_angle=_solid_angle_mode(ds))
-    if has_counts:
-        exposure = ds["exposure_time"] * volume
-        exposed = ds["exposure_time"] > 0
-        if _is_smoothed(ds) and "rate" in ds:
-            predicted = (ds["rate"] * exposure).where(exposed, 0.0)
-        else:
-            predicted = ds["counts"].astype(np.float64)
-    else:
-        exposure = volume.broadcast_like(ds["rate"])
+    # Without an exposure time every bin counts as equally exposed.
+    weight = ds["exposure_time"] if has_exposure else xr.ones_like(ds["rate"])
+    exposure = weight * volume
+    if use_rate:
         predicted = ds["rate"] * exposure
+        if has_exposure:
+            predicted = predicted.where(ds["exposure_time"] > 0, 0.0)
+    else:
+        predicted = ds["counts"].astype(np.float64)
 
     sums = {
         "predicted_counts": predicted.sum(summed, skipna=False),
@@ -285,7 +291,7 @@ def integrate(
     out = xr.Dataset({**sums, "rate": rate})
     if has_counts:
         n = sums["counts"].astype(np.float64)
-        if _is_smoothed(ds) and "rate" in ds:
+        if use_rate:
             error = rate * n**0.5 / n.where(n > 0)
             error = error.where(n > 0, 0.0).where(positive)
         else:
@@ -443,7 +449,9 @@ def radial_profile(
     ----------
     template
         Rate along ``(energy, detx, dety)`` with edges, e.g. from
-        :func:`xbkg.read_bkg` or ``xr.open_dataset(path, engine="gadf")``.
+        :func:`xbkg.read_bkg` or ``xr.open_dataset(path, engine="gadf")``;
+        other dimensions (e.g. ``obs_id`` for the templates of several runs
+        on one grid) are kept.
     offset_edges
         Ring edges in deg (default: the xbkg default binning).
     oversample
@@ -453,7 +461,7 @@ def radial_profile(
     Returns
     -------
     xarray.DataArray
-        ``rate`` along ``(energy, offset)`` with edges, in the template's units.
+        ``rate`` along ``(..., energy, offset)`` with edges, in the template's units.
     """
     rate = _with_edges(template)["rate"] if isinstance(template, xr.Dataset) else template
     fov = ("detx", "dety")
@@ -483,12 +491,15 @@ def radial_profile(
         weights=area[inside],
         minlength=(x.size - 1) * (y.size - 1) * n_rings,
     ).reshape((x.size - 1) * (y.size - 1), n_rings)
-    values = rate.transpose(ENERGY_DIM, *fov).values.reshape(rate.sizes[ENERGY_DIM], -1)
+    extra = [d for d in rate.dims if d not in (ENERGY_DIM, *fov)]
+    ordered = rate.transpose(*extra, ENERGY_DIM, *fov)
+    values = ordered.values.reshape(*ordered.shape[:-2], -1)
     total = weights.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         profile = (values @ weights) / np.where(total > 0, total, np.nan)
-    coords = binned_coords(edges(rate, ENERGY_DIM), o)
+    coords: dict[Any, Any] = dict(binned_coords(edges(rate, ENERGY_DIM), o))
+    coords.update({k: v.variable for k, v in rate.coords.items() if set(v.dims) <= set(extra)})
     attrs = {k: v for k, v in rate.attrs.items() if k in ("units", "long_name")}
     return xr.DataArray(
-        profile, dims=(ENERGY_DIM, OFFSET_DIM), coords=coords, name="rate", attrs=attrs
+        profile, dims=(*extra, ENERGY_DIM, OFFSET_DIM), coords=coords, name="rate", attrs=attrs
     )
