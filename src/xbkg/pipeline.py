@@ -54,8 +54,13 @@ __all__ = [
     "BackgroundWarning",
     "Options",
     "build_background",
+    "export_models",
+    "model_files",
+    "model_fits_header",
     "options_for",
     "write_background",
+    "write_model_files",
+    "write_model_fits",
 ]
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "plot_image",
     "plot_overview",
     "plot_spectrum",
+    "unit_label",
     "write_plots",
 ]
 
