@@ -434,11 +434,6 @@ def write_plots(bkg: Background, out_dir: str | Path, *, overwrite: bool = False
     FileExistsError
         If any of the files exists and ``overwrite`` is false (nothing is written).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: never open a window
-    import matplotlib.pyplot as plt
-
     out_dir = Path(out_dir)
     names = plot_files(bkg)
     taken = [n for n in names if (out_dir / n).exists()]
@@ -461,20 +456,27 @@ def write_plots(bkg: Background, out_dir: str | Path, *, overwrite: bool = False
         ]
         for fig, path in zip(figures, files, strict=True):
             fig.savefig(path, dpi=150, metadata={"Software": None})
-            plt.close(fig)
             written.append(path)
     return written
 
 
+# The figures written to files are made without pyplot: no global state, no
+# window, and the backend of an interactive session is left alone.
+def _figure(**kwargs: Any) -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(layout="constrained", **kwargs)
+
+
 def _overview_figure(raw: xr.Dataset, smoothed: xr.Dataset) -> Any:
-    axes = plot_overview(smoothed, raw=raw)
-    return axes[0].figure
+    fig = _figure(figsize=(15, 4.5))
+    plot_overview(smoothed, raw=raw, axes=list(fig.subplots(1, 3)))
+    return fig
 
 
 def _acceptance_figure(raw: xr.Dataset, smoothed: xr.Dataset) -> Any:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 5), layout="constrained")
+    fig = _figure(figsize=(7, 5))
+    ax = fig.subplots()
     for i, band in enumerate(_decades(raw)):
         color = f"C{i}"
         result = integrate(raw, ENERGY_DIM, energy_index=band)
@@ -490,9 +492,8 @@ def _acceptance_figure(raw: xr.Dataset, smoothed: xr.Dataset) -> Any:
 
 
 def _spectrum_figure(raw: xr.Dataset, smoothed: xr.Dataset) -> Any:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 5), layout="constrained")
+    fig = _figure(figsize=(7, 5))
+    ax = fig.subplots()
     bands: list[slice | None] = [None, *_rings(raw)]
     for i, band in enumerate(bands):
         color = "k" if band is None else f"C{i - 1}"
@@ -506,9 +507,8 @@ def _spectrum_figure(raw: xr.Dataset, smoothed: xr.Dataset) -> Any:
 
 
 def _image_figure(raw: xr.Dataset, smoothed: xr.Dataset) -> Any:
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained", sharey=True)
+    fig = _figure(figsize=(12, 4.5))
+    axes = fig.subplots(1, 2, sharey=True)
     values = np.concatenate([raw["rate"].values.ravel(), smoothed["rate"].values.ravel()])
     positive = values[values > 0]
     vmin, vmax = (float(positive.min()), float(positive.max())) if positive.size else (None, None)
