@@ -22,7 +22,7 @@ os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
 
 project = "xbkg"
 author = "xbkg developers"
-copyright = "xbkg developers"  # noqa: A001 (Sphinx's name)
+copyright = "xbkg developers"
 release = xbkg.__version__
 version = release
 
