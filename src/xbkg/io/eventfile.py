@@ -65,7 +65,7 @@ def _value(text: str) -> str | int | float | bool:
 
 def _read_header(stream: IO[bytes]) -> tuple[dict[str, str | int | float | bool], bytes] | None:
     """Read one header; None at the end of the file."""
-    blocks = []
+    blocks: list[bytes] = []
     cards: dict[str, str | int | float | bool] = {}
     while True:
         block = stream.read(_BLOCK)
@@ -110,7 +110,7 @@ def _column_layout(
     cards: dict[str, str | int | float | bool],
 ) -> dict[str, tuple[int, int, str, int]]:
     """Column name (upper case) -> (column number, byte offset in the row, format code, repeat)."""
-    layout = {}
+    layout: dict[str, tuple[int, int, str, int]] = {}
     offset = 0
     for i in range(1, int(cards["TFIELDS"]) + 1):
         form = str(cards[f"TFORM{i}"]).strip().upper()
@@ -139,7 +139,7 @@ def _open(path: str | os.PathLike[str]) -> IO[bytes]:
     with open(path, "rb") as f:
         magic = f.read(2)
     if magic == b"\x1f\x8b":
-        return gzip.open(path, "rb")
+        return gzip.GzipFile(path, "rb")  # type: ignore[return-value]
     return open(path, "rb")
 
 
