@@ -66,6 +66,7 @@ __all__ = [
     "crossval",
     "energy_redistribution",
     "fold_assignment",
+    "fov_coordinates",
     "grouped_builder",
     "plot_validation",
     "predict_counts",
@@ -346,6 +347,23 @@ def _polar_grid(
     return r_all, phi_all, area_all, ring
 
 
+def fov_coordinates(
+    offset: ArrayLike, position_angle: ArrayLike
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Field-of-view coordinates (DETX, DETY) in deg of a RADEC-aligned ``bkg_3d``.
+
+    A sky position at great-circle distance ``offset`` from the pointing and
+    position angle ``position_angle`` (deg, East of North) has, in the
+    spherical frame centred on the pointing, latitude ``DETY`` (towards North)
+    and longitude ``-DETX`` (GADF and Gammapy count DETX towards West).
+    """
+    r = np.deg2rad(np.asarray(offset, dtype=np.float64))
+    phi = np.deg2rad(np.asarray(position_angle, dtype=np.float64))
+    detx = -np.rad2deg(np.arctan2(np.sin(r) * np.sin(phi), np.cos(r)))
+    dety = np.rad2deg(np.arcsin(np.clip(np.sin(r) * np.cos(phi), -1.0, 1.0)))
+    return detx, dety
+
+
 def template_counts(
     template: xr.DataArray,
     ra_pnt: float,
@@ -363,14 +381,17 @@ def template_counts(
     The template (a rate per field-of-view pixel, taken as constant inside
     each pixel) is integrated over each ring on a polar grid of equal-area
     cells (``n_radial`` sub-rings x ``n_azimuth`` azimuth steps per ring, so
-    ring edges are exact), leaving out the cells whose centre lies in an
-    exclusion circle. The unexcluded area of each ring is then rescaled to its
-    exact value (``excluded_fraction``, from
-    :func:`xbkg.exclusion.ring_excluded_fraction`), so that only the weighting
-    of the template inside the ring comes from the grid. With the defaults (4 x
-    720 cells per ring, 0.5 deg in azimuth, under 0.02 deg at 2 deg offset) the
-    ring integrals of the H.E.S.S. DR1 templates agree with a grid four times
-    finer in each direction to better than 0.1 % (tested).
+    ring edges are exact). The integral over the cells whose centre lies in an
+    exclusion circle is subtracted after rescaling it from their area to the
+    exact excluded area of the ring (``excluded_fraction``, from
+    :func:`xbkg.exclusion.ring_excluded_fraction`): areas are exact, and only
+    the weighting of the template inside the ring comes from the grid. With the defaults (4 x
+    720 cells per ring, 0.5 deg in azimuth) the integrals of H.E.S.S. DR1
+    templates over the 99 default rings agree with a grid 8 x 8 times finer
+    to 0.6 % (the template's 0.1 deg pixel edges cut the thin outer rings),
+    and over the validation rings of :func:`validate` (9 rings merged) to
+    0.04 %, between 0.25 and 20 TeV, with and without exclusion (tested).
+    About 0.25 s per run.
 
     Field-of-view coordinates follow GADF and Gammapy for ``FOVALIGN = RADEC``:
     ``DETY`` towards North and ``DETX`` towards West (decreasing RA), as the
@@ -412,8 +433,7 @@ def template_counts(
     n_rings = t_edges.size - 1
     r, phi, area, ring = _polar_grid(t_edges, n_radial, n_azimuth)
     sin_r, cos_r = np.sin(r), np.cos(r)
-    detx = -np.rad2deg(np.arctan2(sin_r * np.sin(phi), cos_r))
-    dety = np.rad2deg(np.arcsin(sin_r * np.cos(phi)))
+    detx, dety = fov_coordinates(np.rad2deg(r), np.rad2deg(phi))
 
     keep = np.ones(r.size, dtype=bool)
     if regions is not None and regions.sizes.get("source", 0) > 0:
@@ -437,22 +457,26 @@ def template_counts(
     sampled = np.zeros((values.shape[0], r.size))
     sampled[:, inside] = values[:, ix[inside], iy[inside]]
 
-    weight = area * keep
-    per_ring = np.zeros((values.shape[0], n_rings))
-    for i in range(values.shape[0]):
-        per_ring[i] = np.bincount(ring, weights=sampled[i] * weight, minlength=n_rings)
+    # The grid covers each ring exactly; only the excluded part is approximated.
+    # Its integral is rescaled from the grid's excluded area to the exact one, so a
+    # circle's boundary cells carry the template's values there; a sliver the grid
+    # missed entirely gets the ring's mean rate.
+    excluded = ~keep
     whole_ring = np.zeros((values.shape[0], n_rings))
+    cut = np.zeros((values.shape[0], n_rings))
     for i in range(values.shape[0]):
         whole_ring[i] = np.bincount(ring, weights=sampled[i] * area, minlength=n_rings)
-    grid_area = np.bincount(ring, weights=weight, minlength=n_rings)
+        cut[i] = np.bincount(ring, weights=sampled[i] * area * excluded, minlength=n_rings)
+    grid_cut_area = np.bincount(ring, weights=area * excluded, minlength=n_rings)
     omega = ring_solid_angle(offset=t_edges).values
-    exact_area = omega * (1.0 - np.asarray(excluded_fraction, dtype=np.float64))
-    # Rescale the grid's unexcluded area to the exact one; a sliver the grid missed
-    # entirely gets the ring's mean rate.
+    exact_cut_area = omega * np.asarray(excluded_fraction, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        scaled = np.where(
-            grid_area > 0, per_ring * (exact_area / grid_area), whole_ring * (exact_area / omega)
+        cut_integral = np.where(
+            grid_cut_area > 0,
+            cut * (exact_cut_area / grid_cut_area),
+            whole_ring * (exact_cut_area / omega),
         )
+    scaled = np.clip(whole_ring - cut_integral, 0.0, None)
     covered = np.bincount(ring, weights=(~inside).astype(float), minlength=n_rings) == 0
     scaled[:, ~covered] = np.nan
 
