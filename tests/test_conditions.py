@@ -1,0 +1,149 @@
+"""The condition-dependent model recovers a known background (simulated stores with truth)."""
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from xbkg import axes, simulate
+from xbkg.conditions import (
+    condition_values,
+    conditions_builder,
+    fit_conditions,
+    period_correction,
+    run_rate,
+)
+from xbkg.cube import make_run_cube
+from xbkg.datastore import open_datastore, run_table
+from xbkg.model import bin_volume
+from xbkg.validation import crossval, predict_counts, validate
+
+
+@pytest.fixture(scope="module")
+def sim_cube(tmp_path_factory):
+    path = simulate.simulate_datastore(
+        tmp_path_factory.mktemp("sim") / "store", n_runs=16, seed=7, events_per_run=20_000
+    )
+    store = open_datastore(path)
+    return make_run_cube(store, run_table(store))
+
+
+@pytest.fixture(scope="module")
+def model(sim_cube):
+    return fit_conditions(sim_cube)
+
+
+def expected(cube):
+    counts = simulate.expected_counts(
+        axes.edges(cube, "energy"),
+        axes.edges(cube, "offset"),
+        zenith=cube["zen_pnt"],
+        livetime=cube["livetime"],
+        muoneff=cube["muoneff"],
+    )
+    counts = counts.where(cube["exposure_time"] > 0, 0.0).transpose(*cube["counts"].dims)
+    return counts.drop_vars([c for c in counts.coords if c not in counts.dims])
+
+
+def test_recovered_rate_pulls(sim_cube, model):
+    """Each run's recovered (unsmoothed) rate against the truth: pulls ~ N(0, 1)."""
+    raw = model.assign(rate=model["rate_raw"])
+    predicted = predict_counts(run_rate(raw, sim_cube), sim_cube)
+    truth = expected(sim_cube)
+    # The statistical error of a run's rate is that of the reference bin it scales.
+    n_ref = model["counts"].broadcast_like(predicted)
+    good = (truth > 0) & (n_ref > 20)
+    pulls = ((predicted - truth) / (predicted / np.sqrt(n_ref))).values[good.values]
+    assert pulls.size > 5000
+    assert abs(pulls.mean()) < 0.1
+    assert abs(pulls.std() - 1) < 0.1
+
+
+def test_model_scores_like_the_truth(sim_cube, model):
+    table = validate(sim_cube, predict_counts(run_rate(model, sim_cube), sim_cube))
+    s = table.attrs
+    assert abs(s["normalisation"] - 1) < 0.01
+    assert s["scatter"] < 2 * s["poisson_scatter"]
+    assert 0.85 < s["chi2_dof"] < 1.1
+    held_out = crossval(sim_cube, conditions_builder(), k=4, seed=0).attrs
+    assert held_out["scatter"] < 4 * held_out["poisson_scatter"]
+    assert held_out["chi2_dof"] < 1.2
+
+
+def test_fit_reproduces_summed_counts(sim_cube):
+    """Without the period correction the fit predicts every bin's total counts exactly."""
+    m = fit_conditions(sim_cube, period_days=None)
+    raw = m.assign(rate=m["rate_raw"])
+    rate = run_rate(raw, sim_cube, time="livetime")
+    live = sim_cube["exposure_time"] * sim_cube["livetime"] / sim_cube["ontime"]
+    predicted = (rate * live * bin_volume(sim_cube)).where(sim_cube["exposure_time"] > 0, 0)
+    np.testing.assert_allclose(
+        predicted.sum("obs_id").values,
+        sim_cube["counts"].sum("obs_id").values,
+        rtol=1e-8,
+        atol=1e-8,
+    )
+    assert m.attrs["time_convention"] == "livetime"
+    assert m.attrs["input_time_convention"] == "ontime"
+
+
+def test_time_conventions_and_clipping(sim_cube, model):
+    live = run_rate(model, sim_cube, time="livetime")
+    on = run_rate(model, sim_cube, time="ontime")
+    assert on.attrs["time_convention"] == "ontime"
+    ratio = (on / live).isel(energy=8, offset=0)
+    np.testing.assert_allclose(ratio, sim_cube["livetime"] / sim_cube["ontime"])
+    # Conditions beyond the training range get the factor at the edge of the range.
+    runs = sim_cube.isel(obs_id=[0, 1]).copy()
+    runs["zen_pnt"] = ("obs_id", [0.0, 89.0])
+    runs["muoneff"] = ("obs_id", [0.5, 2.0])
+    zen = sim_cube["zen_pnt"].values
+    edge = sim_cube.isel(obs_id=[0, 1]).copy()
+    edge["zen_pnt"] = ("obs_id", [zen.min(), zen.max()])
+    edge["muoneff"] = ("obs_id", [sim_cube["muoneff"].values.min(), sim_cube["muoneff"].max()])
+    row = 8  # an energy bin every run saw
+    assert bool((sim_cube["exposure_time"].isel(energy=row).sum("offset") > 0).all())
+    np.testing.assert_allclose(
+        run_rate(model, runs).isel(energy=row), run_rate(model, edge).isel(energy=row)
+    )
+
+
+def test_period_correction(sim_cube, model):
+    own = period_correction(model, sim_cube)
+    assert own.shape == (16,)
+    assert np.all(np.isfinite(own))
+    # A run far in time from every training run gets no correction.
+    later = sim_cube.assign_coords(tstart=sim_cube["tstart"] + 1e9)
+    np.testing.assert_allclose(period_correction(model, later), 1.0)
+    # A run never informs its own correction.
+    one = fit_conditions(sim_cube.isel(obs_id=[0]))
+    np.testing.assert_allclose(period_correction(one, sim_cube.isel(obs_id=[0])), 1.0)
+
+
+def test_condition_values_and_errors(sim_cube):
+    values = condition_values(sim_cube, ["log_secz", "log_muoneff", "above_threshold"])
+    assert values.dims == ("obs_id", "energy", "condition")
+    np.testing.assert_allclose(
+        values.sel(condition="log_secz").isel(energy=0),
+        -np.log(np.cos(np.deg2rad(sim_cube["zen_pnt"]))),
+    )
+    above = values.sel(condition="above_threshold")
+    assert float(above.isel(energy=-1).min()) > 0 > float(above.isel(energy=0).max())
+    with pytest.raises(KeyError, match="unknown condition"):
+        condition_values(sim_cube, ["phase_of_moon"])
+    with pytest.raises(KeyError, match="muoneff"):
+        condition_values(sim_cube.drop_vars("muoneff"), ["log_muoneff"])
+    with pytest.raises(ValueError, match="shape conditions"):
+        fit_conditions(sim_cube, conditions=("log_secz",), shape_conditions=("log_muoneff",))
+    with pytest.raises(ValueError, match="at least one run"):
+        fit_conditions(sim_cube.isel(obs_id=[]))
+
+
+def test_shape_conditions(sim_cube):
+    """Optional radial-shape terms fit and stay finite; inputs are never modified."""
+    before = sim_cube.copy(deep=True)
+    m = fit_conditions(sim_cube, shape_conditions=("log_secz",))
+    xr.testing.assert_identical(sim_cube, before)
+    assert m["shape_coefficient"].dims == ("energy", "shape_condition")
+    rate = run_rate(m, sim_cube)
+    exposed = sim_cube["exposure_time"] > 0
+    assert bool(np.isfinite(rate.where(exposed, 1.0)).all())
