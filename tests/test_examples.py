@@ -16,6 +16,7 @@ def test_examples_exist():
     assert [p.name for p in EXAMPLES] == [
         "background_model_tutorial.py",
         "compare_dr1_templates.py",
+        "validate_dr1.py",
     ]
 
 
