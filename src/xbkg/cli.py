@@ -185,6 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a run whose group has no model gets the nearest group's model (default) or fails",
     )
     make.add_argument(
+        "--model",
+        choices=["conditions", "groups"],
+        help="what the HDU index gives each run: 'conditions', a model of its own for its zenith "
+        "angle and muon efficiency (default), or 'groups', its group's model (default with "
+        "--group, --group-values or --preset gammapy-0.6); group models are written in both cases",
+    )
+    make.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -300,6 +307,13 @@ def _grouping(args: argparse.Namespace) -> list[Any] | None:
     return axes or None
 
 
+def _default_model(args: argparse.Namespace) -> str:
+    """Condition model unless the user asked for groups or for the Gammapy 0.6 preset."""
+    if args.preset == "gammapy-0.6" or args.group or args.group_values:
+        return "groups"
+    return "conditions"
+
+
 def _cmd_make(args: argparse.Namespace) -> int:
     if args.scheduler is None:
         _hide_dask()
@@ -319,6 +333,7 @@ def _cmd_make(args: argparse.Namespace) -> int:
         min_radius=args.min_radius,
         index_model=args.index_model,
         missing_group=args.missing_group,
+        model=args.model or _default_model(args),
     )
     store = open_datastore(args.data_store)
     all_runs = run_table(store)
@@ -378,6 +393,12 @@ def _print_summary(bkg: Any, result: dict[str, Any], n_runs: int) -> None:
         f"(time {bkg.options.time.upper()}, {bkg.options.exclusion_method} exclusion, "
         f"{bkg.options.smoothing} smoothing)"
     )
+    if bkg.conditions is not None:
+        n_own = sum(1 for name in result["files"] if name.startswith("background_run_"))
+        print(
+            f"  condition model ({', '.join(map(str, bkg.conditions['condition'].values))}, "
+            f"{bkg.conditions.attrs['smoothing']} smoothing): {n_own} runs get a model of their own"
+        )
     for row in group_summary(bkg):
         ranges = ", ".join(
             f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in row["range"].items()

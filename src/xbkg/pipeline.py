@@ -58,9 +58,12 @@ __all__ = [
     "model_files",
     "model_fits_header",
     "options_for",
+    "run_model_filename",
+    "run_model_rates",
     "write_background",
     "write_model_files",
     "write_model_fits",
+    "write_run_model_files",
 ]
 
 
@@ -89,7 +92,8 @@ class Options:
     solid_angle
         ``"exact"`` spherical ring area or Gammapy 0.6's ``"flat"``.
     smoothing
-        ``"adaptive"`` or ``"gammapy-0.6"`` (see :func:`xbkg.model.smooth`).
+        Smoothing of the group models: ``"adaptive"``, ``"poisson"`` or
+        ``"gammapy-0.6"`` (see :func:`xbkg.model.smooth`).
     min_radius
         Smallest exclusion radius (deg) for catalogue sources.
     index_model
@@ -97,6 +101,12 @@ class Options:
     missing_group
         A run whose group has no model: ``"nearest"`` populated group (with a
         warning) or ``"error"``.
+    model
+        What each run's entry in the HDU index points at: ``"groups"``, its
+        group's model; ``"conditions"``, a model of its own from
+        :func:`xbkg.conditions.fit_conditions` (zenith angle and muon
+        efficiency per energy bin, Poisson smoothing), written as one
+        ``bkg_2d`` file per run. The group models are written in both cases.
     """
 
     energy_edges: tuple[float, ...] = field(default_factory=lambda: tuple(energy_edges()))
@@ -110,6 +120,7 @@ class Options:
     min_radius: float = 0.3
     index_model: Literal["smooth", "raw"] = "smooth"
     missing_group: Literal["nearest", "error"] = "nearest"
+    model: Literal["groups", "conditions"] = "groups"
 
     def to_json(self) -> str:
         """The options as a JSON string (stored in file headers and the archive)."""
@@ -173,6 +184,9 @@ class Background:
         Exclusion circles used (along ``source``).
     options
         The options used.
+    conditions
+        The condition-dependent model (:func:`xbkg.conditions.fit_conditions`)
+        when ``options.model == "conditions"``, else None.
     """
 
     cube: xr.Dataset
@@ -181,6 +195,7 @@ class Background:
     smoothed: xr.Dataset
     regions: xr.Dataset | None
     options: Options
+    conditions: xr.Dataset | None = None
 
 
 def build_background(
@@ -236,7 +251,13 @@ def build_background(
     model = compute_rate(stack_groups(cube, groups), solid_angle=options.solid_angle)
     model.attrs["options"] = options.to_json()
     smoothed = smooth(model, options.smoothing)
-    return Background(cube, groups, model, smoothed, regions, options)
+    conditions = None
+    if options.model == "conditions":
+        from xbkg.conditions import fit_conditions
+
+        conditions = fit_conditions(cube, solid_angle=options.solid_angle)
+        conditions.attrs["options"] = options.to_json()
+    return Background(cube, groups, model, smoothed, regions, options, conditions)
 
 
 def model_fits_header(model: xr.Dataset) -> dict[str, Any]:
@@ -495,10 +516,22 @@ def write_background(
             stacklevel=2,
         )
     smooth_index = bkg.options.index_model == "smooth"
+    files = {o: model_filename(g, smooth=smooth_index) for o, g in assignment.items()}
+    run_models = run_model_rates(bkg, all_runs) if bkg.conditions is not None else None
+    if run_models is not None:
+        files.update({int(o): run_model_filename(int(o)) for o in run_models[OBS_DIM].values})
+        names = [*names, *(run_model_filename(int(o)) for o in run_models[OBS_DIM].values)]
+        existing = [n for n in names if (out_dir / n).exists()]
+        if existing and not overwrite:
+            raise FileExistsError(
+                f"{out_dir}: would overwrite {existing}; "
+                "pass --overwrite (overwrite=True) to replace them"
+            )
 
     def write(stage: Path) -> None:
         write_model_files(bkg, stage)
-        files = {o: model_filename(g, smooth=smooth_index) for o, g in assignment.items()}
+        if run_models is not None:
+            write_run_model_files(bkg, run_models, stage)
         hdu_table = make_hdu_index(store, out_dir, files, files_dir=stage)
         write_fits(index_hdulist(hdu_table, "HDU_INDEX"), stage / HDU_INDEX_FILE)
         write_fits(index_hdulist(make_obs_index(store), "OBS_INDEX"), stage / OBS_INDEX_FILE)
@@ -506,6 +539,81 @@ def write_background(
 
     _all_or_nothing(out_dir, names, overwrite, write)
     return {"out_dir": out_dir, "files": names, "reassigned": moved}
+
+
+def run_model_filename(obs_id: int) -> str:
+    """File name of the ``bkg_2d`` model of one run (condition-dependent model)."""
+    return f"background_run_{obs_id:06d}.fits.gz"
+
+
+def run_model_rates(bkg: Background, runs: xr.Dataset) -> xr.DataArray | None:
+    """Each run's own rate from the condition model, in the options' time convention.
+
+    The smoothed rate, or the raw one if ``options.index_model == "raw"``.
+
+    Runs whose conditions are unknown (no finite zenith angle or muon efficiency)
+    are left out with a :class:`BackgroundWarning`; they keep their group's model.
+    """
+    from xbkg.conditions import CONDITIONS, COVARIATE_DIM, run_rate
+
+    if bkg.conditions is None:
+        return None
+    names = [str(c) for c in bkg.conditions[COVARIATE_DIM].values]
+    columns = {c for name in names for c in CONDITIONS[name][0]}
+    if bkg.options.time == "ontime":
+        columns |= {"livetime", "ontime"}
+    usable = np.ones(runs.sizes[OBS_DIM], dtype=bool)
+    for column in sorted(columns):
+        if column not in runs.variables:
+            usable[:] = False
+        else:
+            usable &= np.isfinite(np.asarray(runs[column].values, dtype=np.float64))
+    left_out = runs[OBS_DIM].values[~usable].tolist()
+    if left_out:
+        warnings.warn(
+            f"OBS_IDs {left_out} lack the conditions {names} of the condition model; "
+            "they use their group's model",
+            BackgroundWarning,
+            stacklevel=2,
+        )
+    chosen = runs.isel({OBS_DIM: np.flatnonzero(usable)})
+    model = bkg.conditions
+    if bkg.options.index_model == "raw":
+        model = model.assign(rate=model["rate_raw"])
+    return run_rate(model, chosen, time=bkg.options.time)
+
+
+def write_run_model_files(
+    bkg: Background, rates: xr.DataArray, directory: str | Path
+) -> list[Path]:
+    """Write each run's own ``bkg_2d`` model (:func:`run_model_rates`) into ``directory``.
+
+    Bins no training run exposed are written as 0, as in the group files. The
+    header holds ``OBS_ID``, ``BKGTIME``, ``SMOOTHED``, ``BKGMODEL =
+    'conditions'`` and ``CREATOR``.
+    """
+    from xbkg.io.gadf import write_bkg_2d
+
+    assert bkg.conditions is not None
+    directory = Path(directory)
+    written = []
+    version = bkg.cube.attrs.get("xbkg_version", __version__)
+    for i, obs_id in enumerate(rates[OBS_DIM].values):
+        header = {
+            "OBS_ID": (int(obs_id), "run this model is for"),
+            TIME_KEYWORD: (bkg.options.time.upper(), "run duration normalising the rate"),
+            "SMOOTHED": (str(bkg.conditions.attrs.get("smoothing", "none")), "smoothing method"),
+            "BKGMODEL": ("conditions", "rate for the run's zenith angle and efficiency"),
+            "CREATOR": (f"xbkg {version}", "program that wrote this file"),
+        }
+        rate = rates.isel({OBS_DIM: i})
+        rate = rate.drop_vars([c for c in rate.coords if OBS_DIM in rate[c].dims or c == OBS_DIM])
+        written.append(
+            write_bkg_2d(
+                rate.fillna(0.0), directory / run_model_filename(int(obs_id)), header=header
+            )
+        )
+    return written
 
 
 def group_summary(bkg: Background) -> list[dict[str, Any]]:
