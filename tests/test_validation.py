@@ -10,6 +10,7 @@ from xbkg.datastore import open_datastore, run_table
 from xbkg.exclusion import exclusion_circles, ring_excluded_fraction
 from xbkg.validation import (
     crossval,
+    crossval_predictions,
     energy_redistribution,
     fold_assignment,
     fov_coordinates,
@@ -248,3 +249,12 @@ def test_crossval_on_simulation(sim_cube):
     # each held-out prediction comes from the other folds only: it differs from in-sample
     assert table.attrs["k"] == 4
     assert 0.8 < table.attrs["normalisation"] < 1.2
+
+
+def test_crossval_table_is_validation_of_held_out_predictions(sim_cube):
+    predicted = crossval_predictions(sim_cube, grouped_builder(), k=4, seed=1)
+    assert predicted.attrs["k"] == 4
+    table = crossval(sim_cube, grouped_builder(), k=4, seed=1)
+    again = validate(sim_cube, predicted.drop_vars("fold"))
+    np.testing.assert_allclose(table["ratio"], again["ratio"])
+    np.testing.assert_array_equal(table["fold"], predicted["fold"])

@@ -64,6 +64,7 @@ __all__ = [
     "DEFAULT_OFFSET_MAX",
     "ModelBuilder",
     "crossval",
+    "crossval_predictions",
     "energy_redistribution",
     "fold_assignment",
     "fov_coordinates",
@@ -785,6 +786,39 @@ def fold_assignment(obs_ids: ArrayLike, k: int = 5, seed: int = 0) -> xr.DataArr
     )
 
 
+def crossval_predictions(
+    cube: xr.Dataset, builder: ModelBuilder, *, k: int = 5, seed: int = 0
+) -> xr.DataArray:
+    """Held-out predicted counts of every run: each from a model built on the other folds.
+
+    Parameters
+    ----------
+    cube
+        Run cube of all runs.
+    builder
+        ``builder(train_cube, test_cube)`` returns the rate of each test run
+        (e.g. :func:`grouped_builder`, :func:`xbkg.conditions.conditions_builder`).
+    k, seed
+        Folds (:func:`fold_assignment`).
+
+    Returns
+    -------
+    xarray.DataArray
+        Predicted counts along ``(obs_id, energy, offset)`` in the cube's run
+        order, with the ``fold`` of every run as a coordinate.
+    """
+    folds = fold_assignment(cube[OBS_DIM].values, k, seed)
+    predictions = []
+    for f in range(k):
+        test = folds.values == f
+        train_cube = cube.isel({OBS_DIM: np.flatnonzero(~test)})
+        test_cube = cube.isel({OBS_DIM: np.flatnonzero(test)})
+        rate = builder(train_cube, test_cube)
+        predictions.append(predict_counts(rate, test_cube))
+    predicted = xr.concat(predictions, dim=OBS_DIM).reindex({OBS_DIM: cube[OBS_DIM].values})
+    return predicted.assign_coords(fold=folds).assign_attrs(k=k, seed=seed)
+
+
 def crossval(
     cube: xr.Dataset,
     builder: ModelBuilder,
@@ -810,22 +844,13 @@ def crossval(
     Returns
     -------
     xarray.Dataset
-        The :func:`validate` table of the held-out predictions of all runs, with
-        a ``fold`` coordinate, the predicted counts in ``predicted_counts``, and
+        The :func:`validate` table of the held-out predictions of all runs
+        (:func:`crossval_predictions`), with a ``fold`` coordinate and
         ``k``/``seed`` in ``attrs``.
     """
-    folds = fold_assignment(cube[OBS_DIM].values, k, seed)
-    predictions = []
-    for f in range(k):
-        test = folds.values == f
-        train_cube = cube.isel({OBS_DIM: np.flatnonzero(~test)})
-        test_cube = cube.isel({OBS_DIM: np.flatnonzero(test)})
-        rate = builder(train_cube, test_cube)
-        predictions.append(predict_counts(rate, test_cube))
-    predicted = xr.concat(predictions, dim=OBS_DIM).reindex({OBS_DIM: cube[OBS_DIM].values})
+    predicted = crossval_predictions(cube, builder, k=k, seed=seed)
     table = validate(cube, predicted, offset_max=offset_max)
-    table = table.assign_coords(fold=folds)
-    table["predicted_counts"] = predicted
+    table = table.assign_coords(fold=predicted["fold"])
     table.attrs.update({"k": k, "seed": seed})
     return table
 
