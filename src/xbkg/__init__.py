@@ -74,6 +74,12 @@ _EXPORTS = {
     "read_archive": "io.netcdf",
     "write_archive": "io.netcdf",
     "simulate_datastore": "simulate",
+    "fit_conditions": "conditions",
+    "run_rate": "conditions",
+    "validate": "validation",
+    "crossval": "validation",
+    "predict_counts": "validation",
+    "template_predictions": "validation",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

@@ -36,6 +36,26 @@ equals the Poisson scatter, whatever the counts per bin.
 
 :func:`crossval` builds models on k-1 folds of runs and validates each on the
 held-out fold, with a deterministic assignment of runs to folds.
+
+Examples
+--------
+>>> import xbkg
+>>> from xbkg.validation import read_run_templates, run_rates
+>>> store = xbkg.open_datastore("hess-dl3-dr1")  # doctest: +SKIP
+>>> runs = xbkg.run_table(store)  # doctest: +SKIP
+>>> regions = xbkg.read_catalog("gammacat.fits.gz")  # doctest: +SKIP
+>>> cube = xbkg.make_run_cube(store, runs, regions=regions)  # doctest: +SKIP
+
+The DR1 templates shipped with the runs, a grouped model, and the default
+model by 5-fold cross-validation:
+
+>>> templates = read_run_templates(store, cube["obs_id"].values)  # doctest: +SKIP
+>>> xbkg.validate(cube, xbkg.template_predictions(templates, cube, regions)).attrs  # doctest: +SKIP
+>>> bkg = xbkg.build_background(store, runs, regions=regions)  # doctest: +SKIP
+>>> rate = run_rates(bkg.smoothed, cube)  # doctest: +SKIP
+>>> xbkg.validate(cube, xbkg.predict_counts(rate, cube)).attrs["scatter"]  # doctest: +SKIP
+>>> from xbkg.conditions import conditions_builder
+>>> xbkg.crossval(cube, conditions_builder(), k=5).attrs["chi2_dof"]  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -76,7 +96,9 @@ __all__ = [
     "summarize",
     "template_counts",
     "template_predictions",
+    "time_scale",
     "validate",
+    "validation_mask",
 ]
 
 #: Validation uses offsets up to this value (deg) by default.
