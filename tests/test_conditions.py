@@ -147,3 +147,14 @@ def test_shape_conditions(sim_cube):
     rate = run_rate(m, sim_cube)
     exposed = sim_cube["exposure_time"] > 0
     assert bool(np.isfinite(rate.where(exposed, 1.0)).all())
+
+
+def test_correlated_conditions_converge(sim_cube):
+    """Nearly collinear conditions: the damped fit stays finite and close to the simple one."""
+    m = fit_conditions(sim_cube, conditions=("log_secz", "secz", "secz2", "log_muoneff"))
+    assert np.all(np.isfinite(m["coefficient"]))
+    simple = run_rate(fit_conditions(sim_cube), sim_cube)
+    rich = run_rate(m, sim_cube)
+    exposed = (sim_cube["exposure_time"] > 0) & (sim_cube["counts"].sum("obs_id") > 100)
+    ratio = (rich / simple).where(exposed)
+    assert float(abs(np.log(ratio)).max()) < 0.2

@@ -169,29 +169,32 @@ def _row_terms(
     exposure: NDArray[np.float64],
     design: NDArray[np.float64],
     beta: NDArray[np.float64],
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Gradient and Hessian of one energy bin's profile log-likelihood at ``beta``.
+) -> tuple[float, NDArray[np.float64], NDArray[np.float64]]:
+    """Value, gradient and Hessian of one energy bin's profile log-likelihood at ``beta``.
 
     ``counts``, ``exposure``: (run, offset); ``design``: (run, offset, p).
     Profiled over the free rate of each offset bin ``t``, the log-likelihood is
-    ``sum n x.beta - sum_t N_t log(sum_r e exp(x.beta))``.
+    ``sum n x.beta - sum_t N_t log(sum_r e exp(x.beta))`` (up to a constant).
     """
     p = design.shape[-1]
     total = counts.sum(axis=0)
     used = (total > 0) & (exposure.sum(axis=0) > 0)
     if p == 0 or not used.any():
-        return np.zeros(p), np.zeros((p, p))
+        return 0.0, np.zeros(p), np.zeros((p, p))
     n, e, x, big_n = counts[:, used], exposure[:, used], design[:, used], total[used]
     # Weights e exp(x.beta), normalised per bin in log space (no under- or overflow).
     with np.errstate(divide="ignore"):
         log_w = np.log(e) + x @ beta
-    log_w -= log_w.max(axis=0, keepdims=True)
-    w = np.exp(log_w)
-    w /= w.sum(axis=0, keepdims=True)
+    peak = log_w.max(axis=0, keepdims=True)
+    w = np.exp(log_w - peak)
+    norm = w.sum(axis=0, keepdims=True)
+    log_sum = np.log(norm[0]) + peak[0]
+    w /= norm
+    value = float(np.einsum("rt,rtk,k->", n, x, beta) - big_n @ log_sum)
     mean = np.einsum("rt,rtk->tk", w, x)
     grad = np.einsum("rt,rtk->k", n, x) - np.einsum("t,tk->k", big_n, mean)
     second = np.einsum("rt,rtk,rtl->tkl", w, x, x) - np.einsum("tk,tl->tkl", mean, mean)
-    return grad, -np.einsum("t,tkl->kl", big_n, second)
+    return value, grad, -np.einsum("t,tkl->kl", big_n, second)
 
 
 def _fit_coefficients(
@@ -207,25 +210,43 @@ def _fit_coefficients(
     coefficient plus ``smoothness`` x the squared second difference of each
     coefficient along the energy bins, so that coefficients vary smoothly with
     energy and bins with few events borrow from their neighbours. The objective
-    is concave: Newton's method converges in a few steps.
+    is concave; Newton steps are halved until the objective improves, so the fit
+    converges even from far away (e.g. with strongly correlated conditions).
     """
     n_e, p = counts.shape[1], design.shape[-1]
     if p == 0:
         return np.zeros((n_e, 0))
     second_diff = np.diff(np.eye(n_e), n=2, axis=0)
-    penalty = smoothness * np.kron(second_diff.T @ second_diff, np.eye(p))
+    penalty = np.asarray(
+        smoothness * np.kron(second_diff.T @ second_diff, np.eye(p)), dtype=np.float64
+    )
     penalty += np.eye(n_e * p) / PRIOR_WIDTH**2
-    beta = np.zeros(n_e * p)
-    for _ in range(_NEWTON_STEPS):
-        grad = -penalty @ beta
-        hess = -penalty.copy()
+
+    def evaluate(b: NDArray[np.float64]) -> tuple[float, NDArray[np.float64], NDArray[np.float64]]:
+        value = -0.5 * float(b @ penalty @ b)
+        grad = -penalty @ b
+        hess: NDArray[np.float64] = -penalty.copy()
         for i in range(n_e):
-            g, h = _row_terms(counts[:, i], exposure[:, i], design[:, i], beta[i * p : (i + 1) * p])
-            grad[i * p : (i + 1) * p] += g
-            hess[i * p : (i + 1) * p, i * p : (i + 1) * p] += h
+            part = slice(i * p, (i + 1) * p)
+            v, g, h = _row_terms(counts[:, i], exposure[:, i], design[:, i], b[part])
+            value += v
+            grad[part] += g
+            hess[part, part] += h
+        return value, grad, hess
+
+    beta = np.zeros(n_e * p)
+    value, grad, hess = evaluate(beta)
+    for _ in range(_NEWTON_STEPS):
         step = np.linalg.solve(hess, -grad)
-        beta = beta + step
-        if np.max(np.abs(step)) < 1e-8:
+        t = 1.0
+        while True:
+            trial = beta + t * step
+            new_value, new_grad, new_hess = evaluate(trial)
+            if new_value >= value - 1e-12 * abs(value) or t < 1e-6:
+                break
+            t *= 0.5
+        beta, value, grad, hess = trial, new_value, new_grad, new_hess
+        if np.max(np.abs(t * step)) < 1e-8:
             break
     return beta.reshape(n_e, p)
 
