@@ -540,3 +540,22 @@ def test_gammapy_reads_dr1_in_the_gadf_order(dr1_dir):
     theirs = Background3D.read(path, hdu="BKG")
     assert [ax.name for ax in theirs.axes] == ["energy", "fov_lon", "fov_lat"]
     np.testing.assert_array_equal(theirs.quantity.to_value(conventions.RATE_UNIT), ours.values)
+
+
+@pytest.mark.parametrize("shape", [(15, 99), (5, 5), (1, 1), (3, 7)])
+def test_fast_writer_matches_astropy_bytes(tmp_path, shape):
+    """write_bkg_2d builds the file itself; it must be what astropy would write."""
+    from xbkg.io.fitsfile import fits_bytes
+
+    rate = make_rate(*shape)
+    header = {
+        "GROUP_ID": (3, "a comment"),
+        "BKGTIME": "ONTIME",
+        "HIERARCH ZEN_PNT_MIN": 12.5,
+        "LONGTEXT": "x" * 60,
+        "FLAG": True,
+        "HDUCLAS3": "POINT-LIKE",
+    }
+    path = write_bkg_2d(rate, tmp_path / "fast.fits", header=header)
+    reference = fits.HDUList([fits.PrimaryHDU(), bkg_2d_hdu(rate, header=header)])
+    assert path.read_bytes() == fits_bytes(reference, compress=False)

@@ -12,11 +12,23 @@ import gzip
 import io
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from astropy.io import fits
+from numpy.typing import NDArray
 
-__all__ = ["atomic_write_bytes", "fits_bytes", "publish", "write_fits"]
+__all__ = [
+    "atomic_write_bytes",
+    "fits_bytes",
+    "gzip_bytes",
+    "one_row_table_bytes",
+    "publish",
+    "write_fits",
+]
+
+_BLOCK = 2880
 
 
 def _umask() -> int:
@@ -40,9 +52,12 @@ def fits_bytes(hdulist: fits.HDUList, *, compress: bool) -> bytes:
     buffer = io.BytesIO()
     hdulist.writeto(buffer, output_verify="exception", checksum=False)
     raw = buffer.getvalue()
-    if compress:
-        return gzip.compress(raw, compresslevel=6, mtime=0)
-    return raw
+    return gzip_bytes(raw) if compress else raw
+
+
+def gzip_bytes(raw: bytes) -> bytes:
+    """gzip-compress with a zero timestamp and no file name, so the bytes are reproducible."""
+    return gzip.compress(raw, compresslevel=6, mtime=0)
 
 
 def atomic_write_bytes(data: bytes, path: str | os.PathLike[str], *, overwrite: bool) -> Path:
@@ -78,3 +93,58 @@ def write_fits(
     return atomic_write_bytes(
         fits_bytes(hdulist, compress=path.suffix == ".gz"), path, overwrite=overwrite
     )
+
+
+def _padded(data: bytes, fill: bytes) -> bytes:
+    return data + fill * (-len(data) % _BLOCK)
+
+
+def one_row_table_bytes(
+    columns: Sequence[tuple[str, NDArray[np.float64], str, str | None]],
+    header: fits.Header,
+    extname: str,
+) -> bytes:
+    """A FITS file (empty primary + a one-row table of float64 vectors) as bytes.
+
+    The same bytes as astropy writes for ``HDUList([PrimaryHDU(),
+    BinTableHDU.from_columns(..., header=header, name=extname)])``, built
+    directly: astropy's table machinery costs tens of milliseconds per small
+    file, which dominates when a model file is written for every run.
+
+    Parameters
+    ----------
+    columns
+        ``(name, values, unit, tdim)`` per column; ``values`` is the cell.
+    header
+        Keywords written after the column descriptions.
+    extname
+        Extension name.
+    """
+    cards = [
+        fits.Card("SIMPLE", True, "conforms to FITS standard"),
+        fits.Card("BITPIX", 8, "array data type"),
+        fits.Card("NAXIS", 0, "number of array dimensions"),
+        fits.Card("EXTEND", True),
+    ]
+    primary = _padded("".join(c.image for c in cards).encode() + b"END".ljust(80), b" ")
+    row = b"".join(np.asarray(v, dtype=">f8").tobytes() for _, v, _, _ in columns)
+    cards = [
+        fits.Card("XTENSION", "BINTABLE", "binary table extension"),
+        fits.Card("BITPIX", 8, "array data type"),
+        fits.Card("NAXIS", 2, "number of array dimensions"),
+        fits.Card("NAXIS1", len(row), "length of dimension 1"),
+        fits.Card("NAXIS2", 1, "length of dimension 2"),
+        fits.Card("PCOUNT", 0, "number of group parameters"),
+        fits.Card("GCOUNT", 1, "number of groups"),
+        fits.Card("TFIELDS", len(columns), "number of table fields"),
+    ]
+    for i, (name, values, unit, tdim) in enumerate(columns, start=1):
+        cards += [fits.Card(f"TTYPE{i}", name), fits.Card(f"TFORM{i}", f"{np.size(values)}D")]
+        if unit:
+            cards.append(fits.Card(f"TUNIT{i}", unit))
+        if tdim:
+            cards.append(fits.Card(f"TDIM{i}", tdim))
+    cards += list(header.cards)
+    cards.append(fits.Card("EXTNAME", extname, "extension name"))
+    table = _padded("".join(c.image for c in cards).encode() + b"END".ljust(80), b" ")
+    return primary + table + _padded(row, b"\0")

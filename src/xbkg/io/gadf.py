@@ -35,7 +35,7 @@ from numpy.typing import NDArray
 
 from xbkg import conventions
 from xbkg.axes import binned_coords, edges, validate_edges
-from xbkg.io.fitsfile import write_fits
+from xbkg.io.fitsfile import atomic_write_bytes, gzip_bytes, one_row_table_bytes
 
 __all__ = [
     "BKG_COLUMNS",
@@ -135,6 +135,21 @@ def bkg_2d_hdu(
         holds NaN or infinite values (fill empty bins first), or if
         ``header`` tries to set a structural keyword.
     """
+    columns, hdr = _bkg_2d_parts(rate, header)
+    return fits.BinTableHDU.from_columns(
+        [
+            fits.Column(name=n, format=f"{v.size}D", unit=u, dim=d, array=v[np.newaxis])
+            for n, v, u, d in columns
+        ],
+        header=hdr,
+        name=extname,
+    )
+
+
+def _bkg_2d_parts(
+    rate: xr.DataArray, header: Mapping[str, Any] | None
+) -> tuple[list[tuple[str, NDArray[np.float64], str, str | None]], fits.Header]:
+    """Columns ``(name, cell, unit, tdim)`` and extra header of a bkg_2d table."""
     dims = set(rate.dims)
     if dims != set(DIMS_2D):
         raise ValueError(
@@ -159,21 +174,14 @@ def bkg_2d_hdu(
                 "use extname= for the extension name and leave the others out"
             )
         hdr[key] = value
-
     columns = [
-        _vector_column("ENERG_LO", energy[:-1], conventions.ENERGY_UNIT),
-        _vector_column("ENERG_HI", energy[1:], conventions.ENERGY_UNIT),
-        _vector_column("THETA_LO", offset[:-1], conventions.OFFSET_UNIT),
-        _vector_column("THETA_HI", offset[1:], conventions.OFFSET_UNIT),
-        fits.Column(
-            name="BKG",
-            format=f"{values.size}D",
-            unit=conventions.RATE_UNIT,
-            dim=f"({n_theta},{n_energy})",
-            array=values[np.newaxis],
-        ),
+        ("ENERG_LO", energy[:-1], conventions.ENERGY_UNIT, None),
+        ("ENERG_HI", energy[1:], conventions.ENERGY_UNIT, None),
+        ("THETA_LO", offset[:-1], conventions.OFFSET_UNIT, None),
+        ("THETA_HI", offset[1:], conventions.OFFSET_UNIT, None),
+        ("BKG", values.ravel(), conventions.RATE_UNIT, f"({n_theta},{n_energy})"),
     ]
-    return fits.BinTableHDU.from_columns(columns, header=hdr, name=extname)
+    return columns, hdr
 
 
 def write_bkg_2d(
@@ -211,8 +219,14 @@ def write_bkg_2d(
     ValueError
         As for :func:`bkg_2d_hdu`; nothing is written then.
     """
-    table = bkg_2d_hdu(rate, extname=extname, header=header)
-    return write_fits(fits.HDUList([fits.PrimaryHDU(), table]), path, overwrite=overwrite)
+    # The same bytes as writing bkg_2d_hdu with astropy (tested), without its
+    # per-table overhead: one file is written per run.
+    columns, hdr = _bkg_2d_parts(rate, header)
+    data = one_row_table_bytes(columns, hdr, extname)
+    path = Path(path)
+    if path.suffix == ".gz":
+        data = gzip_bytes(data)
+    return atomic_write_bytes(data, path, overwrite=overwrite)
 
 
 def _edges_for_file(rate: xr.DataArray, dim: str) -> NDArray[np.float64]:
@@ -241,10 +255,6 @@ def _rate_for_file(rate: xr.DataArray) -> NDArray[np.float64]:
             "Fill the empty bins first, e.g. rate.fillna(0.0), or smooth the model"
         )
     return _convert(values, str(rate.attrs["units"]), conventions.RATE_UNIT, "rate")
-
-
-def _vector_column(name: str, values: NDArray[np.float64], unit: str) -> fits.Column:
-    return fits.Column(name=name, format=f"{values.size}D", unit=unit, array=values[np.newaxis])
 
 
 # --------------------------------------------------------------------------- reading
