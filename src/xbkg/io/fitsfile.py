@@ -8,6 +8,7 @@ one rename, so that a failure never leaves a partial file behind.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import os
@@ -99,9 +100,16 @@ def _padded(data: bytes, fill: bytes) -> bytes:
     return data + fill * (-len(data) % _BLOCK)
 
 
+@functools.lru_cache(maxsize=4096)
+def _card(key: str, value: object, comment: str = "") -> str:
+    """The 80-character image of a header card (astropy formats it; cached, as most
+    cards repeat from file to file and building a Card is slow)."""
+    return fits.Card(key, value, comment).image
+
+
 def one_row_table_bytes(
     columns: Sequence[tuple[str, NDArray[np.float64], str, str | None]],
-    header: fits.Header,
+    header: Sequence[tuple[str, object, str]],
     extname: str,
 ) -> bytes:
     """A FITS file (empty primary + a one-row table of float64 vectors) as bytes.
@@ -116,35 +124,35 @@ def one_row_table_bytes(
     columns
         ``(name, values, unit, tdim)`` per column; ``values`` is the cell.
     header
-        Keywords written after the column descriptions.
+        ``(keyword, value, comment)`` written after the column descriptions.
     extname
         Extension name.
     """
     cards = [
-        fits.Card("SIMPLE", True, "conforms to FITS standard"),
-        fits.Card("BITPIX", 8, "array data type"),
-        fits.Card("NAXIS", 0, "number of array dimensions"),
-        fits.Card("EXTEND", True),
+        _card("SIMPLE", True, "conforms to FITS standard"),
+        _card("BITPIX", 8, "array data type"),
+        _card("NAXIS", 0, "number of array dimensions"),
+        _card("EXTEND", True),
     ]
-    primary = _padded("".join(c.image for c in cards).encode() + b"END".ljust(80), b" ")
+    primary = _padded("".join(cards).encode() + b"END".ljust(80), b" ")
     row = b"".join(np.asarray(v, dtype=">f8").tobytes() for _, v, _, _ in columns)
     cards = [
-        fits.Card("XTENSION", "BINTABLE", "binary table extension"),
-        fits.Card("BITPIX", 8, "array data type"),
-        fits.Card("NAXIS", 2, "number of array dimensions"),
-        fits.Card("NAXIS1", len(row), "length of dimension 1"),
-        fits.Card("NAXIS2", 1, "length of dimension 2"),
-        fits.Card("PCOUNT", 0, "number of group parameters"),
-        fits.Card("GCOUNT", 1, "number of groups"),
-        fits.Card("TFIELDS", len(columns), "number of table fields"),
+        _card("XTENSION", "BINTABLE", "binary table extension"),
+        _card("BITPIX", 8, "array data type"),
+        _card("NAXIS", 2, "number of array dimensions"),
+        _card("NAXIS1", len(row), "length of dimension 1"),
+        _card("NAXIS2", 1, "length of dimension 2"),
+        _card("PCOUNT", 0, "number of group parameters"),
+        _card("GCOUNT", 1, "number of groups"),
+        _card("TFIELDS", len(columns), "number of table fields"),
     ]
     for i, (name, values, unit, tdim) in enumerate(columns, start=1):
-        cards += [fits.Card(f"TTYPE{i}", name), fits.Card(f"TFORM{i}", f"{np.size(values)}D")]
+        cards += [_card(f"TTYPE{i}", name), _card(f"TFORM{i}", f"{np.size(values)}D")]
         if unit:
-            cards.append(fits.Card(f"TUNIT{i}", unit))
+            cards.append(_card(f"TUNIT{i}", unit))
         if tdim:
-            cards.append(fits.Card(f"TDIM{i}", tdim))
-    cards += list(header.cards)
-    cards.append(fits.Card("EXTNAME", extname, "extension name"))
-    table = _padded("".join(c.image for c in cards).encode() + b"END".ljust(80), b" ")
+            cards.append(_card(f"TDIM{i}", tdim))
+    cards += [_card(key, value, comment) for key, value, comment in header]
+    cards.append(_card("EXTNAME", extname, "extension name"))
+    table = _padded("".join(cards).encode() + b"END".ljust(80), b" ")
     return primary + table + _padded(row, b"\0")

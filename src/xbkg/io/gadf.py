@@ -20,6 +20,7 @@ FITS axes, fastest first, i.e. the reverse.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import re
@@ -135,7 +136,8 @@ def bkg_2d_hdu(
         holds NaN or infinite values (fill empty bins first), or if
         ``header`` tries to set a structural keyword.
     """
-    columns, hdr = _bkg_2d_parts(rate, header)
+    columns, cards = _bkg_2d_parts(rate, header)
+    hdr = fits.Header([fits.Card(*card) for card in cards])
     return fits.BinTableHDU.from_columns(
         [
             fits.Column(name=n, format=f"{v.size}D", unit=u, dim=d, array=v[np.newaxis])
@@ -148,8 +150,8 @@ def bkg_2d_hdu(
 
 def _bkg_2d_parts(
     rate: xr.DataArray, header: Mapping[str, Any] | None
-) -> tuple[list[tuple[str, NDArray[np.float64], str, str | None]], fits.Header]:
-    """Columns ``(name, cell, unit, tdim)`` and extra header of a bkg_2d table."""
+) -> tuple[list[tuple[str, NDArray[np.float64], str, str | None]], list[tuple[str, Any, str]]]:
+    """Columns ``(name, cell, unit, tdim)`` and header cards ``(key, value, comment)``."""
     dims = set(rate.dims)
     if dims != set(DIMS_2D):
         raise ValueError(
@@ -161,19 +163,23 @@ def _bkg_2d_parts(
     values = _rate_for_file(rate)
     n_energy, n_theta = values.shape
 
-    hdr = fits.Header()
-    for key, value in conventions.BKG_2D_HDUCLAS.items():
-        hdr[key] = value
+    # Ordered like an astropy Header: a repeated keyword replaces the earlier card.
+    cards: dict[str, tuple[str, Any, str]] = {
+        key: (key, value, "") for key, value in conventions.BKG_2D_HDUCLAS.items()
+    }
     # Column 5 is BKG; CREF lists FITS axes, fastest first, like TDIM.
-    hdr["CREF5"] = ("(THETA_LO:THETA_HI,ENERG_LO:ENERG_HI)", "BKG axes, fastest first")
-    for key, value in (header or {}).items():
+    cards["CREF5"] = ("CREF5", "(THETA_LO:THETA_HI,ENERG_LO:ENERG_HI)", "BKG axes, fastest first")
+    for key, item in (header or {}).items():
         name = key.strip().upper()
         if name == "EXTNAME" or _STRUCTURAL_KEYWORD.match(name):
             raise ValueError(
                 f"header keyword {key!r} describes the table layout and is set by the writer; "
                 "use extname= for the extension name and leave the others out"
             )
-        hdr[key] = value
+        value, comment = item if isinstance(item, tuple) else (item, "")
+        normalised = name.removeprefix("HIERARCH ").strip()
+        existing = cards.get(normalised)
+        cards[normalised] = (existing[0] if existing else key, value, comment)
     columns = [
         ("ENERG_LO", energy[:-1], conventions.ENERGY_UNIT, None),
         ("ENERG_HI", energy[1:], conventions.ENERGY_UNIT, None),
@@ -181,7 +187,7 @@ def _bkg_2d_parts(
         ("THETA_HI", offset[1:], conventions.OFFSET_UNIT, None),
         ("BKG", values.ravel(), conventions.RATE_UNIT, f"({n_theta},{n_energy})"),
     ]
-    return columns, hdr
+    return columns, list(cards.values())
 
 
 def write_bkg_2d(
@@ -221,8 +227,8 @@ def write_bkg_2d(
     """
     # The same bytes as writing bkg_2d_hdu with astropy (tested), without its
     # per-table overhead: one file is written per run.
-    columns, hdr = _bkg_2d_parts(rate, header)
-    data = one_row_table_bytes(columns, hdr, extname)
+    columns, cards = _bkg_2d_parts(rate, header)
+    data = one_row_table_bytes(columns, cards, extname)
     path = Path(path)
     if path.suffix == ".gz":
         data = gzip_bytes(data)
@@ -584,11 +590,19 @@ def _header_attrs(header: fits.Header) -> dict[str, str | int | float]:
 
 def _convert(values: NDArray[np.float64], unit: str, target: str, what: str) -> NDArray[np.float64]:
     try:
-        scale = u.Unit(unit).to(target)
+        scale = _scale(unit, target)
     except (ValueError, u.UnitsError) as err:
         raise ValueError(f"{what}: unit {unit!r} cannot be converted to {target!r}") from err
     # Skip the multiplication for equal units so that values pass through bit for bit.
     return values if scale == 1.0 else values * scale
+
+
+@functools.lru_cache(maxsize=64)
+def _scale(unit: str, target: str) -> float:
+    """Conversion factor between two unit strings (parsing units is slow; cached)."""
+    if unit.strip() == target:
+        return 1.0
+    return float(u.Unit(unit).to(target))
 
 
 def _data_column(table: fits.BinTableHDU) -> str | None:
