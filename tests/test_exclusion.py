@@ -606,16 +606,17 @@ def test_ring_fraction_properties(circles, dec_pnt, scale):
     assert np.all((frac >= 0) & (frac <= 1))
     # Monotonic in the radius.
     larger = ex.exclusion_circles(ra, dec, np.minimum(radius * scale, 179.0))
-    assert np.all(ex.ring_excluded_fraction(edges, larger, ra_pnt, dec_pnt) >= frac - 1e-9)
-    # A union: at least each circle alone, at most their sum.
+    assert np.all(ex.ring_excluded_fraction(edges, larger, ra_pnt, dec_pnt) >= frac - 1e-8)
+    # A union: at least each circle alone, at most their sum (within the documented
+    # quadrature accuracy, a few 1e-9 for nearly tangent circles).
     singles = np.array(
         [
             ex.ring_excluded_fraction(edges, regions.isel(source=[k]), ra_pnt, dec_pnt)
             for k in range(len(pa))
         ]
     )
-    assert np.all(frac >= singles.max(axis=0) - 1e-9)
-    assert np.all(frac <= singles.sum(axis=0) + 1e-9)
+    assert np.all(frac >= singles.max(axis=0) - 1e-8)
+    assert np.all(frac <= singles.sum(axis=0) + 1e-8)
     # A single circle well inside the rings covers exactly its cap area.
     if len(pa) == 1 and sep[0] + radius[0] < 2.9:
         np.testing.assert_allclose(

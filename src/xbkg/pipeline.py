@@ -598,6 +598,9 @@ def write_run_model_files(
     directory = Path(directory)
     written = []
     version = bkg.cube.attrs.get("xbkg_version", __version__)
+    # Per-run coordinates are dropped and empty bins filled once, not for every run.
+    run_coords = [c for c in rates.coords if OBS_DIM in rates[c].dims and c != OBS_DIM]
+    filled = rates.drop_vars(run_coords).fillna(0.0)
     for i, obs_id in enumerate(rates[OBS_DIM].values):
         header = {
             "OBS_ID": (int(obs_id), "run this model is for"),
@@ -606,12 +609,9 @@ def write_run_model_files(
             "BKGMODEL": ("conditions", "rate for the run's zenith angle and efficiency"),
             "CREATOR": (f"xbkg {version}", "program that wrote this file"),
         }
-        rate = rates.isel({OBS_DIM: i})
-        rate = rate.drop_vars([c for c in rate.coords if OBS_DIM in rate[c].dims or c == OBS_DIM])
+        rate = filled.isel({OBS_DIM: i}, drop=True)
         written.append(
-            write_bkg_2d(
-                rate.fillna(0.0), directory / run_model_filename(int(obs_id)), header=header
-            )
+            write_bkg_2d(rate, directory / run_model_filename(int(obs_id)), header=header)
         )
     return written
 
