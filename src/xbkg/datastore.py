@@ -415,7 +415,7 @@ def _events_from_columns(
         ra=_to_unit(columns["RA"], units["RA"], "deg"),
         dec=_to_unit(columns["DEC"], units["DEC"], "deg"),
         energy=_to_unit(columns["ENERGY"], energy_unit, "TeV"),
-        header=dict(cards),
+        header=cards,
         path=path,
     )
 
@@ -440,8 +440,8 @@ def read_events(path: str | Path, hdu: str = "EVENTS") -> EventList:
         raise DataStoreError(f"{path}: event file listed in the HDU index does not exist")
     fast = read_table_columns(path, hdu, ("RA", "DEC", "ENERGY"))
     if fast is not None:
-        columns, cards, _ = fast
-        return _events_from_columns(columns, cards, path)
+        fast_columns, fast_cards, _ = fast
+        return _events_from_columns(fast_columns, fast_cards, path)
     try:
         with warnings.catch_warnings(), fits.open(path, memmap=False) as hdul:
             # astropy only warns about a truncated or corrupt file; for us it is an error.

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import gzip
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import IO
 
 import numpy as np
@@ -63,10 +63,42 @@ def _value(text: str) -> str | int | float | bool:
             raise _Unsupported(f"cannot parse header value {text!r}") from exc
 
 
-def _read_header(stream: IO[bytes]) -> tuple[dict[str, str | int | float | bool], bytes] | None:
+class Cards(Mapping[str, "str | int | float | bool"]):
+    """Header keyword values, parsed when first looked up.
+
+    An EVENTS header has about a hundred cards and the reader needs a dozen;
+    parsing only those keeps header reading off the profile. A value that
+    cannot be parsed is returned as its raw text.
+    """
+
+    def __init__(self) -> None:
+        self._raw: dict[str, str] = {}
+        self._parsed: dict[str, str | int | float | bool] = {}
+
+    def add(self, key: str, raw: str) -> None:
+        """Record a card's value text (the first card of a keyword wins)."""
+        self._raw.setdefault(key, raw)
+
+    def __getitem__(self, key: str) -> str | int | float | bool:
+        if key not in self._parsed:
+            raw = self._raw[key]
+            try:
+                self._parsed[key] = _value(raw)
+            except _Unsupported:
+                self._parsed[key] = raw.strip()
+        return self._parsed[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+
+def _read_header(stream: IO[bytes]) -> tuple[Cards, bytes] | None:
     """Read one header; None at the end of the file."""
     blocks: list[bytes] = []
-    cards: dict[str, str | int | float | bool] = {}
+    cards = Cards()
     while True:
         block = stream.read(_BLOCK)
         if not block:
@@ -82,11 +114,11 @@ def _read_header(stream: IO[bytes]) -> tuple[dict[str, str | int | float | bool]
             key = card[:8].strip()
             if key == "END":
                 return cards, b"".join(blocks)
-            if card[8:10] == "= " and key not in cards:
-                cards[key] = _value(card[10:])
+            if card[8:10] == "= ":
+                cards.add(key, card[10:])
 
 
-def _data_size(cards: dict[str, str | int | float | bool]) -> int:
+def _data_size(cards: Cards) -> int:
     naxis = int(cards.get("NAXIS", 0))
     if naxis == 0:
         return 0
@@ -107,7 +139,7 @@ def _skip(stream: IO[bytes], nbytes: int) -> None:
 
 
 def _column_layout(
-    cards: dict[str, str | int | float | bool],
+    cards: Cards,
 ) -> dict[str, tuple[int, int, str, int]]:
     """Column name (upper case) -> (column number, byte offset in the row, format code, repeat)."""
     layout: dict[str, tuple[int, int, str, int]] = {}
@@ -145,7 +177,7 @@ def _open(path: str | os.PathLike[str]) -> IO[bytes]:
 
 def read_table_columns(
     path: str | os.PathLike[str], extname: str, columns: Sequence[str]
-) -> tuple[dict[str, NDArray[np.float64]], dict[str, str | int | float | bool], bytes] | None:
+) -> tuple[dict[str, NDArray[np.float64]], Cards, bytes] | None:
     """Read some numeric columns of a binary table as float64 arrays.
 
     Parameters
