@@ -158,3 +158,14 @@ def test_correlated_conditions_converge(sim_cube):
     exposed = (sim_cube["exposure_time"] > 0) & (sim_cube["counts"].sum("obs_id") > 100)
     ratio = (rich / simple).where(exposed)
     assert float(abs(np.log(ratio)).max()) < 0.2
+
+
+def test_unavailable_conditions_are_dropped(sim_cube):
+    """A store without SAFE_ENERGY_LO still gets a model (without that condition)."""
+    lacking = sim_cube.drop_vars("safe_energy_lo")
+    m = fit_conditions(lacking)
+    assert "near_threshold" not in m["condition"].values.tolist()
+    assert m.attrs["dropped_conditions"] == "near_threshold"
+    assert np.all(np.isfinite(run_rate(m, lacking).where(sim_cube["exposure_time"] > 0, 1.0)))
+    with pytest.raises(KeyError, match="safe_energy_lo"):
+        fit_conditions(lacking, skip_unavailable=False)

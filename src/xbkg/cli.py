@@ -187,8 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument(
         "--model",
         choices=["conditions", "groups"],
-        help="what the HDU index gives each run: 'conditions', a model of its own for its zenith "
-        "angle and muon efficiency (default), or 'groups', its group's model (default with "
+        help="what the HDU index gives each run: 'conditions', a model of its own for its "
+        "observing conditions (default), or 'groups', its group's model (default with "
         "--group, --group-values or --preset gammapy-0.6); group models are written in both cases",
     )
     make.add_argument(

@@ -606,7 +606,7 @@ def write_run_model_files(
             "OBS_ID": (int(obs_id), "run this model is for"),
             TIME_KEYWORD: (bkg.options.time.upper(), "run duration normalising the rate"),
             "SMOOTHED": (str(bkg.conditions.attrs.get("smoothing", "none")), "smoothing method"),
-            "BKGMODEL": ("conditions", "rate for the run's zenith angle and efficiency"),
+            "BKGMODEL": ("conditions", "rate for the run's own observing conditions"),
             "CREATOR": (f"xbkg {version}", "program that wrote this file"),
         }
         rate = filled.isel({OBS_DIM: i}, drop=True)
