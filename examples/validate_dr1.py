@@ -24,10 +24,10 @@
 # 2. the classic method of the Gammapy 0.6 tutorial: two zenith groups, one
 #    smoothing per energy row, built from these very runs (in-sample, so it
 #    is flattered);
-# 3. xbkg's default model: zenith angle and muon efficiency dependence fitted
-#    per energy bin, an observing-period correction, Poisson smoothing —
-#    measured by 5-fold cross-validation, i.e. each run is predicted by a
-#    model built without it.
+# 3. xbkg's default model: the dependence on zenith angle, muon efficiency
+#    and the run's safe threshold fitted per energy bin, an observing-period
+#    correction, Poisson smoothing — measured by 5-fold cross-validation, i.e.
+#    each run is predicted by a model built without it.
 #
 # For every run we compare the observed counts with the predicted ones in
 # energy x offset bins above the run's safe threshold, outside the gamma-cat
