@@ -258,3 +258,20 @@ def test_crossval_table_is_validation_of_held_out_predictions(sim_cube):
     again = validate(sim_cube, predicted.drop_vars("fold"))
     np.testing.assert_allclose(table["ratio"], again["ratio"])
     np.testing.assert_array_equal(table["fold"], predicted["fold"])
+
+
+def test_prediction_from_a_model_on_finer_energy_bins(sim_cube):
+    """Nested energy bins are summed exactly; a missing model bin makes its cube bin unknown."""
+    coarse = axes.edges(sim_cube, "energy")
+    fine = np.sort(np.concatenate([coarse, np.sqrt(coarse[:-1] * coarse[1:])]))
+    rate = simulate.true_binned_rate(
+        fine, axes.edges(sim_cube, "offset"), sim_cube["zen_pnt"], sim_cube["muoneff"]
+    ).assign_attrs(time_convention="livetime")
+    pred = predict_counts(rate.transpose("obs_id", "energy", "offset"), sim_cube)
+    np.testing.assert_allclose(pred.values, expected(sim_cube).values, rtol=1e-9, atol=1e-12)
+    holes = rate.copy()
+    holes[:, 17, 5] = np.nan  # fine bin 17 lies in cube bin 8
+    pred = predict_counts(holes.transpose("obs_id", "energy", "offset"), sim_cube)
+    exposed = (sim_cube["exposure_time"] > 0).isel(energy=8, offset=5)
+    assert bool(pred.isel(energy=8, offset=5).isnull().where(exposed, True).all())
+    assert int(pred.isnull().sum()) == int(exposed.sum())

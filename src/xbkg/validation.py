@@ -76,7 +76,6 @@ from xbkg.conventions import (
     MEV_PER_TEV,
     OBS_DIM,
     OFFSET_DIM,
-    RATE_UNIT,
     TIME_CONVENTIONS,
 )
 
@@ -952,7 +951,3 @@ def plot_validation(table: xr.Dataset, *, label: str | None = None, axes: Any = 
     ax[3].set_xlabel("energy (TeV)")
     ax[3].set_ylabel("observed / predicted (mean, std over runs)")
     return ax
-
-
-#: Units of a rate given to :func:`predict_counts`.
-PREDICT_RATE_UNIT = RATE_UNIT
