@@ -43,9 +43,7 @@ def run_process(args: Sequence[str]) -> tuple[float, float]:
     return elapsed, usage.ru_maxrss / 1024
 
 
-def interleaved(
-    contenders: dict[str, Callable[[], float]], repeats: int
-) -> dict[str, float]:
+def interleaved(contenders: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
     """Median time of each contender, run in turns so that machine noise hits all alike."""
     times: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(repeats):
