@@ -317,10 +317,7 @@ def _default_model(args: argparse.Namespace) -> str:
 def _cmd_make(args: argparse.Namespace) -> int:
     if args.scheduler is None:
         _hide_dask()
-    import xarray as xr
 
-    from xbkg import exclusion
-    from xbkg.datastore import open_datastore, run_table, select_runs
     from xbkg.pipeline import build_background, options_for, write_background
 
     options = options_for(
@@ -335,19 +332,7 @@ def _cmd_make(args: argparse.Namespace) -> int:
         missing_group=args.missing_group,
         model=args.model or _default_model(args),
     )
-    store = open_datastore(args.data_store)
-    all_runs = run_table(store)
-    runs = select_runs(all_runs, args.obs_id, dict(args.select or []))
-    if runs.sizes["obs_id"] == 0:
-        raise _Fail(f"{args.data_store}: no run passes the selection")
-    regions_list = [
-        exclusion.read_catalog(path, min_radius=options.min_radius) for path in args.exclude or []
-    ]
-    for circle in args.exclude_circle or []:
-        if len(circle) != 3:
-            raise _Fail(f"--exclude-circle needs RA,DEC,RADIUS, got {circle}")
-        regions_list.append(exclusion.exclusion_circles([circle[0]], [circle[1]], [circle[2]]))
-    regions: xr.Dataset | None = exclusion.combine_regions(*regions_list) if regions_list else None
+    store, all_runs, runs, regions = _store_runs_regions(args, options.min_radius)
 
     # Fail before the expensive pass if outputs exist.
     if not args.overwrite and args.out_dir.exists():
@@ -541,24 +526,32 @@ def _add_validation_commands(sub: Any) -> None:
     )
 
 
-def _validation_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
-    """Store, run cube and exclusion regions of a validate/crossval command."""
+def _store_runs_regions(args: argparse.Namespace, min_radius: float | None) -> tuple[Any, ...]:
+    """The data store, all its runs, the selected runs and the exclusion regions."""
     from xbkg import exclusion
-    from xbkg.cube import make_run_cube
+    from xbkg.conventions import DEFAULT_MIN_RADIUS
     from xbkg.datastore import open_datastore, run_table, select_runs
 
     store = open_datastore(args.data_store)
-    runs = select_runs(run_table(store), args.obs_id, dict(args.select or []))
+    all_runs = run_table(store)
+    runs = select_runs(all_runs, args.obs_id, dict(args.select or []))
     if runs.sizes["obs_id"] == 0:
         raise _Fail(f"{args.data_store}: no run passes the selection")
-    regions_list = [
-        exclusion.read_catalog(path, min_radius=args.min_radius) for path in args.exclude or []
-    ]
+    radius = DEFAULT_MIN_RADIUS if min_radius is None else min_radius
+    regions_list = [exclusion.read_catalog(p, min_radius=radius) for p in args.exclude or []]
     for circle in args.exclude_circle or []:
         if len(circle) != 3:
             raise _Fail(f"--exclude-circle needs RA,DEC,RADIUS, got {circle}")
         regions_list.append(exclusion.exclusion_circles([circle[0]], [circle[1]], [circle[2]]))
     regions = exclusion.combine_regions(*regions_list) if regions_list else None
+    return store, all_runs, runs, regions
+
+
+def _validation_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """Store, run cube and exclusion regions of a validate/crossval command."""
+    from xbkg.cube import make_run_cube
+
+    store, _, runs, regions = _store_runs_regions(args, args.min_radius)
     cube = make_run_cube(store, runs, regions=regions, progress=_progress(args.quiet))
     return store, cube, regions
 
