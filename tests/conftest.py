@@ -73,3 +73,24 @@ def dr1_make_dir(dr1_dir, gammacat_path, tmp_path_factory) -> Path:
     code = main(["make", str(dr1_dir), str(out), "--exclude", str(gammacat_path), "-q"])
     assert code == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def sim_store(tmp_path_factory):
+    """A simulated data store with known truth (16 runs x 20,000 events), and its run table."""
+    from xbkg import simulate
+    from xbkg.datastore import open_datastore, run_table
+
+    path = simulate.simulate_datastore(
+        tmp_path_factory.mktemp("sim") / "store", n_runs=16, seed=7, events_per_run=20_000
+    )
+    store = open_datastore(path)
+    return store, run_table(store)
+
+
+@pytest.fixture(scope="session")
+def sim_cube(sim_store):
+    """The run cube of ``sim_store`` with default options, binned once per session."""
+    from xbkg.cube import make_run_cube
+
+    return make_run_cube(*sim_store)

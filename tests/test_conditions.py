@@ -12,19 +12,8 @@ from xbkg.conditions import (
     period_correction,
     run_rate,
 )
-from xbkg.cube import make_run_cube
-from xbkg.datastore import open_datastore, run_table
 from xbkg.model import bin_volume
 from xbkg.validation import crossval, predict_counts, validate
-
-
-@pytest.fixture(scope="module")
-def sim_cube(tmp_path_factory):
-    path = simulate.simulate_datastore(
-        tmp_path_factory.mktemp("sim") / "store", n_runs=16, seed=7, events_per_run=20_000
-    )
-    store = open_datastore(path)
-    return make_run_cube(store, run_table(store))
 
 
 @pytest.fixture(scope="module")

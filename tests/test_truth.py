@@ -9,15 +9,6 @@ from xbkg.datastore import open_datastore, run_table
 from xbkg.pipeline import build_background, options_for, write_background
 
 
-@pytest.fixture(scope="module")
-def sim_store(tmp_path_factory):
-    path = simulate.simulate_datastore(
-        tmp_path_factory.mktemp("sim") / "store", n_runs=16, seed=7, events_per_run=20_000
-    )
-    store = open_datastore(path)
-    return store, run_table(store)
-
-
 def expected_cube(cube):
     """Expected counts of every run and bin, with the run's safe-energy mask."""
     edges_e = np.append(cube["energy_lo"].values, cube["energy_hi"].values[-1])

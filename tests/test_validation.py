@@ -5,8 +5,6 @@ import pytest
 import xarray as xr
 
 from xbkg import axes, simulate
-from xbkg.cube import make_run_cube
-from xbkg.datastore import open_datastore, run_table
 from xbkg.exclusion import exclusion_circles, ring_excluded_fraction
 from xbkg.validation import (
     crossval,
@@ -20,16 +18,6 @@ from xbkg.validation import (
     time_scale,
     validate,
 )
-
-
-@pytest.fixture(scope="module")
-def sim_cube(tmp_path_factory):
-    """A simulated store (known truth) binned once for the whole module."""
-    path = simulate.simulate_datastore(
-        tmp_path_factory.mktemp("sim") / "store", n_runs=16, seed=7, events_per_run=20_000
-    )
-    store = open_datastore(path)
-    return make_run_cube(store, run_table(store))
 
 
 def expected(cube):
