@@ -80,6 +80,41 @@ def _range(text: str) -> tuple[str, tuple[float | None, float | None]]:
         raise argparse.ArgumentTypeError(f"bad range in {text!r}") from exc
 
 
+def _add_run_selection(parser: argparse.ArgumentParser) -> None:
+    """Options choosing runs and exclusion regions (make, validate, crossval)."""
+    parser.add_argument(
+        "--obs-id", type=int, nargs="+", metavar="ID", help="use only these runs (default: all)"
+    )
+    parser.add_argument(
+        "--select",
+        type=_range,
+        action="append",
+        metavar="COL=LO:HI",
+        help="use only runs with LO <= COL < HI; write |COL| for the absolute value, "
+        "e.g. '|GLAT_PNT|=10:' (repeatable)",
+    )
+    parser.add_argument(
+        "--exclude",
+        type=Path,
+        action="append",
+        metavar="CATALOG",
+        help="exclude the sources of a FITS catalogue (gamma-cat, HGPS, or RA/DEC/Radius table)",
+    )
+    parser.add_argument(
+        "--exclude-circle",
+        type=_floats,
+        action="append",
+        metavar="RA,DEC,RADIUS",
+        help="exclude a circle (deg, ICRS) (repeatable)",
+    )
+    parser.add_argument(
+        "--min-radius",
+        type=float,
+        help="smallest exclusion radius for catalogue sources "
+        "(deg; default 0.3, 0 with --preset gammapy-0.6)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``xbkg`` command."""
     parser = argparse.ArgumentParser(
@@ -100,17 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     make.add_argument("data_store", type=Path, help="folder of the input GADF data store")
     make.add_argument("out_dir", type=Path, help="output folder")
-    make.add_argument(
-        "--obs-id", type=int, nargs="+", metavar="ID", help="use only these runs (default: all)"
-    )
-    make.add_argument(
-        "--select",
-        type=_range,
-        action="append",
-        metavar="COL=LO:HI",
-        help="use only runs with LO <= COL < HI; write |COL| for the absolute value, "
-        "e.g. '|GLAT_PNT|=10:' (repeatable)",
-    )
+    _add_run_selection(make)
     make.add_argument(
         "--group",
         type=_keyval,
@@ -139,23 +164,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="EDGES",
         help="offset edges in deg: comma-separated, or START:STOP:NBINS equal-area rings "
         "(default 0:2.5:99)",
-    )
-    make.add_argument(
-        "--exclude",
-        type=Path,
-        action="append",
-        metavar="CATALOG",
-        help="exclude the sources of a FITS catalogue (gamma-cat, HGPS, or RA/DEC/Radius table)",
-    )
-    make.add_argument(
-        "--exclude-circle",
-        type=_floats,
-        action="append",
-        metavar="RA,DEC,RADIUS",
-        help="exclude a circle (deg, ICRS) (repeatable)",
-    )
-    make.add_argument(
-        "--min-radius", type=float, help="smallest exclusion radius for catalogue sources (deg)"
     )
     make.add_argument(
         "--preset",
@@ -475,27 +483,7 @@ def _add_validation_commands(sub: Any) -> None:
     )
     for cmd in (validate, crossval):
         cmd.add_argument("data_store", type=Path, help="folder of the GADF data store")
-        cmd.add_argument("--obs-id", type=int, nargs="+", metavar="ID", help="only these runs")
-        cmd.add_argument(
-            "--select",
-            type=_range,
-            action="append",
-            metavar="COL=LO:HI",
-            help="only runs with LO <= COL < HI, e.g. '|GLAT_PNT|=10:' (repeatable)",
-        )
-        cmd.add_argument(
-            "--exclude", type=Path, action="append", metavar="CATALOG", help="exclude its sources"
-        )
-        cmd.add_argument(
-            "--exclude-circle",
-            type=_floats,
-            action="append",
-            metavar="RA,DEC,RADIUS",
-            help="exclude a circle (deg, ICRS) (repeatable)",
-        )
-        cmd.add_argument(
-            "--min-radius", type=float, default=0.3, help="smallest catalogue exclusion radius"
-        )
+        _add_run_selection(cmd)
         cmd.add_argument(
             "--offset-max",
             type=float,
