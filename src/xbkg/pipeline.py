@@ -635,9 +635,3 @@ def group_summary(bkg: Background) -> list[dict[str, Any]]:
             }
         )
     return rows
-
-
-def unused_runs(bkg: Background) -> Sequence[int]:
-    """Runs of the cube that fell in no group."""
-    gid = bkg.cube["group_id"]
-    return [int(x) for x in gid[OBS_DIM].values[gid.values < 0]]
