@@ -29,6 +29,7 @@ from astropy.table import Table
 from numpy.typing import NDArray
 
 from xbkg.conventions import HDU_INDEX_FILE, OBS_DIM, OBS_INDEX_FILE, coord_name
+from xbkg.errors import DataStoreError
 from xbkg.io.eventfile import read_table_columns
 from xbkg.io.fitsfile import write_fits
 
@@ -76,10 +77,6 @@ _UNITS = {
     "SAFE_ENERGY_LO": "TeV",
     "SAFE_ENERGY_HI": "TeV",
 }
-
-
-class DataStoreError(ValueError):
-    """A data store, index or event file that cannot be used as it is."""
 
 
 def _clean_str(value: Any) -> str:

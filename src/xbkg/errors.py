@@ -1,0 +1,72 @@
+"""The exceptions xbkg raises on bad input, bad options and unwritable outputs.
+
+Every error a user can cause derives from :class:`XbkgError`, and also from
+the builtin exception a Python user would expect (``ValueError`` for bad
+values, ``OSError`` for outputs), so that existing ``except ValueError``
+code keeps working. Messages name the file (and the run), say what is wrong
+and what to do about it.
+
+======================  ==========================================================
+:class:`DataStoreError`  a data store, index or event file that cannot be used
+:class:`CatalogError`    a source catalogue or region list that cannot be used
+:class:`ConfigError`     options that cannot work (edges, groups, columns, ...)
+:class:`OutputError`     outputs that cannot be written
+:class:`OutputExistsError`  outputs that exist, refused without ``overwrite``
+:class:`RunsFailedError`  some runs failed; lists every failure
+======================  ==========================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+__all__ = [
+    "CatalogError",
+    "ConfigError",
+    "DataStoreError",
+    "OutputError",
+    "OutputExistsError",
+    "RunsFailedError",
+    "XbkgError",
+]
+
+
+class XbkgError(Exception):
+    """Base class of the errors xbkg reports to users."""
+
+
+class DataStoreError(XbkgError, ValueError):
+    """A data store, index or event file that cannot be used as it is."""
+
+
+class CatalogError(XbkgError, ValueError):
+    """A source catalogue or region list that cannot be used as it is."""
+
+
+class ConfigError(XbkgError, ValueError):
+    """Options that cannot work: binning, groups, unknown columns, ..."""
+
+
+class OutputError(XbkgError, OSError):
+    """Outputs that cannot be written (folder not writable, disk full, ...)."""
+
+
+class OutputExistsError(OutputError, FileExistsError):
+    """Outputs that exist already; pass ``overwrite`` to replace them."""
+
+
+class RunsFailedError(DataStoreError):
+    """Runs that could not be used, with the reason for each.
+
+    Attributes
+    ----------
+    failures
+        OBS_ID -> message (file and what is wrong).
+    """
+
+    def __init__(self, failures: Mapping[int, str]) -> None:
+        self.failures = dict(failures)
+        lines = [f"{len(self.failures)} run(s) could not be used:"]
+        lines += [f"  {message}" for message in self.failures.values()]
+        lines.append("fix or deselect these runs, or pass --skip-bad-runs to build without them")
+        super().__init__("\n".join(lines))
