@@ -56,7 +56,8 @@ def test_streaming_equals_in_memory(store_and_runs, regions):
     """The run-by-run cube equals binning all events held in memory at once."""
     store, runs = store_and_runs
     cube = make_run_cube(store, runs, regions=regions)
-    specs = run_specs(store, runs)
+    specs, problems = run_specs(store, runs)
+    assert problems == {}
     events = [read_events(s.path, s.hdu) for s in specs]  # every run in memory
     edges_e = np.append(cube["energy_lo"].values, cube["energy_hi"].values[-1])
     edges_t = np.append(cube["offset_lo"].values, cube["offset_hi"].values[-1])

@@ -15,11 +15,13 @@ and never re-reads events.
 from __future__ import annotations
 
 import functools
+import json
 import multiprocessing
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
@@ -31,16 +33,26 @@ from xbkg.conventions import (
     DEFAULT_TIME_CONVENTION,
     ENERGY_DIM,
     OBS_DIM,
+    OBS_INDEX_FILE,
     OFFSET_DIM,
     TIME_CONVENTIONS,
     TIME_UNIT,
     TimeConvention,
 )
-from xbkg.datastore import DataStore, DataStoreError, EventList, event_locations, read_events
+from xbkg.datastore import (
+    UNREADABLE_ATTR,
+    DataStore,
+    EventList,
+    event_locations,
+    index_problems,
+    read_events,
+)
+from xbkg.errors import ConfigError, DataStoreError, RunsFailedError
 
 __all__ = [
     "ExclusionMethod",
     "RunArrays",
+    "RunFailure",
     "RunHistogram",
     "RunSpec",
     "bin_events",
@@ -51,6 +63,9 @@ __all__ = [
 
 ExclusionMethod = Literal["exact", "gammapy-0.6"]
 EXCLUSION_METHODS: tuple[str, ...] = ("exact", "gammapy-0.6")
+
+#: Cube attribute: JSON ``{obs_id: message}`` of the runs left out as unusable.
+SKIPPED_ATTR = "skipped_runs"
 
 #: Relative tolerance when comparing a safe threshold (often float32) with bin edges.
 _SAFE_RTOL = 1e-5
@@ -79,6 +94,7 @@ class RunHistogram:
     exposure_time: NDArray[np.float64]
     excluded_fraction: NDArray[np.float64]
     n_events: int
+    n_invalid: int
     n_excluded: int
     n_unsafe: int
     n_outside: int
@@ -202,17 +218,24 @@ def bin_events(
         source only and reduce the exposure of all bins by the wedge fraction.
     """
     n_e, n_t = len(energy_edges) - 1, len(offset_edges) - 1
-    keep = np.ones(events.ra.shape, dtype=bool)
+    # NaN or infinite values cannot be binned: dropped here and counted apart.
+    keep = np.isfinite(events.ra) & np.isfinite(events.dec) & np.isfinite(events.energy)
+    n_invalid = int(keep.size - np.count_nonzero(keep))
     ring_fraction = np.zeros(n_t)
     if regions is not None and regions.sizes.get("source", 0) > 0:
         near, wedge, ring_fraction = _exclusion_geometry(
             _regions_key(regions), spec.ra_pnt, spec.dec_pnt, tuple(offset_edges), method
         )
         if near is not None:
-            keep = exclusion.outside_regions(events.ra, events.dec, near)
+            outside = exclusion.outside_regions(events.ra, events.dec, near)
         elif wedge is not None:
-            keep = exclusion.wedge_keep(events.ra, events.dec, spec.ra_pnt, spec.dec_pnt, wedge)
-    n_excluded = int(np.count_nonzero(~keep))
+            outside = exclusion.wedge_keep(events.ra, events.dec, spec.ra_pnt, spec.dec_pnt, wedge)
+        else:
+            outside = np.ones(keep.shape, dtype=bool)
+        n_excluded = int(np.count_nonzero(keep & ~outside))
+        keep &= outside
+    else:
+        n_excluded = 0
 
     e_idx = _bin_index(events.energy, energy_edges)
     # Bin in haversine space, a monotonic function of the offset: the same bins
@@ -236,6 +259,7 @@ def bin_events(
         exposure_time=exposure,
         excluded_fraction=ring_fraction,
         n_events=int(events.ra.size),
+        n_invalid=n_invalid,
         n_excluded=n_excluded,
         n_unsafe=n_unsafe,
         n_outside=n_outside,
@@ -244,34 +268,50 @@ def bin_events(
 
 def run_specs(
     store: DataStore, runs: xr.Dataset, *, time: TimeConvention = DEFAULT_TIME_CONVENTION
-) -> list[RunSpec]:
-    """Per-run inputs of the binning pass, from the run table.
+) -> tuple[list[RunSpec], dict[int, str]]:
+    """Per-run inputs of the binning pass, from the run table, and the runs that lack them.
 
-    Raises
-    ------
-    DataStoreError
-        If a run has no usable time or pointing, naming the run and the column.
+    Returns
+    -------
+    specs, problems
+        A :class:`RunSpec` for every usable run, in the order of ``runs``, and
+        ``{obs_id: message}`` for the others: no (or several) events rows in
+        the HDU index, an unreadable EVENTS header, no positive run duration,
+        a negative ``LIVETIME``/``ONTIME``, no pointing.
     """
     if time not in TIME_CONVENTIONS:
-        raise ValueError(f"time must be one of {TIME_CONVENTIONS}, got {time!r}")
+        raise ConfigError(f"time must be one of {TIME_CONVENTIONS}, got {time!r}")
     n = runs.sizes[OBS_DIM]
 
     def column(name: str) -> NDArray[np.float64]:
         return runs[name].values.astype(np.float64) if name in runs else np.full(n, np.nan)
 
     duration, ra, dec = column(time), column("ra_pnt"), column("dec_pnt")
+    livetime, ontime = column("livetime"), column("ontime")
     safe_lo, safe_hi = column("safe_energy_lo"), column("safe_energy_hi")
     locations = event_locations(store)
-    problems = []
+    index = index_problems(store)
+    unreadable = {int(k): v for k, v in json.loads(runs.attrs.get(UNREADABLE_ATTR, "{}")).items()}
+    where = f"{store.path / OBS_INDEX_FILE} and the EVENTS header"
+    problems: dict[int, str] = {}
     specs = []
     for i, obs_id in enumerate(runs[OBS_DIM].values.tolist()):
-        if obs_id not in locations:
-            problems.append(f"OBS_ID {obs_id}: no events HDU in the HDU index")
+        if obs_id in index or obs_id in unreadable:
+            problems[obs_id] = index.get(obs_id) or unreadable[obs_id]
             continue
+        lacks = []
         if not (np.isfinite(duration[i]) and duration[i] > 0):
-            problems.append(f"OBS_ID {obs_id}: no positive {time.upper()}")
+            lacks.append(f"{time.upper()} is {duration[i]:g}, not a positive duration")
+        for name, value in (("LIVETIME", livetime[i]), ("ONTIME", ontime[i])):
+            if np.isfinite(value) and value <= 0 and name.lower() != time:
+                lacks.append(f"{name} is {value:g}, not a positive duration")
         if not (np.isfinite(ra[i]) and np.isfinite(dec[i])):
-            problems.append(f"OBS_ID {obs_id}: no pointing RA_PNT/DEC_PNT")
+            lacks.append("no pointing RA_PNT/DEC_PNT")
+        if lacks:
+            problems[obs_id] = (
+                f"OBS_ID {obs_id}: " + "; ".join(lacks) + f" (in {where}); fix the obs-index"
+            )
+            continue
         path, hdu = locations[obs_id]
         specs.append(
             RunSpec(
@@ -285,12 +325,15 @@ def run_specs(
                 safe_energy_hi=float(safe_hi[i]),
             )
         )
-    if problems:
-        raise DataStoreError(
-            f"{store.path}: runs lack what the background needs (in the obs-index and the "
-            "EVENTS headers): " + "; ".join(problems)
-        )
-    return specs
+    return specs, problems
+
+
+@dataclass(frozen=True)
+class RunFailure:
+    """A run whose events could not be used (``--skip-bad-runs``)."""
+
+    obs_id: int
+    message: str
 
 
 def bin_run(
@@ -306,8 +349,8 @@ def bin_run(
     events = read_events(spec.path, spec.hdu)
     if events.energy.size == 0:
         raise DataStoreError(
-            f"{spec.path}: OBS_ID {spec.obs_id} has no events; leave the run out of the "
-            "selection (--obs-id) or fix the file"
+            f"{spec.path}: OBS_ID {spec.obs_id} has no events; fix the file or leave the run "
+            "out (--obs-id, --select)"
         )
     return bin_events(
         events,
@@ -318,6 +361,17 @@ def bin_run(
         safe_energy=safe_energy,
         method=method,
     )
+
+
+def _bin_run_or_fail(spec: RunSpec, **kwargs: Any) -> RunHistogram | RunFailure:
+    """:func:`bin_run`, returning the error of a bad run instead of raising it."""
+    try:
+        return bin_run(spec, **kwargs)
+    except DataStoreError as exc:
+        message = str(exc)
+        if f"OBS_ID {spec.obs_id}" not in message:
+            message = f"OBS_ID {spec.obs_id}: {message}"
+        return RunFailure(spec.obs_id, message)
 
 
 def make_run_cube(
@@ -333,6 +387,7 @@ def make_run_cube(
     workers: int = 1,
     scheduler: str | None = None,
     progress: Callable[[int, int, int], None] | None = None,
+    skip_bad_runs: bool = False,
 ) -> xr.Dataset:
     """Histogram the events of the given runs into the per-run cube.
 
@@ -365,6 +420,19 @@ def make_run_cube(
         to bin the runs on; the event files must be readable by its workers.
     progress
         Called as ``progress(i, n, obs_id)`` after each run.
+    skip_bad_runs
+        Leave out the runs that cannot be used (missing or damaged event file,
+        no pointing, ...) and record them, with the reason, as JSON ``{obs_id:
+        message}`` in ``attrs["skipped_runs"]``, instead of raising.
+
+    Raises
+    ------
+    RunsFailedError
+        Without ``skip_bad_runs``: all runs whose index entries or conditions
+        are unusable, found before any event is read. With it: if no run at
+        all can be used.
+    DataStoreError
+        Without ``skip_bad_runs``: the first run whose events cannot be read.
 
     Returns
     -------
@@ -382,9 +450,11 @@ def make_run_cube(
     coords = binned_coords(energy_edges, offset_edges)
     e_edges = np.append(coords["energy_lo"].values, coords["energy_hi"].values[-1])
     t_edges = np.append(coords["offset_lo"].values, coords["offset_hi"].values[-1])
-    specs = run_specs(store, runs, time=time)
+    specs, problems = run_specs(store, runs, time=time)
+    if problems and not skip_bad_runs:
+        raise RunsFailedError(problems)
     work = functools.partial(
-        bin_run,
+        _bin_run_or_fail if skip_bad_runs else bin_run,
         energy_edges=e_edges,
         offset_edges=t_edges,
         regions=regions,
@@ -393,22 +463,35 @@ def make_run_cube(
     )
     n_runs, n_e, n_t = len(specs), len(e_edges) - 1, len(t_edges) - 1
     arrays = RunArrays.empty(n_runs, n_e, n_t)
+    good = np.ones(n_runs, dtype=bool)
     for i, hist in enumerate(_map_runs(work, specs, workers=workers, scheduler=scheduler)):
-        arrays.fill(i, hist)
+        if isinstance(hist, RunFailure):
+            problems[hist.obs_id] = hist.message
+            good[i] = False
+        else:
+            arrays.fill(i, hist)
         if progress is not None:
             progress(i + 1, n_runs, hist.obs_id)
-    return assemble_run_cube(
+    if problems and not good.any():
+        raise RunsFailedError(problems)
+    if not good.all():
+        arrays = arrays.select(good)
+    cube = assemble_run_cube(
         arrays, runs, coords, time=time, safe_energy=safe_energy, method=method
     )
+    if problems:
+        ordered = {int(o): problems[int(o)] for o in runs[OBS_DIM].values if int(o) in problems}
+        cube.attrs[SKIPPED_ATTR] = json.dumps(ordered)
+    return cube
 
 
 def _map_runs(
-    work: Callable[[RunSpec], RunHistogram],
+    work: Callable[[RunSpec], RunHistogram | RunFailure],
     specs: Sequence[RunSpec],
     *,
     workers: int,
     scheduler: str | None,
-) -> Iterator[RunHistogram]:
+) -> Iterator[RunHistogram | RunFailure]:
     """Apply ``work`` to every run, yielding results in the order of ``specs``."""
     if scheduler is not None:
         yield from _map_runs_dask(work, specs, scheduler)
@@ -418,15 +501,28 @@ def _map_runs(
         # fork (where available) starts workers without re-importing anything.
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else None)
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        pool = ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=_ignore_interrupt
+        )
+        try:
             # Small chunks keep both workers busy to the end; map keeps the order.
             chunk = max(1, min(8, len(specs) // (4 * workers)))
             yield from pool.map(work, specs, chunksize=chunk)
+        except BaseException:
+            # A bad run or Ctrl-C: drop the queued runs instead of finishing them.
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+
+
+def _ignore_interrupt() -> None:
+    """Workers leave Ctrl-C to the main process, which stops them and cleans up."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _map_runs_dask(
-    work: Callable[[RunSpec], RunHistogram], specs: Sequence[RunSpec], scheduler: str
-) -> Iterator[RunHistogram]:
+    work: Callable[[RunSpec], RunHistogram | RunFailure], specs: Sequence[RunSpec], scheduler: str
+) -> Iterator[RunHistogram | RunFailure]:
     try:
         from dask.distributed import Client
     except ImportError as exc:
@@ -463,6 +559,16 @@ class RunArrays:
             tallies={name: np.zeros(n_runs, np.int64) for name, _ in _TALLIES},
         )
 
+    def select(self, keep: NDArray[np.bool_]) -> RunArrays:
+        """The runs where ``keep`` is true."""
+        return RunArrays(
+            obs_id=self.obs_id[keep],
+            counts=self.counts[keep],
+            exposure_time=self.exposure_time[keep],
+            excluded_fraction=self.excluded_fraction[keep],
+            tallies={name: values[keep] for name, values in self.tallies.items()},
+        )
+
     def fill(self, i: int, hist: RunHistogram) -> None:
         """Store run ``i``'s histogram."""
         self.obs_id[i] = hist.obs_id
@@ -475,6 +581,7 @@ class RunArrays:
 
 _TALLIES = (
     ("n_events", "events in the run"),
+    ("n_invalid", "events with NaN or infinite energy or direction (dropped)"),
     ("n_excluded", "events inside exclusion regions"),
     ("n_unsafe", "binned events outside the safe energy range"),
     ("n_outside", "events outside the energy/offset binning"),

@@ -13,8 +13,10 @@ The run conditions are exposed as an :class:`xarray.Dataset` along ``obs_id``
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import warnings
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,7 @@ from astropy.table import Table
 from numpy.typing import NDArray
 
 from xbkg.conventions import HDU_INDEX_FILE, OBS_DIM, OBS_INDEX_FILE, coord_name
-from xbkg.errors import DataStoreError
+from xbkg.errors import DataStoreError, XbkgWarning
 from xbkg.io.eventfile import read_table_columns
 from xbkg.io.fitsfile import write_fits
 
@@ -40,6 +42,7 @@ __all__ = [
     "copy_runs",
     "event_locations",
     "hdu_location",
+    "index_problems",
     "open_datastore",
     "read_events",
     "run_table",
@@ -62,6 +65,17 @@ HEADER_RUN_KEYWORDS = (
     "MUONEFF",
     "N_TELS",
 )
+#: What can go wrong reading a FITS file: gzip raises EOFError and zlib.error,
+#: astropy OSError, ValueError, TypeError and (made errors here) VerifyWarning.
+_READ_ERRORS = (OSError, EOFError, ValueError, TypeError, zlib.error, VerifyWarning)
+DAMAGED = "the file is damaged or incomplete: copy it again, or leave the run out"
+MISSING_FILE = (
+    "file listed in the HDU index does not exist; fix FILE_DIR/FILE_NAME in the HDU index "
+    "or leave the run out"
+)
+#: Run-table attribute: JSON ``{obs_id: message}`` of runs whose EVENTS header
+#: could not be read to complete the obs-index.
+UNREADABLE_ATTR = "unreadable_runs"
 _UNITS = {
     "RA_PNT": "deg",
     "DEC_PNT": "deg",
@@ -196,6 +210,28 @@ def event_locations(store: DataStore) -> dict[int, tuple[Path, str]]:
     return out
 
 
+def index_problems(store: DataStore) -> dict[int, str]:
+    """Runs whose events the HDU index does not locate unambiguously.
+
+    Returns ``{obs_id: message}`` for the runs listed in the obs-index without
+    an events row in the HDU index and for runs with several events rows.
+    """
+    hdu_path = store.path / HDU_INDEX_FILE
+    events = np.asarray(store.hdu_index["OBS_ID"])[store.hdu_index["HDU_TYPE"] == "events"]
+    ids, n_rows = np.unique(events.astype(np.int64), return_counts=True)
+    problems = {
+        int(i): f"{hdu_path}: OBS_ID {int(i)} has {int(n)} events rows; keep one"
+        for i, n in zip(ids, n_rows, strict=True)
+        if n > 1
+    }
+    for obs_id in np.setdiff1d(store.obs_ids, ids).tolist():
+        problems[int(obs_id)] = (
+            f"{hdu_path}: OBS_ID {obs_id} is in the obs-index but has no events row in the "
+            "HDU index; add the row or leave the run out (--obs-id, --select)"
+        )
+    return dict(sorted(problems.items()))
+
+
 def _column_to_variable(column: Any, name: str) -> xr.Variable:
     data: np.ma.MaskedArray = np.ma.asarray(column)
     if data.dtype.kind in "SUO":
@@ -238,10 +274,21 @@ def run_table(store: DataStore, *, complete: bool = True) -> xr.Dataset:
     ids = np.asarray(obs["OBS_ID"], dtype=np.int64)
     if len(np.unique(ids)) != len(ids):
         dup = sorted({int(i) for i in ids if np.sum(ids == i) > 1})
-        raise DataStoreError(f"{store.path / OBS_INDEX_FILE}: duplicate OBS_IDs {dup}")
+        raise DataStoreError(
+            f"{store.path / OBS_INDEX_FILE}: duplicate OBS_IDs {dup}; each run needs exactly "
+            "one row, remove the duplicates"
+        )
     variables = {
         coord_name(c): _column_to_variable(obs[c], c) for c in obs.colnames if c != "OBS_ID"
     }
+    unindexed = np.setdiff1d(np.asarray(store.hdu_index["OBS_ID"], dtype=np.int64), ids)
+    if unindexed.size:
+        warnings.warn(
+            f"{store.path / HDU_INDEX_FILE}: OBS_IDs {unindexed.tolist()} have HDUs but no "
+            f"row in {OBS_INDEX_FILE}; they are not used",
+            XbkgWarning,
+            stacklevel=2,
+        )
     runs = xr.Dataset(variables, coords={OBS_DIM: ids})
     runs[OBS_DIM].attrs = {"long_name": "observation id", "gadf_name": "OBS_ID"}
     if complete:
@@ -276,17 +323,25 @@ def _complete_runs(store: DataStore, runs: xr.Dataset) -> xr.Dataset:
     if missing_header.any():
         # Only what the index lacks is read, and only from the EVENTS header.
         values = {key: np.full(runs.sizes[OBS_DIM], np.nan) for key in HEADER_RUN_KEYWORDS}
+        unreadable: dict[int, str] = {}
         for i, obs_id in enumerate(runs[OBS_DIM].values):
             if not missing_header[i]:
                 continue
-            path, hdu = hdu_location(store, int(obs_id))
-            header = _read_header(path, hdu)
+            try:
+                path, hdu = hdu_location(store, int(obs_id))
+                header = _read_header(path, hdu)
+            except DataStoreError as exc:
+                # Reported by the per-run checks of the binning pass, which can skip the run.
+                unreadable[int(obs_id)] = str(exc)
+                continue
             for key in HEADER_RUN_KEYWORDS:
                 if key in header:
                     with contextlib.suppress(TypeError, ValueError):
                         values[key][i] = float(header[key])
         for key in HEADER_RUN_KEYWORDS:
             _set(runs, key, values[key], _needs(runs, coord_name(key)))
+        if unreadable:
+            runs.attrs[UNREADABLE_ATTR] = json.dumps(unreadable, sort_keys=True)
         if "ONTIME" in HEADER_RUN_KEYWORDS:
             duration = runs["tstop"].values - runs["tstart"].values
             _set(runs, "ONTIME", duration, _needs(runs, "ontime"))
@@ -308,9 +363,11 @@ def _read_header(path: Path, hdu: str) -> fits.Header:
         with fits.open(path) as hdul:
             return hdul[_find_hdu(hdul, hdu, path)].header.copy()
     except FileNotFoundError as exc:
-        raise DataStoreError(f"{path}: event file listed in the HDU index does not exist") from exc
-    except OSError as exc:
-        raise DataStoreError(f"{path}: cannot read ({exc})") from exc
+        raise DataStoreError(f"{path}: {MISSING_FILE}") from exc
+    except DataStoreError:
+        raise
+    except _READ_ERRORS as exc:
+        raise DataStoreError(f"{path}: cannot read the header ({exc}); {DAMAGED}") from exc
 
 
 def _find_hdu(hdul: fits.HDUList, name: str, path: Path) -> int:
@@ -385,10 +442,20 @@ class EventList:
     path: Path
 
 
-def _to_unit(values: NDArray[np.float64], unit: str | None, target: str) -> NDArray[np.float64]:
+def _to_unit(
+    values: NDArray[np.float64], unit: str | None, target: str, path: Path, column: str
+) -> NDArray[np.float64]:
+    """``values`` converted from the column's ``unit`` (TUNITn) to ``target``."""
     if not unit or unit == target:
         return values
-    return values * u.Unit(unit).to(target)
+    try:
+        factor = u.Unit(unit).to(target)
+    except (ValueError, TypeError, u.UnitsError) as exc:
+        raise DataStoreError(
+            f"{path}: column {column} has unit {unit!r}, which is not convertible to "
+            f"{target}; fix its TUNIT keyword"
+        ) from exc
+    return values * factor
 
 
 def _column_units(cards: Mapping[str, Any], names: Sequence[str]) -> dict[str, str | None]:
@@ -409,9 +476,9 @@ def _events_from_columns(
     # Old GADF files leave ENERGY without a unit: the header's EUNIT, else TeV.
     energy_unit = units["ENERGY"] or _clean_str(cards.get("EUNIT", "TeV")) or "TeV"
     return EventList(
-        ra=_to_unit(columns["RA"], units["RA"], "deg"),
-        dec=_to_unit(columns["DEC"], units["DEC"], "deg"),
-        energy=_to_unit(columns["ENERGY"], energy_unit, "TeV"),
+        ra=_to_unit(columns["RA"], units["RA"], "deg", path, "RA"),
+        dec=_to_unit(columns["DEC"], units["DEC"], "deg", path, "DEC"),
+        energy=_to_unit(columns["ENERGY"], energy_unit, "TeV", path, "ENERGY"),
         header=cards,
         path=path,
     )
@@ -434,7 +501,7 @@ def read_events(path: str | Path, hdu: str = "EVENTS") -> EventList:
     """
     path = Path(path)
     if not path.is_file():
-        raise DataStoreError(f"{path}: event file listed in the HDU index does not exist")
+        raise DataStoreError(f"{path}: {MISSING_FILE}")
     fast = read_table_columns(path, hdu, ("RA", "DEC", "ENERGY"))
     if fast is not None:
         fast_columns, fast_cards, _ = fast
@@ -458,8 +525,8 @@ def read_events(path: str | Path, hdu: str = "EVENTS") -> EventList:
             cards = {k: v for k, v in table.header.items() if k not in ("COMMENT", "HISTORY", "")}
     except DataStoreError:
         raise
-    except (OSError, ValueError, TypeError, VerifyWarning) as exc:
-        raise DataStoreError(f"{path}: cannot read the events ({exc})") from exc
+    except _READ_ERRORS as exc:
+        raise DataStoreError(f"{path}: cannot read the events ({exc}); {DAMAGED}") from exc
     return _events_from_columns(columns, cards, path)
 
 

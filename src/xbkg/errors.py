@@ -28,11 +28,16 @@ __all__ = [
     "OutputExistsError",
     "RunsFailedError",
     "XbkgError",
+    "XbkgWarning",
 ]
 
 
 class XbkgError(Exception):
     """Base class of the errors xbkg reports to users."""
+
+
+class XbkgWarning(UserWarning):
+    """Something the user should know that does not stop the job (unused runs, ...)."""
 
 
 class DataStoreError(XbkgError, ValueError):
