@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+import xbkg
 from xbkg import grouping as g
 
 
@@ -32,7 +33,7 @@ def test_half_open_edges():
 
 def test_unknown_column_message():
     groups = g.group_definitions([g.GroupAxis("MUONEFF", edges=(0, 1))])
-    with pytest.raises(KeyError, match="cannot group on 'MUONEFF'"):
+    with pytest.raises(xbkg.ConfigError, match="cannot group on 'MUONEFF'"):
         g.assign_groups(runs(zen_pnt=[1.0]), groups)
 
 

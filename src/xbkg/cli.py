@@ -8,15 +8,28 @@ Heavy modules are imported inside the commands so that ``xbkg --help`` is fast.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from xbkg.errors import XbkgError
+
 __all__ = ["main"]
 
 EXIT_ERROR = 1
+#: The job finished, but ``--skip-bad-runs`` left some runs out.
+EXIT_SKIPPED = 3
+#: Interrupted (Ctrl-C, SIGTERM); nothing was written.
+EXIT_INTERRUPTED = 130
+
+EXIT_STATUS_HELP = (
+    "exit status: 0 success; 1 error (one 'xbkg: error:' line per problem, nothing "
+    "written); 2 bad command line; 3 finished, but --skip-bad-runs left runs out (listed in "
+    "the summary and the archive); 130 interrupted (nothing written)"
+)
 
 
 class _Fail(Exception):
@@ -113,6 +126,13 @@ def _add_run_selection(parser: argparse.ArgumentParser) -> None:
         help="smallest exclusion radius for catalogue sources "
         "(deg; default 0.3, 0 with --preset gammapy-0.6)",
     )
+    parser.add_argument(
+        "--skip-bad-runs",
+        action="store_true",
+        help="leave out runs that cannot be used (missing or damaged files, no pointing, ...) "
+        "and go on; they are listed in the summary (and, for make, the archive), and the exit "
+        "status is 3. Without it the first bad run stops the job before anything is written",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xbkg",
         description="Template background models for gamma-ray telescopes (GADF data stores).",
+        epilog=EXIT_STATUS_HELP,
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -133,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
             "run at its model and a netCDF archive, into OUT_DIR (itself a data store)."
         ),
     )
+    make.epilog = EXIT_STATUS_HELP
     make.add_argument("data_store", type=Path, help="folder of the input GADF data store")
     make.add_argument("out_dir", type=Path, help="output folder")
     _add_run_selection(make)
@@ -342,20 +364,10 @@ def _cmd_make(args: argparse.Namespace) -> int:
     )
     store, all_runs, runs, regions = _store_runs_regions(args, options.min_radius)
 
-    # Fail before the expensive pass if outputs exist.
-    if not args.overwrite and args.out_dir.exists():
-        from xbkg.conventions import ARCHIVE_FILE, GROUP_DEF_FILE, HDU_INDEX_FILE, OBS_INDEX_FILE
+    # Fail before the expensive pass over the events if the outputs cannot go there.
+    from xbkg.pipeline import check_outputs
 
-        taken = [
-            n
-            for n in (GROUP_DEF_FILE, OBS_INDEX_FILE, HDU_INDEX_FILE, ARCHIVE_FILE)
-            if (args.out_dir / n).exists()
-        ]
-        if taken:
-            raise _Fail(
-                f"{args.out_dir}: would overwrite {taken}; pass --overwrite to replace them"
-            )
-
+    check_outputs(args.out_dir, [], args.overwrite)
     bkg = build_background(
         store,
         runs,
@@ -364,16 +376,26 @@ def _cmd_make(args: argparse.Namespace) -> int:
         workers=args.workers,
         scheduler=args.scheduler,
         progress=_progress(args.quiet),
+        skip_bad_runs=args.skip_bad_runs,
     )
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = write_background(
-            bkg, store, args.out_dir, all_runs=all_runs, overwrite=args.overwrite
-        )
-    for w in caught:
-        print(f"xbkg: warning: {w.message}", file=sys.stderr)
+    result = write_background(bkg, store, args.out_dir, all_runs=all_runs, overwrite=args.overwrite)
     if not args.quiet:
         _print_summary(bkg, result, runs.sizes["obs_id"])
+    return _report_skipped(bkg.cube)
+
+
+def _report_skipped(cube: Any) -> int:
+    """Print the runs left out by ``--skip-bad-runs``; the exit status."""
+    import json
+
+    from xbkg.conventions import SKIPPED_ATTR
+
+    skipped = json.loads(cube.attrs.get(SKIPPED_ATTR, "{}"))
+    for message in skipped.values():
+        print(f"xbkg: skipped: {message}", file=sys.stderr)
+    if skipped:
+        print(f"xbkg: {len(skipped)} run(s) skipped (--skip-bad-runs)", file=sys.stderr)
+        return EXIT_SKIPPED
     return 0
 
 
@@ -404,8 +426,13 @@ def _print_summary(bkg: Any, result: dict[str, Any], n_runs: int) -> None:
     print(
         f"  events left out: {int(cube['n_excluded'].sum())} in exclusion regions, "
         f"{int(cube['n_unsafe'].sum())} outside the safe energy range, "
-        f"{int(cube['n_outside'].sum())} outside the binning"
+        f"{int(cube['n_outside'].sum())} outside the binning, "
+        f"{int(cube['n_invalid'].sum())} with NaN or infinite values"
     )
+    for name, what in (("n_invalid", "NaN or infinite values (dropped)"),):
+        for obs_id, n in zip(cube["obs_id"].values, cube[name].values, strict=True):
+            if n:
+                print(f"    OBS_ID {int(obs_id)}: {int(n)} events with {what}")
     for obs_id, own, used in result["reassigned"]:
         where = f"group {own}" if own >= 0 else "no group"
         print(f"  index: OBS_ID {obs_id} ({where}, no model) uses group {used}'s model")
@@ -540,7 +567,13 @@ def _validation_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     from xbkg.cube import make_run_cube
 
     store, _, runs, regions = _store_runs_regions(args, args.min_radius)
-    cube = make_run_cube(store, runs, regions=regions, progress=_progress(args.quiet))
+    cube = make_run_cube(
+        store,
+        runs,
+        regions=regions,
+        progress=_progress(args.quiet),
+        skip_bad_runs=args.skip_bad_runs,
+    )
     return store, cube, regions
 
 
@@ -626,12 +659,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         "validate": _cmd_validate,
         "crossval": _cmd_crossval,
     }
+    previous = _handle_termination()
     try:
-        return commands[args.command](args)
-    except (_Fail, ValueError, KeyError, OSError) as exc:
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return commands[args.command](args)
+    except KeyboardInterrupt:
+        print("xbkg: interrupted; no output was written or changed", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (_Fail, XbkgError, ValueError, KeyError, OSError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"xbkg: error: {message}", file=sys.stderr)
+        for line in str(message).splitlines():
+            if line.strip():
+                print(f"xbkg: error: {line.strip()}", file=sys.stderr)
         return EXIT_ERROR
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _show_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+    print(f"xbkg: warning: {message}", file=sys.stderr)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _handle_termination() -> Any:
+    """Treat SIGTERM (a batch system stopping the job) like Ctrl-C: clean up, write nothing."""
+    return signal.signal(signal.SIGTERM, _interrupt)
 
 
 if __name__ == "__main__":  # pragma: no cover

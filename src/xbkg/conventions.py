@@ -65,6 +65,9 @@ OBS_INDEX_FILE: Final = "obs-index.fits.gz"
 HDU_INDEX_FILE: Final = "hdu-index.fits.gz"
 ARCHIVE_FILE: Final = "background.nc"
 
+#: Cube attribute: JSON ``{obs_id: message}`` of the runs left out as unusable.
+SKIPPED_ATTR: Final = "skipped_runs"
+
 
 def model_filename(group_id: int, smooth: bool) -> str:
     """File name of the bkg_2d FITS file of one group (Gammapy 0.6 naming)."""

@@ -35,6 +35,7 @@ from xbkg.conventions import (
     OBS_DIM,
     OBS_INDEX_FILE,
     OFFSET_DIM,
+    SKIPPED_ATTR,
     TIME_CONVENTIONS,
     TIME_UNIT,
     TimeConvention,
@@ -63,9 +64,6 @@ __all__ = [
 
 ExclusionMethod = Literal["exact", "gammapy-0.6"]
 EXCLUSION_METHODS: tuple[str, ...] = ("exact", "gammapy-0.6")
-
-#: Cube attribute: JSON ``{obs_id: message}`` of the runs left out as unusable.
-SKIPPED_ATTR = "skipped_runs"
 
 #: Relative tolerance when comparing a safe threshold (often float32) with bin edges.
 _SAFE_RTOL = 1e-5

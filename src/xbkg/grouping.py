@@ -27,6 +27,7 @@ from astropy.io import fits
 from numpy.typing import NDArray
 
 from xbkg.conventions import DEFAULT_GROUPING, GROUP_DIM, OBS_DIM, coord_name
+from xbkg.errors import ConfigError
 from xbkg.io.fitsfile import write_fits
 
 __all__ = [
@@ -62,11 +63,11 @@ class GroupAxis:
 
     def __post_init__(self) -> None:
         if (self.edges is None) == (self.values is None):
-            raise ValueError(f"group axis {self.column!r}: give either edges or values")
+            raise ConfigError(f"group axis {self.column!r}: give either edges or values")
         if self.edges is not None:
             e = np.asarray(self.edges, dtype=float)
             if e.ndim != 1 or e.size < 2 or np.any(np.diff(e) <= 0) or not np.all(np.isfinite(e)):
-                raise ValueError(
+                raise ConfigError(
                     f"group axis {self.column!r}: edges must be >= 2 finite increasing values, "
                     f"got {list(self.edges)}"
                 )
@@ -74,7 +75,7 @@ class GroupAxis:
         if self.values is not None:
             vals = tuple(self.values)
             if len(vals) == 0 or len(set(vals)) != len(vals):
-                raise ValueError(
+                raise ConfigError(
                     f"group axis {self.column!r}: values must be non-empty and distinct, got {vals}"
                 )
             object.__setattr__(self, "values", vals)
@@ -105,10 +106,10 @@ def group_definitions(axes: Sequence[GroupAxis]) -> xr.Dataset:
         for value axes, and the axes recorded in ``attrs["grouping"]``.
     """
     if not axes:
-        raise ValueError("a grouping needs at least one axis")
+        raise ConfigError("a grouping needs at least one axis")
     columns = [a.column for a in axes]
     if len(set(columns)) != len(columns):
-        raise ValueError(f"each column may appear once in a grouping, got {columns}")
+        raise ConfigError(f"each column may appear once in a grouping, got {columns}")
     cells = list(itertools.product(*[range(a.n_bins) for a in axes]))
     coords: dict[str, xr.Variable] = {
         GROUP_DIM: xr.Variable(GROUP_DIM, np.arange(len(cells)), {"long_name": "GROUP_ID"})
@@ -170,8 +171,8 @@ def _run_values(runs: xr.Dataset, column: str) -> NDArray[Any]:
     name = coord_name(column)
     if name not in runs.variables:
         available = sorted(str(k) for k, v in runs.variables.items() if v.dims == (OBS_DIM,))
-        raise KeyError(
-            f"cannot group on {column!r}: the runs have no such column; available: {available}"
+        raise ConfigError(
+            f"cannot group on {column!r}: the runs have no such column; choose one of {available}"
         )
     return np.asarray(runs[name].values)
 
@@ -225,7 +226,7 @@ def nearest_group(runs: xr.Dataset, groups: xr.Dataset, candidates: Sequence[int
     GROUP_ID.
     """
     if len(candidates) == 0:
-        raise ValueError("no populated group to choose from")
+        raise ConfigError("no populated group to choose from")
     cand = np.asarray(candidates, dtype=int)
     axes = axes_from_definitions(groups)
     dist = np.zeros((runs.sizes[OBS_DIM], cand.size))
@@ -283,7 +284,7 @@ def read_group_def(path: str | Path) -> xr.Dataset:
         data = hdul[1].data
         names = [n.upper() for n in data.columns.names]
         if "GROUP_ID" not in names:
-            raise ValueError(f"{path}: group definition has no GROUP_ID column")
+            raise ConfigError(f"{path}: group definition has no GROUP_ID column")
         table: Mapping[str, NDArray[Any]] = {n: np.asarray(data[n]) for n in names}
     axes = []
     for n in names:
@@ -298,7 +299,7 @@ def read_group_def(path: str | Path) -> xr.Dataset:
     groups = group_definitions(axes)
     expected = groups[GROUP_DIM].values
     if not np.array_equal(np.asarray(table["GROUP_ID"]), expected):
-        raise ValueError(
+        raise ConfigError(
             f"{path}: GROUP_IDs {table['GROUP_ID'].tolist()} are not the row-major cartesian "
             f"grid {expected.tolist()} of the axes {grouping_description(axes)}"
         )

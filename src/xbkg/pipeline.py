@@ -33,10 +33,12 @@ from xbkg.conventions import (
     OBS_INDEX_FILE,
     TIME_KEYWORD,
     TimeConvention,
+    coord_name,
     model_filename,
 )
 from xbkg.cube import ExclusionMethod, make_run_cube
 from xbkg.datastore import DataStore, run_table
+from xbkg.errors import ConfigError, OutputError, OutputExistsError, XbkgError, XbkgWarning
 from xbkg.grouping import (
     GroupAxis,
     assign_groups,
@@ -67,7 +69,7 @@ __all__ = [
 ]
 
 
-class BackgroundWarning(UserWarning):
+class BackgroundWarning(XbkgWarning):
     """Something the user should know about the model, e.g. a run given another group's model."""
 
 
@@ -207,8 +209,13 @@ def build_background(
     workers: int = 1,
     scheduler: str | None = None,
     progress: Callable[[int, int, int], None] | None = None,
+    skip_bad_runs: bool = False,
 ) -> Background:
     """Build grouped raw and smoothed background models from runs.
+
+    Runs are used in OBS_ID order, whatever their order in ``runs``, so that
+    the models (sums of floating-point numbers) do not depend on the order of
+    the obs-index.
 
     Parameters
     ----------
@@ -226,11 +233,20 @@ def build_background(
         not depend on them.
     progress
         Called as ``progress(i, n, obs_id)`` after each run.
+    skip_bad_runs
+        Build without the runs that cannot be used instead of stopping at the
+        first; they are listed, with the reason, in
+        ``cube.attrs["skipped_runs"]`` (JSON) and in the archive.
+
+    Raises
+    ------
+    RunsFailedError, DataStoreError
+        For unusable runs (:func:`xbkg.cube.make_run_cube`).
     """
     options = options or PRESETS["default"]
     cube = make_run_cube(
         store,
-        runs,
+        runs.sortby(OBS_DIM),
         energy_edges=options.energy_edges,
         offset_edges=options.offset_edges,
         regions=regions,
@@ -240,11 +256,19 @@ def build_background(
         workers=workers,
         scheduler=scheduler,
         progress=progress,
+        skip_bad_runs=skip_bad_runs,
     )
     cube.attrs["options"] = options.to_json()
     groups = group_definitions(options.grouping)
+    group_id = assign_groups(cube, groups)
+    if not (group_id.values >= 0).any():
+        ranges = ", ".join(f"{a.column} {_run_range(cube, a.column)}" for a in options.grouping)
+        raise ConfigError(
+            f"no run falls into any group of the grouping {_describe(options.grouping)}; "
+            f"the runs have {ranges}: change the group edges or values (--group, --group-values)"
+        )
     cube = cube.assign_coords(
-        group_id=assign_groups(cube, groups).assign_attrs(
+        group_id=group_id.assign_attrs(
             long_name="GROUP_ID the run was stacked into (-1: in no group)"
         )
     )
@@ -258,6 +282,21 @@ def build_background(
         conditions = fit_conditions(cube, solid_angle=options.solid_angle)
         conditions.attrs["options"] = options.to_json()
     return Background(cube, groups, model, smoothed, regions, options, conditions)
+
+
+def _describe(grouping: Sequence[GroupAxis]) -> str:
+    return "; ".join(
+        f"{a.column} edges {list(a.edges)}" if a.edges is not None else f"{a.column} {a.values}"
+        for a in grouping
+    )
+
+
+def _run_range(cube: xr.Dataset, column: str) -> str:
+    values = np.asarray(cube[coord_name(column)].values)
+    if values.dtype.kind in "iuf":
+        finite = values[np.isfinite(values)]
+        return f"{finite.min():g} to {finite.max():g}" if finite.size else "no finite values"
+    return str(sorted(set(values.tolist())))
 
 
 def model_fits_header(model: xr.Dataset) -> dict[str, Any]:
@@ -374,30 +413,93 @@ def write_model_files(bkg: Background, directory: str | Path) -> list[Path]:
     return written
 
 
+def check_outputs(out_dir: Path, names: Sequence[str], overwrite: bool) -> None:
+    """Refuse to write into a folder with files in it, unless ``overwrite``.
+
+    Raises
+    ------
+    OutputExistsError
+        If ``out_dir`` holds anything and ``overwrite`` is false.
+    OutputError
+        If ``out_dir`` or one of ``names`` in it is in the way (a file where a
+        folder must be, a folder where a file must be).
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"{out_dir}: exists and is not a folder; choose another output folder")
+    blocked = [n for n in names if (out_dir / n).is_dir()]
+    if blocked:
+        raise OutputError(f"{out_dir}: {blocked} are folders; move them away")
+    if out_dir.is_dir() and not overwrite:
+        present = sorted(p.name for p in out_dir.iterdir())
+        if present:
+            taken = [n for n in names if n in present]
+            what = f"would overwrite {taken}" if taken else f"is not empty ({present[:3]} ...)"
+            raise OutputExistsError(
+                f"{out_dir}: {what}; choose a new or empty folder, or pass --overwrite "
+                "(overwrite=True) to replace xbkg's files in it"
+            )
+
+
 def _all_or_nothing(
     out_dir: Path, names: Sequence[str], overwrite: bool, write: Callable[[Path], object]
 ) -> None:
     """Run ``write(stage)`` in a fresh folder inside ``out_dir``, then move ``names`` out.
 
+    Whatever happens (an error, a full disk, Ctrl-C), ``out_dir`` ends up
+    either with all new files or exactly as it was: files replaced under
+    ``overwrite`` are set aside until every new file is in place, and put
+    back if anything fails.
+
     Raises
     ------
-    FileExistsError
-        If any of ``names`` exists in ``out_dir`` and ``overwrite`` is false.
+    OutputExistsError
+        If ``out_dir`` holds files and ``overwrite`` is false (:func:`check_outputs`).
+    OutputError
+        If the files cannot be written; nothing is changed in ``out_dir``.
     """
-    existing = [n for n in names if (out_dir / n).exists()]
-    if existing and not overwrite:
-        raise FileExistsError(
-            f"{out_dir}: would overwrite {existing}; "
-            "pass --overwrite (overwrite=True) to replace them"
-        )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".xbkg-", dir=out_dir))
+    check_outputs(out_dir, names, overwrite)
     try:
-        write(stage)
-        for name in names:
-            (stage / name).replace(out_dir / name)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=".xbkg-", dir=out_dir))
+    except OSError as exc:
+        raise OutputError(
+            f"{out_dir}: cannot create files there ({exc.strerror or exc}); choose a writable "
+            "output folder"
+        ) from exc
+    try:
+        try:
+            write(stage)
+        except XbkgError:
+            raise
+        except OSError as exc:
+            raise OutputError(
+                f"{out_dir}: writing the outputs failed ({exc}); nothing was written, "
+                "the folder is as it was"
+            ) from exc
+        _swap_in(stage, out_dir, names)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def _swap_in(stage: Path, out_dir: Path, names: Sequence[str]) -> None:
+    """Move ``names`` from ``stage`` to ``out_dir``; on any failure restore ``out_dir``."""
+    previous = stage / ".previous"
+    previous.mkdir()
+    set_aside: list[str] = []
+    placed: list[str] = []
+    try:
+        for name in names:
+            if (out_dir / name).exists():
+                (out_dir / name).replace(previous / name)
+                set_aside.append(name)
+            (stage / name).replace(out_dir / name)
+            placed.append(name)
+    except BaseException:
+        for name in placed:
+            (out_dir / name).unlink(missing_ok=True)
+        for name in set_aside:
+            (previous / name).replace(out_dir / name)
+        raise
 
 
 def export_models(bkg: Background, out_dir: str | Path, *, overwrite: bool = False) -> list[Path]:
@@ -409,8 +511,8 @@ def export_models(bkg: Background, out_dir: str | Path, *, overwrite: bool = Fal
 
     Raises
     ------
-    FileExistsError
-        If any of the files exists and ``overwrite`` is false (nothing is written).
+    OutputExistsError
+        If ``out_dir`` holds files and ``overwrite`` is false (nothing is written).
     """
     out_dir = Path(out_dir)
     names = model_files(bkg)
@@ -483,8 +585,10 @@ def write_background(
 
     Raises
     ------
-    FileExistsError
-        If any output exists and ``overwrite`` is false (nothing is written).
+    OutputExistsError
+        If ``out_dir`` holds files and ``overwrite`` is false (nothing is written).
+    OutputError
+        If the files cannot be written (nothing is changed in ``out_dir``).
     ValueError
         If ``options.missing_group == "error"`` and some run's group has no model.
     """
@@ -493,12 +597,7 @@ def write_background(
 
     out_dir = Path(out_dir)
     names = output_files(bkg)
-    existing = [n for n in names if (out_dir / n).exists()]
-    if existing and not overwrite:
-        raise FileExistsError(
-            f"{out_dir}: would overwrite {existing}; "
-            "pass --overwrite (overwrite=True) to replace them"
-        )
+    check_outputs(out_dir, names, overwrite)
     if all_runs is None:
         all_runs = run_table(store)
     assignment, moved = index_assignment(bkg, all_runs)
@@ -521,12 +620,6 @@ def write_background(
     if run_models is not None:
         files.update({int(o): run_model_filename(int(o)) for o in run_models[OBS_DIM].values})
         names = [*names, *(run_model_filename(int(o)) for o in run_models[OBS_DIM].values)]
-        existing = [n for n in names if (out_dir / n).exists()]
-        if existing and not overwrite:
-            raise FileExistsError(
-                f"{out_dir}: would overwrite {existing}; "
-                "pass --overwrite (overwrite=True) to replace them"
-            )
 
     def write(stage: Path) -> None:
         write_model_files(bkg, stage)

@@ -71,7 +71,8 @@ def make_hdu_index(
     -------
     astropy.table.Table
         Input rows (bkg rows of the given runs removed, FILE_DIR re-based) and
-        one new bkg row per run, ordered by OBS_ID then input order.
+        one new bkg row per run, ordered by OBS_ID, HDU_TYPE, HDU_CLASS, HDU_NAME,
+        FILE_DIR and FILE_NAME.
     """
     out_dir = Path(out_dir)
     files_dir = Path(files_dir) if files_dir is not None else out_dir
@@ -105,7 +106,10 @@ def make_hdu_index(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", u.UnitsWarning)
         table = vstack([old, new[old.colnames]], join_type="exact", metadata_conflicts="silent")
-    order = np.argsort(np.asarray(table["OBS_ID"]), kind="stable")
+    # Sorted on every column that tells rows apart, so the output does not depend
+    # on the order of the input index.
+    keys = ("FILE_NAME", "FILE_DIR", "HDU_NAME", "HDU_CLASS", "HDU_TYPE", "OBS_ID")
+    order = np.lexsort([np.asarray(table[k]) for k in keys])
     table = table[order]
     table.meta = {k: v for k, v in store.hdu_index.meta.items() if k != "BASE_DIR"}
     return table
@@ -121,8 +125,9 @@ def _blank(column, n: int):
 
 
 def make_obs_index(store: DataStore) -> Table:
-    """The observation index of the output store: the input's, unchanged."""
-    return store.obs_index.copy()
+    """The observation index of the output store: the input's rows, sorted by OBS_ID."""
+    order = np.argsort(np.asarray(store.obs_index["OBS_ID"]), kind="stable")
+    return store.obs_index[order]
 
 
 def index_hdulist(table: Table, extname: str, header: Mapping[str, str] | None = None):

@@ -9,7 +9,8 @@ models, the exclusion regions, every option and the provenance of the build:
 - ``run_status`` along ``obs_id``, a CF flag variable saying why each run was
   used or left out (``used``, ``in_no_group``, ``no_exposure``), and
   ``obs_id_not_selected``: the runs of the data store that the run selection
-  left out;
+  left out, and ``obs_id_skipped`` with ``skip_reason``: the runs left out as
+  unusable (``--skip-bad-runs``);
 - ``counts``, ``exposure_time``, ``rate``, ``rate_error`` (raw model) and
   ``smoothed_rate``, ``smoothed_rate_error`` along ``(group, energy, offset)``,
   with the group definitions (``zen_pnt_min``, ...) and ``n_runs`` as group
@@ -44,7 +45,7 @@ import xarray as xr
 from xarray.backends import NetCDF4DataStore
 
 from xbkg.axes import from_cf_bounds, to_cf_bounds
-from xbkg.conventions import GROUP_DIM, OBS_DIM
+from xbkg.conventions import GROUP_DIM, OBS_DIM, SKIPPED_ATTR
 from xbkg.io.fitsfile import publish
 
 if TYPE_CHECKING:
@@ -69,6 +70,8 @@ ARCHIVE_VERSION = 2
 RUN_STATUS: dict[int, str] = {0: "used", 1: "in_no_group", 2: "no_exposure"}
 _ADDED = "xbkg_archive_attrs"
 _NOT_SELECTED = "obs_id_not_selected"
+_SKIPPED = "obs_id_skipped"
+_SKIP_REASON = "skip_reason"
 
 _RUN_RENAMES = {"counts": "run_counts", "exposure_time": "run_exposure_time"}
 _SMOOTH_RENAMES = {"rate": "smoothed_rate", "rate_error": "smoothed_rate_error"}
@@ -154,6 +157,18 @@ def to_archive(bkg: Background, *, all_runs: xr.Dataset | None = None) -> xr.Dat
             dims=_NOT_SELECTED,
             attrs={"long_name": "OBS_IDs of the data store left out by the run selection"},
         )
+    skipped = json.loads(bkg.cube.attrs.get(SKIPPED_ATTR, "{}"))
+    if skipped:
+        ds[_SKIPPED] = xr.DataArray(
+            np.asarray([int(k) for k in skipped], dtype=np.int64),
+            dims=_SKIPPED,
+            attrs={"long_name": "OBS_IDs left out as unusable (--skip-bad-runs)"},
+        )
+        ds[_SKIP_REASON] = xr.DataArray(
+            np.asarray(list(skipped.values()), dtype=str),
+            dims=_SKIPPED,
+            attrs={"long_name": "why the run was left out"},
+        )
     # CF metadata that the in-memory products do not carry.
     for key, var in ds.variables.items():
         if key == OBS_DIM:
@@ -178,9 +193,14 @@ def from_archive(ds: xr.Dataset, source: str = "archive") -> Background:
             f"(found schema {ds.attrs.get('xbkg_schema')!r}, version {found!r}); "
             "read it with the xbkg version that wrote it"
         )
+    skipped = {}
+    if _SKIPPED in ds.variables:
+        reasons = ds[_SKIP_REASON].values.tolist()
+        skipped = dict(zip(ds[_SKIPPED].values.tolist(), reasons, strict=True))
     ds = _drop_added_attrs(ds).drop_vars(["run_status", _NOT_SELECTED], errors="ignore")
-    if _NOT_SELECTED in ds.dims:
-        ds = ds.drop_dims(_NOT_SELECTED)
+    for dim in (_NOT_SELECTED, _SKIPPED):
+        if dim in ds.dims:
+            ds = ds.drop_dims(dim)
     raw: dict[str, Any] = json.loads(ds.attrs["options"])
     raw["grouping"] = tuple(
         GroupAxis(
@@ -213,6 +233,8 @@ def from_archive(ds: xr.Dataset, source: str = "archive") -> Background:
     cube = ds[cube_vars].rename({v: k for k, v in _RUN_RENAMES.items()})
     cube = cube.drop_vars([c for c in cube.coords if GROUP_DIM in cube[c].dims])
     cube.attrs = {k: v for k, v in attrs.items() if k != "solid_angle" and k != "grouping"}
+    if skipped:
+        cube.attrs[SKIPPED_ATTR] = json.dumps({str(k): v for k, v in skipped.items()})
     model_all = ds[group_vars]
     model_all = model_all.drop_vars([c for c in model_all.coords if OBS_DIM in model_all[c].dims])
     model = model_all.drop_vars(list(_SMOOTH_RENAMES.values()))
