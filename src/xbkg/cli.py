@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from xbkg.errors import XbkgError
+from xbkg.errors import XbkgError, XbkgWarning
 
 __all__ = ["main"]
 
@@ -365,9 +365,11 @@ def _cmd_make(args: argparse.Namespace) -> int:
     store, all_runs, runs, regions = _store_runs_regions(args, options.min_radius)
 
     # Fail before the expensive pass over the events if the outputs cannot go there.
+    from xbkg.conventions import ARCHIVE_FILE, GROUP_DEF_FILE, HDU_INDEX_FILE, OBS_INDEX_FILE
     from xbkg.pipeline import check_outputs
 
-    check_outputs(args.out_dir, [], args.overwrite)
+    names = [GROUP_DEF_FILE, OBS_INDEX_FILE, HDU_INDEX_FILE, ARCHIVE_FILE]
+    check_outputs(args.out_dir, names, args.overwrite)
     bkg = build_background(
         store,
         runs,
@@ -403,8 +405,10 @@ def _print_summary(bkg: Any, result: dict[str, Any], n_runs: int) -> None:
     from xbkg.pipeline import group_summary
 
     cube = bkg.cube
+    n_used = cube.sizes["obs_id"]
+    skipped = f" ({n_runs - n_used} skipped)" if n_used < n_runs else ""
     print(
-        f"xbkg make: {n_runs} runs, {int(cube['n_events'].sum())} events read "
+        f"xbkg make: {n_used} runs{skipped}, {int(cube['n_events'].sum())} events read "
         f"(time {bkg.options.time.upper()}, {bkg.options.exclusion_method} exclusion, "
         f"{bkg.options.smoothing} smoothing)"
     )
@@ -662,6 +666,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = _handle_termination()
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("always", XbkgWarning)
             warnings.showwarning = _show_warning
             return commands[args.command](args)
     except KeyboardInterrupt:

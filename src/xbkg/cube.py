@@ -14,6 +14,7 @@ and never re-reads events.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import multiprocessing
@@ -216,24 +217,25 @@ def bin_events(
         source only and reduce the exposure of all bins by the wedge fraction.
     """
     n_e, n_t = len(energy_edges) - 1, len(offset_edges) - 1
+    n_events = int(events.ra.size)
     # NaN or infinite values cannot be binned: dropped here and counted apart.
-    keep = np.isfinite(events.ra) & np.isfinite(events.dec) & np.isfinite(events.energy)
-    n_invalid = int(keep.size - np.count_nonzero(keep))
+    valid = np.isfinite(events.ra) & np.isfinite(events.dec) & np.isfinite(events.energy)
+    n_invalid = n_events - int(np.count_nonzero(valid))
+    if n_invalid:
+        events = dataclasses.replace(
+            events, ra=events.ra[valid], dec=events.dec[valid], energy=events.energy[valid]
+        )
+    keep = np.ones(events.ra.shape, dtype=bool)
     ring_fraction = np.zeros(n_t)
     if regions is not None and regions.sizes.get("source", 0) > 0:
         near, wedge, ring_fraction = _exclusion_geometry(
             _regions_key(regions), spec.ra_pnt, spec.dec_pnt, tuple(offset_edges), method
         )
         if near is not None:
-            outside = exclusion.outside_regions(events.ra, events.dec, near)
+            keep = exclusion.outside_regions(events.ra, events.dec, near)
         elif wedge is not None:
-            outside = exclusion.wedge_keep(events.ra, events.dec, spec.ra_pnt, spec.dec_pnt, wedge)
-        else:
-            outside = np.ones(keep.shape, dtype=bool)
-        n_excluded = int(np.count_nonzero(keep & ~outside))
-        keep &= outside
-    else:
-        n_excluded = 0
+            keep = exclusion.wedge_keep(events.ra, events.dec, spec.ra_pnt, spec.dec_pnt, wedge)
+    n_excluded = int(np.count_nonzero(~keep))
 
     e_idx = _bin_index(events.energy, energy_edges)
     # Bin in haversine space, a monotonic function of the offset: the same bins
@@ -256,7 +258,7 @@ def bin_events(
         counts=counts.astype(np.int64),
         exposure_time=exposure,
         excluded_fraction=ring_fraction,
-        n_events=int(events.ra.size),
+        n_events=n_events,
         n_invalid=n_invalid,
         n_excluded=n_excluded,
         n_unsafe=n_unsafe,

@@ -107,13 +107,20 @@ def _read_index(path: Path, kind: str) -> Table:
             f"{OBS_INDEX_FILE} in its folder"
         )
     try:
-        with fits.open(path) as hdul:
+        with warnings.catch_warnings(), fits.open(path) as hdul:
+            # astropy only warns about a truncated file; for an index it is an error.
+            warnings.simplefilter("error", VerifyWarning)
             tables = [h for h in hdul if isinstance(h, fits.BinTableHDU)]
             if not tables:
-                raise DataStoreError(f"{path}: no table found in this {kind} file")
+                raise DataStoreError(
+                    f"{path}: cannot read the {kind}: the file holds no table; it is damaged, "
+                    "incomplete or not an index: copy it again"
+                )
             table = Table.read(tables[0], unit_parse_strict="silent")
-    except (OSError, TypeError) as exc:
-        raise DataStoreError(f"{path}: cannot read the {kind} ({exc})") from exc
+    except DataStoreError:
+        raise
+    except _READ_ERRORS as exc:
+        raise DataStoreError(f"{path}: cannot read the {kind} ({exc}); {DAMAGED}") from exc
     for name in table.colnames:
         if table[name].dtype.kind in "SU":
             table[name] = [_clean_str(v) for v in table[name]]
@@ -350,7 +357,8 @@ def _complete_runs(store: DataStore, runs: xr.Dataset) -> xr.Dataset:
     if "zen_pnt" in runs:
         _set(runs, "ALT_PNT", 90.0 - runs["zen_pnt"].values, _needs(runs, "alt_pnt"))
     if "livetime" in runs and "ontime" in runs:
-        ratio = runs["livetime"].values / runs["ontime"].values
+        with np.errstate(divide="ignore", invalid="ignore"):  # bad durations are reported later
+            ratio = runs["livetime"].values / runs["ontime"].values
         _set(runs, "DEADC", ratio, _needs(runs, "deadc"))
     if "deadc" in runs and "ontime" in runs:
         live = runs["ontime"].values * runs["deadc"].values
@@ -380,7 +388,10 @@ def _find_hdu(hdul: fits.HDUList, name: str, path: Path) -> int:
         if _clean_str(h.header.get("HDUNAME", "")).upper() == wanted:
             return i
     names = [h.name for h in hdul]
-    raise DataStoreError(f"{path}: no HDU named {name!r} (the file has {names})")
+    raise DataStoreError(
+        f"{path}: no HDU named {name!r} (the file has {names}); fix HDU_NAME in the HDU index, "
+        "or, if the HDU should be there, the file is damaged or incomplete: copy it again"
+    )
 
 
 def select_runs(
@@ -555,6 +566,14 @@ def copy_runs(
     hdu_rows = store.hdu_index[np.isin(store.hdu_index["OBS_ID"], wanted)]
     obs_rows = store.obs_index[np.isin(store.obs_index["OBS_ID"], wanted)]
     files = {(row["FILE_DIR"], row["FILE_NAME"]) for row in hdu_rows}
+    for file_dir, file_name in sorted(files):
+        relative = Path(file_dir) / file_name
+        if relative.is_absolute() or ".." in relative.parts:
+            raise DataStoreError(
+                f"{store.path / HDU_INDEX_FILE}: FILE_DIR/FILE_NAME {relative.as_posix()!r} "
+                "would put a copy outside the output folder; copy such stores with the file "
+                "system instead"
+            )
     for file_dir, file_name in sorted(files):
         src = store.base_dir / file_dir / file_name
         if not src.is_file():
