@@ -6,14 +6,14 @@ values, ``OSError`` for outputs), so that existing ``except ValueError``
 code keeps working. Messages name the file (and the run), say what is wrong
 and what to do about it.
 
-======================  ==========================================================
-:class:`DataStoreError`  a data store, index or event file that cannot be used
-:class:`CatalogError`    a source catalogue or region list that cannot be used
-:class:`ConfigError`     options that cannot work (edges, groups, columns, ...)
-:class:`OutputError`     outputs that cannot be written
-:class:`OutputExistsError`  outputs that exist, refused without ``overwrite``
-:class:`RunsFailedError`  some runs failed; lists every failure
-======================  ==========================================================
+- :class:`DataStoreError`: a data store, index or event file that cannot be used;
+- :class:`RunsFailedError`: runs that cannot be used, every one listed;
+- :class:`CatalogError`: a source catalogue or region list that cannot be used;
+- :class:`ConfigError`: options that cannot work (edges, groups, columns, ...);
+- :class:`OutputError`: outputs that cannot be written;
+- :class:`OutputExistsError`: outputs in the way, refused without ``overwrite``.
+
+Warnings that do not stop a job (runs not used, ...) are :class:`XbkgWarning`.
 """
 
 from __future__ import annotations
