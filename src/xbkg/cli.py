@@ -73,6 +73,31 @@ def _edges(kind: str):
     return parse
 
 
+def _workers(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of processes >= 1, got {text!r}")
+    return n
+
+
+def _default_workers(n_runs: int) -> int:
+    """One process per CPU core this process may use, at most 8 and one per run.
+
+    One when the caller runs other threads: forking a multi-threaded process
+    can leave a worker waiting for a lock that a thread held at the fork.
+    """
+    import os
+    import threading
+
+    if threading.active_count() > 1:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, 8, n_runs))
+
+
 def _keyval(text: str) -> tuple[str, str]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected COLUMN=VALUES, got {text!r}")
@@ -223,10 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     make.add_argument(
         "--workers",
-        type=int,
-        default=1,
+        type=_workers,
+        default=None,
         metavar="N",
-        help="bin runs in N local processes (default: %(default)s; results do not depend on it)",
+        help="bin runs in N local processes (default: one per available CPU core, at most 8, "
+        "or 1 when called from a multi-threaded program; results do not depend on it)",
     )
     make.add_argument(
         "--scheduler",
@@ -375,7 +401,7 @@ def _cmd_make(args: argparse.Namespace) -> int:
         runs,
         regions=regions,
         options=options,
-        workers=args.workers,
+        workers=args.workers or _default_workers(runs.sizes["obs_id"]),
         scheduler=args.scheduler,
         progress=_progress(args.quiet),
         skip_bad_runs=args.skip_bad_runs,
