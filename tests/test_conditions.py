@@ -6,10 +6,12 @@ import xarray as xr
 
 from xbkg import axes, simulate
 from xbkg.conditions import (
+    GEOMAGNETIC_FIELD,
     condition_values,
     conditions_builder,
     fit_conditions,
     period_correction,
+    run_condition_factor,
     run_rate,
 )
 from xbkg.model import bin_volume
@@ -59,8 +61,8 @@ def test_model_scores_like_the_truth(sim_cube, model):
 
 
 def test_fit_reproduces_summed_counts(sim_cube):
-    """Without the period correction the fit predicts every bin's total counts exactly."""
-    m = fit_conditions(sim_cube, period_days=None)
+    """Without the period and run-level corrections the fit predicts every bin's total exactly."""
+    m = fit_conditions(sim_cube, period_days=None, run_conditions=(), robust_scale=None)
     raw = m.assign(rate=m["rate_raw"])
     rate = run_rate(raw, sim_cube, time="livetime")
     live = sim_cube["exposure_time"] * sim_cube["livetime"] / sim_cube["ontime"]
@@ -91,8 +93,10 @@ def test_time_conventions_and_clipping(sim_cube, model):
     edge["muoneff"] = ("obs_id", [sim_cube["muoneff"].values.min(), sim_cube["muoneff"].max()])
     row = 8  # an energy bin every run saw
     assert bool((sim_cube["exposure_time"].isel(energy=row).sum("offset") > 0).all())
+    # (the run-level geomagnetic factor differs between these pointings; divided out)
     np.testing.assert_allclose(
-        run_rate(model, runs).isel(energy=row), run_rate(model, edge).isel(energy=row)
+        (run_rate(model, runs) / run_condition_factor(model, runs)).isel(energy=row),
+        (run_rate(model, edge) / run_condition_factor(model, edge)).isel(energy=row),
     )
 
 
@@ -158,3 +162,64 @@ def test_unavailable_conditions_are_dropped(sim_cube):
     assert np.all(np.isfinite(run_rate(m, lacking).where(sim_cube["exposure_time"] > 0, 1.0)))
     with pytest.raises(KeyError, match="safe_energy_lo"):
         fit_conditions(lacking, skip_unavailable=False)
+
+
+def test_geomagnetic_condition():
+    """sin of the angle between the pointing and the field, on a small table."""
+    field_az, field_alt = GEOMAGNETIC_FIELD
+    runs = xr.Dataset(
+        {
+            "zen_pnt": ("obs_id", [90.0 - field_alt, 0.0, 90.0, 90.0 - field_alt]),
+            "az_pnt": ("obs_id", [field_az, 123.0, field_az + 90.0, field_az + 180.0]),
+        },
+        coords={"obs_id": [1, 2, 3, 4], "energy_lo": ("energy", [0.1, 1.0])},
+    )
+    values = condition_values(runs, ["geomagnetic"]).sel(condition="geomagnetic")
+    expected = [0.0, np.cos(np.deg2rad(field_alt)), 1.0, np.sin(np.deg2rad(2 * field_alt))]
+    np.testing.assert_allclose(values.isel(energy=0), expected, atol=1e-12)
+    np.testing.assert_allclose(values.isel(energy=1), values.isel(energy=0))
+
+
+def test_run_conditions(sim_cube):
+    """Run-level conditions scale whole runs and keep the training runs' total."""
+    m = fit_conditions(sim_cube, run_conditions=("geomagnetic",), period_days=None)
+    assert m["run_coefficient"].dims == ("run_condition",)
+    assert np.all(np.isfinite(m["run_coefficient"]))
+    raw = m.assign(rate=m["rate_raw"])
+    predicted = predict_counts(run_rate(raw, sim_cube), sim_cube)
+    plain = predict_counts(run_rate(raw, sim_cube) / run_condition_factor(m, sim_cube), sim_cube)
+    np.testing.assert_allclose(float(predicted.sum()), float(plain.sum()), rtol=1e-8)
+    # one factor per run: the same in every bin of the run
+    ratio = (predicted / plain).where(plain > 0)
+    np.testing.assert_allclose(ratio.max(("energy", "offset")), ratio.min(("energy", "offset")))
+    # a run without azimuth gets the factor at the training mean
+    lacking = sim_cube.drop_vars("az_pnt")
+    np.testing.assert_allclose(run_condition_factor(m, lacking), np.exp(float(m["run_intercept"])))
+    none = fit_conditions(sim_cube, run_conditions=())
+    np.testing.assert_allclose(run_condition_factor(none, sim_cube), 1.0)
+    with pytest.raises(ValueError, match="must not depend on energy"):
+        fit_conditions(sim_cube, run_conditions=("near_threshold",))
+
+
+def test_robust_weights(sim_cube):
+    """A training run with an anomalous normalisation is down-weighted, the others are not."""
+    odd = sim_cube.copy(deep=True)
+    odd["counts"][0] = odd["counts"][0] * 2
+    m = fit_conditions(odd)
+    weight = m["run_weight"].values
+    assert weight[0] < 0.3
+    assert np.median(weight[1:]) > 0.9
+    assert np.issubdtype(m["counts"].dtype, np.integer)
+    np.testing.assert_array_equal(m["counts"], odd["counts"].sum("obs_id"))
+    # the other runs' rates (fit alone) stay closer to those without the anomalous run
+    others = sim_cube.isel(obs_id=slice(1, None))
+    fit = {"period_days": None, "run_conditions": ()}
+    clean = run_rate(fit_conditions(sim_cube, **fit), others)
+    plain = run_rate(fit_conditions(odd, robust_scale=None, **fit), others)
+    robust = run_rate(fit_conditions(odd, **fit), others)
+    exposed = (others["exposure_time"] > 0) & (sim_cube["counts"].sum("obs_id") > 100)
+    shift = {
+        name: float(abs(np.log(rate / clean)).where(exposed).mean())
+        for name, rate in (("plain", plain), ("robust", robust))
+    }
+    assert shift["robust"] < 0.8 * shift["plain"], shift

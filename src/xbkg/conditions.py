@@ -33,13 +33,28 @@ energy, so that bins with few events borrow from their neighbours). Like any
 Poisson regression with a free value per bin, the fit predicts exactly the
 observed counts of every bin summed over the training runs.
 
+Runs with an anomalous normalisation (clouds, hardware) mostly also have an
+anomalous spectrum; the fit is therefore repeated with Huber weights of the
+training runs, ``min(1, s / |r - median(r)|)`` of their log(observed /
+predicted) ``r`` with ``s =`` :data:`DEFAULT_ROBUST_SCALE` (the reference rate
+and its smoothing use the same weights).
+
 The rate is per *live* time (events are recorded only then), so the dead-time
 spread between runs does not blur it; :func:`run_rate` gives it per ONTIME by
-multiplying with each run's own ``LIVETIME / ONTIME``. An observing-period
-correction finally scales each run by the shrunk mean log(observed /
-predicted) of the training runs taken within about :data:`DEFAULT_PERIOD_DAYS`
-days of it (:func:`period_correction`): the instrument and the atmosphere
-drift on such time scales, and ``TSTART`` is in every obs-index.
+multiplying with each run's own ``LIVETIME / ONTIME``. Two corrections of each
+run's overall normalisation follow, which leave its shape unchanged:
+
+- run-level conditions (:data:`DEFAULT_RUN_CONDITIONS`): the training runs'
+  log(observed / predicted) is regressed on them (:func:`run_condition_factor`).
+  The default is ``geomagnetic``, the sine of the angle between the pointing
+  and the geomagnetic field (:data:`GEOMAGNETIC_FIELD`): pointed close to the
+  field (north, at about 25 deg zenith angle at the H.E.S.S. site) the
+  rate is lower;
+- an observing-period correction scales each run by the shrunk mean of what
+  remains of the log(observed / predicted) of the training runs taken within
+  about :data:`DEFAULT_PERIOD_DAYS` days of it (:func:`period_correction`):
+  the instrument and the atmosphere drift on such time scales, and ``TSTART``
+  is in every obs-index.
 
 Each run's rate is then ``R[E, t]`` times its own condition factor, with
 condition values clipped to the range the training runs covered in each
@@ -48,10 +63,13 @@ energy bin, so that the model never extrapolates.
 On H.E.S.S. DR1 (61 runs with ``|GLAT_PNT| > 10 deg``, 5-fold
 cross-validation averaged over five fold seeds, ``benchmarks/crossval_dr1.py``)
 this model brings the run-to-run scatter of obs/pred from 0.35 (two zenith
-groups) to 0.144 and the mean shape chi2/dof from 1.30 to 1.08; the period
-correction accounts for about 0.015 of the scatter, the threshold proximity
-for 0.06 of the chi2/dof. Other obs-index columns (dead time, azimuth,
-pointing, time trends) did not help out of sample.
+groups) to 0.131 and the mean shape chi2/dof from 1.30 to 1.055; the
+geomagnetic term accounts for 0.014 of the scatter (0.145 without), the
+period correction for 0.015, the robust weights for 0.027 of the chi2/dof
+(1.082 without) and the threshold proximity for 0.06. Other obs-index columns
+did not help out of sample: dead time (also as a trigger-rate proxy
+log((1 - DEADC) / DEADC)), azimuth as such, time trends; nor did the
+geomagnetic term as a condition per energy bin (it worsens the chi2/dof).
 """
 
 from __future__ import annotations
@@ -69,15 +87,20 @@ from xbkg.model import SmoothingMethod, SolidAngle, bin_volume, compute_rate, sm
 __all__ = [
     "CONDITIONS",
     "DEFAULT_CONDITIONS",
+    "DEFAULT_ROBUST_SCALE",
+    "DEFAULT_RUN_CONDITIONS",
     "DEFAULT_SHAPE_CONDITIONS",
+    "GEOMAGNETIC_FIELD",
     "condition_values",
     "conditions_builder",
     "fit_conditions",
     "period_correction",
+    "run_condition_factor",
     "run_rate",
 ]
 
 COVARIATE_DIM = "condition"
+RUN_DIM = "run_condition"
 SHAPE_DIM = "shape_condition"
 TRAINING_DIM = "training_run"
 
@@ -94,6 +117,18 @@ def _near_threshold(runs: xr.Dataset, energy_lo: NDArray[np.float64]) -> NDArray
     # (threshold / E)^2 at the lower edge of the energy bin: 1 at the run's safe
     # threshold, fading away above it, where the rate has left the turn-on.
     return (_column(runs, "safe_energy_lo") / energy_lo[None, :]) ** 2
+
+
+def _geomagnetic(runs: xr.Dataset, energy_lo: NDArray[np.float64]) -> NDArray[np.float64]:
+    # sin of the angle between the pointing direction and the geomagnetic field
+    # (|B_perp| / |B| of the showers; :data:`GEOMAGNETIC_FIELD`).
+    alt = np.deg2rad(90.0 - _column(runs, "zen_pnt"))
+    az = np.deg2rad(_column(runs, "az_pnt"))
+    field_az, field_alt = np.deg2rad(GEOMAGNETIC_FIELD)
+    cos_angle = np.sin(alt) * np.sin(field_alt) + np.cos(alt) * np.cos(field_alt) * np.cos(
+        az - field_az
+    )
+    return np.sqrt(np.clip(1.0 - cos_angle**2, 0.0, None))
 
 
 def _above_threshold(runs: xr.Dataset, energy_lo: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -114,11 +149,19 @@ CONDITIONS: dict[str, tuple[tuple[str, ...], ConditionFunction]] = {
     "deadtime": (("deadc",), lambda runs, e: 1.0 - _column(runs, "deadc")),
     "cos_az": (("az_pnt",), lambda runs, e: np.cos(np.deg2rad(_column(runs, "az_pnt")))),
     "sin_az": (("az_pnt",), lambda runs, e: np.sin(np.deg2rad(_column(runs, "az_pnt")))),
+    "geomagnetic": (("zen_pnt", "az_pnt"), _geomagnetic),
     "above_threshold": (("safe_energy_lo",), _above_threshold),
     "near_threshold": (("safe_energy_lo",), _near_threshold),
 }
 DEFAULT_CONDITIONS: tuple[str, ...] = ("log_secz", "log_muoneff", "near_threshold")
 DEFAULT_SHAPE_CONDITIONS: tuple[str, ...] = ()
+DEFAULT_RUN_CONDITIONS: tuple[str, ...] = ("geomagnetic",)
+#: Direction (azimuth, altitude in deg) of the geomagnetic field at the H.E.S.S.
+#: site (IGRF for 2004-2008: declination -14 deg, inclination -64 deg, i.e. the
+#: field points up and to the north); other sites need their own values.
+GEOMAGNETIC_FIELD = (346.0, 64.4)
+#: Ridge weight (in training runs) of the run-level normalisation regression.
+RUN_PRIOR_WEIGHT = 1.0
 #: Radius (deg) that scales the radial shape term s(t) = (offset / radius)^2.
 SHAPE_RADIUS = 2.0
 #: Width of the Gaussian prior on the standardised coefficients.
@@ -127,6 +170,9 @@ PRIOR_WIDTH = 1.0
 DEFAULT_ENERGY_SMOOTHNESS = 100.0
 #: Time scale (days) and prior weight of the observing-period correction.
 DEFAULT_PERIOD_DAYS = 10.0
+#: Scale (in log(observed / predicted)) beyond which a training run is down-weighted.
+DEFAULT_ROBUST_SCALE = 0.05
+_ROBUST_STEPS = 2
 PERIOD_PRIOR_WEIGHT = 1.0
 _NEWTON_STEPS = 50
 
@@ -181,6 +227,70 @@ def _available(runs: xr.Dataset, name: str) -> bool:
         if not np.all(np.isfinite(values)):
             return False
     return True
+
+
+def _run_values(runs: xr.Dataset, names: Sequence[str]) -> NDArray[np.float64]:
+    """Run-level conditions along (run, k); NaN for a run that lacks a column they need."""
+    out = np.full((runs.sizes[OBS_DIM], len(names)), np.nan)
+    energy_lo = np.asarray(runs["energy_lo"].values[:1], dtype=np.float64)
+    for k, name in enumerate(names):
+        needs, func = CONDITIONS[name]
+        if not all(c in runs.variables for c in needs):
+            continue
+        with np.errstate(invalid="ignore"):
+            values = np.broadcast_to(
+                np.asarray(func(runs, energy_lo), dtype=np.float64), (out.shape[0], 1)
+            )
+        out[:, k] = values[:, 0]
+    return out
+
+
+def _fit_run_conditions(
+    log_ratio: NDArray[np.float64],
+    predicted: NDArray[np.float64],
+    values: NDArray[np.float64],
+    valid: NDArray[np.bool_],
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], float]:
+    """Ridge regression of the training runs' log(observed / predicted) on run-level conditions.
+
+    Returns the mean and scale that standardise ``values``, the coefficients of
+    the standardised values (ridge weight :data:`RUN_PRIOR_WEIGHT`; every run
+    counts the same, as the run-to-run scatter far exceeds the Poisson noise of
+    a run's total) and the intercept that keeps the training runs' total
+    predicted counts (``predicted``, per run) unchanged.
+    """
+    k = values.shape[1]
+    if k == 0 or valid.sum() < 2:
+        return np.zeros(k), np.ones(k), np.zeros(k), 0.0
+    x, y = values[valid], log_ratio[valid]
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    z = (x - mean) / scale
+    coef = np.linalg.solve(z.T @ z + RUN_PRIOR_WEIGHT * np.eye(k), z.T @ (y - y.mean()))
+    total = predicted[valid]
+    intercept = float(np.log(total.sum() / (total * np.exp(z @ coef)).sum()))
+    return mean, scale, coef, intercept
+
+
+def _robust_weights(
+    counts: NDArray[np.float64],
+    exposure: NDArray[np.float64],
+    factor: NDArray[np.float64],
+    robust_scale: float,
+) -> NDArray[np.float64]:
+    """Huber weights of the training runs from their log(observed / predicted).
+
+    The prediction is the unsmoothed fit (reference rate in closed form times
+    each run's condition factor); a run whose log ratio lies more than
+    ``robust_scale`` from the median gets the weight ``robust_scale / |deviation|``.
+    """
+    weighted = (exposure * factor).sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        reference = np.where(weighted > 0, counts.sum(axis=0) / weighted, 0.0)
+    log_ratio = _run_log_ratios(counts, exposure, reference[None] * factor)
+    deviation = np.abs(log_ratio - np.median(log_ratio))
+    return np.where(deviation > robust_scale, robust_scale / np.maximum(deviation, 1e-300), 1.0)
 
 
 def _shape_profile(cube: xr.Dataset) -> NDArray[np.float64]:
@@ -329,6 +439,8 @@ def fit_conditions(
     energy_smoothness: float = DEFAULT_ENERGY_SMOOTHNESS,
     period_days: float | None = DEFAULT_PERIOD_DAYS,
     skip_unavailable: bool = True,
+    run_conditions: Sequence[str] = DEFAULT_RUN_CONDITIONS,
+    robust_scale: float | None = DEFAULT_ROBUST_SCALE,
 ) -> xr.Dataset:
     """Fit the condition-dependent model to a run cube.
 
@@ -352,6 +464,20 @@ def fit_conditions(
         Leave out the conditions that some training run lacks (a data store
         without ``SAFE_ENERGY_LO`` or ``MUONEFF``), recording them in
         ``attrs["dropped_conditions"]``, instead of raising ``KeyError``.
+    run_conditions
+        Names of energy-independent :data:`CONDITIONS` acting on each run's
+        overall normalisation only: after the fit per energy bin, the training
+        runs' log(observed / predicted) is regressed on them (ridge weight
+        :data:`RUN_PRIOR_WEIGHT`), and the period correction averages what
+        remains. Being one factor per run, they leave the spectral and radial
+        shape of every run unchanged.
+    robust_scale
+        Down-weighting of outlying training runs: the fit is repeated with
+        Huber weights ``min(1, robust_scale / |r - median(r)|)`` of the runs'
+        log(observed / predicted) ``r`` (twice), so that runs with an anomalous
+        normalisation (clouds, hardware) and, mostly, an anomalous spectrum
+        weigh less in the coefficients and the reference rate. None for a
+        plain Poisson fit.
 
     Returns
     -------
@@ -363,8 +489,10 @@ def fit_conditions(
         condition)`` and ``shape_coefficient`` along ``(energy,
         shape_condition)``; ``condition_mean``, ``condition_scale`` along
         ``condition`` and ``condition_min``, ``condition_max`` along
-        ``(energy, condition)``; the training runs' ``period_tstart`` and
-        ``period_log_ratio`` along ``training_run``; ``attrs`` with the time
+        ``(energy, condition)``; ``run_coefficient``, ``run_condition_mean``,
+        ``run_condition_scale``, ``run_condition_min``, ``run_condition_max``
+        along ``run_condition``; the training runs' ``run_weight``,
+        ``period_tstart`` and ``period_log_ratio`` along ``training_run``; ``attrs`` with the time
         conventions, smoothing and ``model = "conditions"``.
     """
     unknown = [c for c in shape_conditions if c not in conditions]
@@ -373,12 +501,17 @@ def fit_conditions(
     if cube.sizes[OBS_DIM] == 0:
         raise ValueError("fit_conditions needs at least one run")
     if skip_unavailable:
-        dropped = [c for c in conditions if not _available(cube, c)]
+        dropped = [c for c in (*conditions, *run_conditions) if not _available(cube, c)]
         conditions = [c for c in conditions if c not in dropped]
         shape_conditions = [c for c in shape_conditions if c not in dropped]
+        run_conditions = [c for c in run_conditions if c not in dropped]
     else:
         dropped = []
     values = condition_values(cube, conditions).values  # (run, energy, k)
+    run_values = condition_values(cube, run_conditions).values  # (run, energy, k)
+    if np.any(np.ptp(run_values, axis=1) > 0):
+        raise ValueError(f"run conditions {list(run_conditions)} must not depend on energy")
+    run_values = run_values[:, 0, :]
     counts = cube["counts"].transpose(OBS_DIM, ENERGY_DIM, OFFSET_DIM).values.astype(np.float64)
     exposure, converted = _to_livetime(cube)
     # Standardise over the (run, energy) pairs that were exposed: the coefficients
@@ -391,7 +524,16 @@ def fit_conditions(
     design = _design(cube, values, mean, scale, conditions, shape_conditions)
     beta = _fit_coefficients(counts, exposure, design, energy_smoothness)
     factor = np.exp(np.einsum("retk,ek->ret", design, beta))
-    weighted = (exposure * factor).sum(axis=0)
+    run_weight = np.ones(counts.shape[0])
+    if robust_scale is not None:
+        for _ in range(_ROBUST_STEPS):
+            run_weight = _robust_weights(counts, exposure, factor, robust_scale)
+            w = run_weight[:, None, None]
+            beta = _fit_coefficients(counts * w, exposure * w, design, energy_smoothness)
+            factor = np.exp(np.einsum("retk,ek->ret", design, beta))
+    w = run_weight[:, None, None]
+    weighted = (exposure * w * factor).sum(axis=0)
+    weighted_counts = (counts * w).sum(axis=0)
     # Range of the conditions of the runs that saw each energy bin: a run is never
     # given a factor extrapolated beyond what the fit of that bin saw.
     low = np.where(seen[..., None], values, np.inf).min(axis=0)
@@ -403,27 +545,43 @@ def fit_conditions(
         k: v.variable for k, v in cube.coords.items() if set(v.dims) <= {ENERGY_DIM, OFFSET_DIM}
     }
     dims = (ENERGY_DIM, OFFSET_DIM)
+    # The reference rate and its smoothing maximise the same (run-weighted) likelihood
+    # as the coefficients: weighted counts over weighted exposure.
     model = xr.Dataset(
-        {
-            "counts": (dims, counts.sum(axis=0).astype(np.int64), {"units": "1"}),
-            "exposure_time": (
-                dims,
-                weighted,
-                {"units": "s", "long_name": "live time at reference conditions"},
-            ),
-        },
-        coords=coords,
+        {"counts": (dims, weighted_counts), "exposure_time": (dims, weighted)}, coords=coords
     )
     model.attrs = {"time_convention": "livetime", "solid_angle": solid_angle}
     model = compute_rate(model, solid_angle=solid_angle)
     raw = model["rate"]
     model = smooth(model, smoothing)
+    # Reported: the (integer) counts, and the live time at reference conditions
+    # that gives the weighted rate with them.
+    total = counts.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        reference_time = np.where(weighted_counts > 0, weighted * total / weighted_counts, weighted)
+    model = model.assign(
+        counts=(dims, total.astype(np.int64), {"units": "1"}),
+        exposure_time=(
+            dims,
+            reference_time,
+            {"units": "s", "long_name": "live time at reference conditions"},
+        ),
+    )
 
     # Observing-period correction: how far each training run lies above or below
     # the model, to be averaged over the runs taken close in time to a new run.
     volume = bin_volume(model, solid_angle=solid_angle).transpose(ENERGY_DIM, OFFSET_DIM).values
     expected = model["rate"].transpose(*dims).fillna(0.0).values[None] * factor * volume[None]
     log_ratio = _run_log_ratios(counts, exposure, expected)
+    # Run-level conditions: regressed on the training runs' normalisation residuals;
+    # the period correction then averages what they leave.
+    predicted = np.where(exposure > 0, exposure * expected, 0.0).sum(axis=(1, 2))
+    valid = (predicted > 0) & (log_ratio != 0)
+    run_mean, run_scale, run_coef, run_intercept = _fit_run_conditions(
+        log_ratio, predicted, run_values, valid
+    )
+    run_log_factor = run_intercept + (run_values - run_mean) / run_scale @ run_coef
+    log_ratio = np.where(valid, log_ratio - run_log_factor, log_ratio)
     tstart = (
         cube["tstart"].values.astype(np.float64)
         if "tstart" in cube.variables
@@ -443,6 +601,17 @@ def fit_conditions(
             beta[:, k:],
             {"long_name": "log-rate slope x (offset / 2 deg)^2 per standardised condition"},
         ),
+        run_coefficient=(
+            RUN_DIM,
+            run_coef,
+            {"long_name": "log-normalisation slope per standardised run condition"},
+        ),
+        run_intercept=(
+            (),
+            run_intercept,
+            {"long_name": "log-normalisation of the run conditions at their mean"},
+        ),
+        run_weight=(TRAINING_DIM, run_weight, {"long_name": "weight of the run in the fit"}),
         period_tstart=(TRAINING_DIM, tstart, {"units": "s", "long_name": "TSTART of the run"}),
         period_log_ratio=(
             TRAINING_DIM,
@@ -459,6 +628,11 @@ def fit_conditions(
             "condition_scale": (COVARIATE_DIM, scale),
             "condition_min": ((ENERGY_DIM, COVARIATE_DIM), low),
             "condition_max": ((ENERGY_DIM, COVARIATE_DIM), high),
+            RUN_DIM: list(run_conditions),
+            "run_condition_mean": (RUN_DIM, run_mean),
+            "run_condition_scale": (RUN_DIM, run_scale),
+            "run_condition_min": (RUN_DIM, run_values.min(axis=0, initial=np.inf)),
+            "run_condition_max": (RUN_DIM, run_values.max(axis=0, initial=-np.inf)),
         }
     )
     model.attrs.update(
@@ -471,6 +645,7 @@ def fit_conditions(
             "energy_smoothness": float(energy_smoothness),
             "period_days": float(period_days) if period_days is not None else np.nan,
             "period_prior_weight": PERIOD_PRIOR_WEIGHT,
+            "robust_scale": float(robust_scale) if robust_scale is not None else np.nan,
             "dropped_conditions": ", ".join(dropped),
         }
     )
@@ -502,6 +677,26 @@ def period_correction(model: xr.Dataset, runs: xr.Dataset) -> xr.DataArray:
     return ones.copy(data=correction)
 
 
+def run_condition_factor(model: xr.Dataset, runs: xr.Dataset) -> xr.DataArray:
+    """Normalisation factor of every run from the model's run-level conditions.
+
+    ``exp(a + sum_k g_k z_k)`` with the standardised run conditions ``z_k``,
+    clipped to the training range, and the intercept ``a`` that keeps the
+    training runs' total; a run lacking a column they need gets no factor from
+    that condition (it is taken at the training mean).
+    """
+    ones = xr.DataArray(np.ones(runs.sizes[OBS_DIM]), dims=OBS_DIM)
+    if "run_coefficient" not in model.variables or model.sizes.get(RUN_DIM, 0) == 0:
+        return ones
+    names = [str(c) for c in model[RUN_DIM].values]
+    values = _run_values(runs.assign_coords(energy_lo=model["energy_lo"]), names)
+    values = np.clip(values, model["run_condition_min"].values, model["run_condition_max"].values)
+    z = (values - model["run_condition_mean"].values) / model["run_condition_scale"].values
+    z = np.where(np.isfinite(z), z, 0.0)
+    intercept = float(model["run_intercept"]) if "run_intercept" in model.variables else 0.0
+    return ones.copy(data=np.exp(intercept + z @ model["run_coefficient"].values))
+
+
 def run_rate(model: xr.Dataset, runs: xr.Dataset, *, time: str | None = None) -> xr.DataArray:
     """Rate of every run for its own conditions, along ``(obs_id, energy, offset)``.
 
@@ -520,9 +715,11 @@ def run_rate(model: xr.Dataset, runs: xr.Dataset, *, time: str | None = None) ->
     Returns
     -------
     xarray.DataArray
-        Rate in s-1 MeV-1 sr-1 with ``attrs["time_convention"]``. Condition values
-        outside the range the training runs covered in an energy bin are clipped
-        to that range; bins without a reference rate stay NaN.
+        Rate in s-1 MeV-1 sr-1 with ``attrs["time_convention"]``, including the
+        period correction and the run-level factor (:func:`run_condition_factor`).
+        Condition values outside the range the training runs covered in an
+        energy bin are clipped to that range; bins without a reference rate
+        stay NaN.
     """
     convention = time or str(model.attrs.get("input_time_convention", "livetime"))
     conditions = [str(c) for c in model[COVARIATE_DIM].values]
@@ -541,6 +738,7 @@ def run_rate(model: xr.Dataset, runs: xr.Dataset, *, time: str | None = None) ->
     )
     factor = np.exp(np.einsum("retk,ek->ret", design, beta))
     factor *= period_correction(model, runs).values[:, None, None]
+    factor *= run_condition_factor(model, runs).values[:, None, None]
     if convention == "ontime":
         missing = [c for c in ("livetime", "ontime") if c not in runs.variables]
         if missing:
