@@ -413,13 +413,19 @@ def write_model_files(bkg: Background, directory: str | Path) -> list[Path]:
     return written
 
 
-def check_outputs(out_dir: Path, names: Sequence[str], overwrite: bool) -> None:
+def check_outputs(
+    out_dir: Path, names: Sequence[str], overwrite: bool, *, empty_folder: bool = True
+) -> None:
     """Refuse to write into a folder with files in it, unless ``overwrite``.
+
+    With ``empty_folder=False`` only files named ``names`` are in the way
+    (figures added to an output folder).
 
     Raises
     ------
     OutputExistsError
-        If ``out_dir`` holds anything and ``overwrite`` is false.
+        If ``out_dir`` holds anything (or, with ``empty_folder=False``, one of
+        ``names``) and ``overwrite`` is false.
     OutputError
         If ``out_dir`` or one of ``names`` in it is in the way (a file where a
         folder must be, a folder where a file must be).
@@ -431,6 +437,8 @@ def check_outputs(out_dir: Path, names: Sequence[str], overwrite: bool) -> None:
         raise OutputError(f"{out_dir}: {blocked} are folders; move them away")
     if out_dir.is_dir() and not overwrite:
         present = sorted(p.name for p in out_dir.iterdir())
+        if not empty_folder:
+            present = [n for n in present if n in names]
         if present:
             taken = [n for n in names if n in present]
             what = f"would overwrite {taken}" if taken else f"is not empty ({present[:3]} ...)"
@@ -440,8 +448,13 @@ def check_outputs(out_dir: Path, names: Sequence[str], overwrite: bool) -> None:
             )
 
 
-def _all_or_nothing(
-    out_dir: Path, names: Sequence[str], overwrite: bool, write: Callable[[Path], object]
+def all_or_nothing(
+    out_dir: Path,
+    names: Sequence[str],
+    overwrite: bool,
+    write: Callable[[Path], object],
+    *,
+    empty_folder: bool = True,
 ) -> None:
     """Run ``write(stage)`` in a fresh folder inside ``out_dir``, then move ``names`` out.
 
@@ -453,11 +466,11 @@ def _all_or_nothing(
     Raises
     ------
     OutputExistsError
-        If ``out_dir`` holds files and ``overwrite`` is false (:func:`check_outputs`).
+        If outputs are in the way and ``overwrite`` is false (:func:`check_outputs`).
     OutputError
         If the files cannot be written; nothing is changed in ``out_dir``.
     """
-    check_outputs(out_dir, names, overwrite)
+    check_outputs(out_dir, names, overwrite, empty_folder=empty_folder)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(prefix=".xbkg-", dir=out_dir))
@@ -516,7 +529,7 @@ def export_models(bkg: Background, out_dir: str | Path, *, overwrite: bool = Fal
     """
     out_dir = Path(out_dir)
     names = model_files(bkg)
-    _all_or_nothing(out_dir, names, overwrite, lambda stage: write_model_files(bkg, stage))
+    all_or_nothing(out_dir, names, overwrite, lambda stage: write_model_files(bkg, stage))
     return [out_dir / n for n in names]
 
 
@@ -630,7 +643,7 @@ def write_background(
         write_fits(index_hdulist(make_obs_index(store), "OBS_INDEX"), stage / OBS_INDEX_FILE)
         write_archive(bkg, stage / ARCHIVE_FILE, all_runs=all_runs)
 
-    _all_or_nothing(out_dir, names, overwrite, write)
+    all_or_nothing(out_dir, names, overwrite, write)
     return {"out_dir": out_dir, "files": names, "reassigned": moved}
 
 

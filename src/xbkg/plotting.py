@@ -429,35 +429,33 @@ def write_plots(bkg: Background, out_dir: str | Path, *, overwrite: bool = False
     view and of 0.5 deg wide rings) and ``..._image.png`` (raw and smoothed
     rate images on one colour scale).
 
+    All figures are drawn first, then written together (:func:`xbkg.pipeline.all_or_nothing`):
+    an error or an interrupt leaves no partial set of figures.
+
     Raises
     ------
-    FileExistsError
+    OutputExistsError
         If any of the files exists and ``overwrite`` is false (nothing is written).
     """
+    from xbkg.pipeline import all_or_nothing, populated_groups
+
     out_dir = Path(out_dir)
     names = plot_files(bkg)
-    taken = [n for n in names if (out_dir / n).exists()]
-    if taken and not overwrite:
-        raise FileExistsError(
-            f"{out_dir}: would overwrite {taken}; pass --overwrite (overwrite=True) to replace them"
-        )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    from xbkg.pipeline import populated_groups
 
-    for g in populated_groups(bkg):
-        raw, smoothed = bkg.model.sel({GROUP_DIM: g}), bkg.smoothed.sel({GROUP_DIM: g})
-        files = [out_dir / name.format(group=g) for name in PLOT_FILES]
-        figures = [
-            _overview_figure(raw, smoothed),
-            _acceptance_figure(raw, smoothed),
-            _spectrum_figure(raw, smoothed),
-            _image_figure(raw, smoothed),
-        ]
-        for fig, path in zip(figures, files, strict=True):
-            fig.savefig(path, dpi=150, metadata={"Software": None})
-            written.append(path)
-    return written
+    def write(stage: Path) -> None:
+        for g in populated_groups(bkg):
+            raw, smoothed = bkg.model.sel({GROUP_DIM: g}), bkg.smoothed.sel({GROUP_DIM: g})
+            figures = [
+                _overview_figure(raw, smoothed),
+                _acceptance_figure(raw, smoothed),
+                _spectrum_figure(raw, smoothed),
+                _image_figure(raw, smoothed),
+            ]
+            for fig, name in zip(figures, PLOT_FILES, strict=True):
+                fig.savefig(stage / name.format(group=g), dpi=150, metadata={"Software": None})
+
+    all_or_nothing(out_dir, names, overwrite, write, empty_folder=False)
+    return [out_dir / name for name in names]
 
 
 # The figures written to files are made without pyplot: no global state, no
