@@ -153,6 +153,41 @@ def test_correlated_conditions_converge(sim_cube):
     assert float(abs(np.log(ratio)).max()) < 0.2
 
 
+def test_likelihood_without_offset_dependence(sim_cube):
+    """The fast path of a design without offset dependence equals the general one."""
+    from xbkg.conditions import _ProfileLikelihood
+
+    rng = np.random.default_rng(1)
+    counts = sim_cube["counts"].transpose("obs_id", "energy", "offset").values.astype(float)
+    exposure = sim_cube["exposure_time"].transpose("obs_id", "energy", "offset").values
+    n_r, n_e, n_t = counts.shape
+    design = rng.normal(size=(n_r, n_e, 1, 2))
+    fast = _ProfileLikelihood(counts, exposure, design)
+    full = _ProfileLikelihood(counts, exposure, np.repeat(design, n_t, axis=2).copy())
+    assert fast.flat
+    assert not full.flat
+    for _ in range(3):
+        beta = rng.normal(scale=0.3, size=(n_e, 2))
+        assert fast.value(beta) == pytest.approx(full.value(beta), rel=1e-12)
+        for a, b in zip(fast.derivatives(), full.derivatives(), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-8 * np.abs(b).max())
+    # The gradient is that of the value (central differences).
+    beta = rng.normal(scale=0.3, size=(n_e, 2))
+    fast.value(beta)
+    grad, hess = fast.derivatives()
+    step = 1e-6
+    for e, k in [(0, 0), (n_e // 2, 1), (n_e - 1, 0)]:
+        shift = np.zeros_like(beta)
+        shift[e, k] = step
+        numeric = (fast.value(beta + shift) - fast.value(beta - shift)) / (2 * step)
+        assert numeric == pytest.approx(grad[e, k], rel=1e-5, abs=1e-3)
+        fast.value(beta + shift)
+        plus = fast.derivatives()[0][e]
+        fast.value(beta - shift)
+        minus = fast.derivatives()[0][e]
+        np.testing.assert_allclose((plus - minus) / (2 * step), hess[e, :, k], rtol=1e-4, atol=1e-3)
+
+
 def test_unavailable_conditions_are_dropped(sim_cube):
     """A store without SAFE_ENERGY_LO still gets a model (without that condition)."""
     lacking = sim_cube.drop_vars("safe_energy_lo")

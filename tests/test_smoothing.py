@@ -115,3 +115,34 @@ def test_empty_row_positive_with_poisson_zero_with_adaptive():
     model = make_model(counts, np.ones(counts.shape))
     assert np.all(smooth(model, "adaptive")["rate"].values[0, 0] == 0)
     assert np.all(smooth(model)["rate"].values[0, 0] > 0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n_e=st.integers(1, 12), n_t=st.integers(1, 40), seed=st.integers(0, 2**31))
+def test_penalty_solver_matches_dense(n_e, n_t, seed):
+    """The numpy block solver of the smoothing's Newton steps equals a dense solve."""
+    from xbkg.model import (
+        POISSON_ENERGY_PENALTY,
+        POISSON_OFFSET_PENALTY,
+        _PlanePenalty,
+        _second_difference_penalty,
+    )
+
+    rng = np.random.default_rng(seed)
+    size = n_e * n_t
+    dense = (
+        POISSON_OFFSET_PENALTY * np.kron(np.eye(n_e), _second_difference_penalty(n_t))
+        + POISSON_ENERGY_PENALTY * np.kron(_second_difference_penalty(n_e), np.eye(n_t))
+        + _PlanePenalty.RIDGE * np.eye(size)
+    )
+    if n_t >= 3:
+        d = np.diff(np.eye(n_t), n=2, axis=0)
+        np.testing.assert_array_equal(_second_difference_penalty(n_t), d.T @ d)
+    penalty = _PlanePenalty(n_e, n_t)
+    x = rng.normal(size=size)
+    np.testing.assert_allclose(penalty.apply(x), dense @ x, rtol=1e-12, atol=1e-9)
+    mu = rng.exponential(10.0, size) * (rng.random(size) < 0.7)
+    rhs = rng.normal(size=size)
+    expected = np.linalg.solve(dense + np.diag(mu), rhs)
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(penalty.solve(mu, rhs), expected, rtol=0, atol=1e-9 * scale)

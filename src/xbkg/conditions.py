@@ -298,37 +298,82 @@ def _shape_profile(cube: xr.Dataset) -> NDArray[np.float64]:
     return (centre / SHAPE_RADIUS) ** 2
 
 
-def _row_terms(
-    counts: NDArray[np.float64],
-    exposure: NDArray[np.float64],
-    design: NDArray[np.float64],
-    beta: NDArray[np.float64],
-) -> tuple[float, NDArray[np.float64], NDArray[np.float64]]:
-    """Value, gradient and Hessian of one energy bin's profile log-likelihood at ``beta``.
+class _ProfileLikelihood:
+    """Profile log-likelihood of all energy bins, summed, with its derivatives.
 
-    ``counts``, ``exposure``: (run, offset); ``design``: (run, offset, p).
-    Profiled over the free rate of each offset bin ``t``, the log-likelihood is
-    ``sum n x.beta - sum_t N_t log(sum_r e exp(x.beta))`` (up to a constant).
+    ``counts``, ``exposure``: (run, energy, offset); ``design``: (run, energy,
+    offset, p), or (run, energy, 1, p) when it does not depend on the offset.
+    Profiled over the free rate of each (energy, offset) bin, the log-likelihood
+    of energy bin ``E`` is ``sum n x.b_E - sum_t N_t log(sum_r e exp(x.b_E))`` (up
+    to a constant), summed over the bins with events and exposure.
     """
-    p = design.shape[-1]
-    total = counts.sum(axis=0)
-    used = (total > 0) & (exposure.sum(axis=0) > 0)
-    if p == 0 or not used.any():
-        return 0.0, np.zeros(p), np.zeros((p, p))
-    n, e, x, big_n = counts[:, used], exposure[:, used], design[:, used], total[used]
-    # Weights e exp(x.beta), normalised per bin in log space (no under- or overflow).
-    with np.errstate(divide="ignore"):
-        log_w = np.log(e) + x @ beta
-    peak = log_w.max(axis=0, keepdims=True)
-    w = np.exp(log_w - peak)
-    norm = w.sum(axis=0, keepdims=True)
-    log_sum = np.log(norm[0]) + peak[0]
-    w /= norm
-    value = float(np.einsum("rt,rtk,k->", n, x, beta) - big_n @ log_sum)
-    mean = np.einsum("rt,rtk->tk", w, x)
-    grad = np.einsum("rt,rtk->k", n, x) - np.einsum("t,tk->k", big_n, mean)
-    second = np.einsum("rt,rtk,rtl->tkl", w, x, x) - np.einsum("tk,tl->tkl", mean, mean)
-    return value, grad, -np.einsum("t,tkl->kl", big_n, second)
+
+    def __init__(
+        self,
+        counts: NDArray[np.float64],
+        exposure: NDArray[np.float64],
+        design: NDArray[np.float64],
+    ) -> None:
+        total = counts.sum(axis=0)
+        used = (total > 0) & (exposure.sum(axis=0) > 0)  # (energy, offset)
+        self.big_n = np.where(used, total, 0.0)
+        n = np.where(used[None], counts, 0.0)
+        self.flat = design.shape[2] == 1 and counts.shape[2] != 1
+        if self.flat:
+            # The design does not depend on the offset: x.b is one number per
+            # (run, energy), and sum_r e exp(x.b) a product with the exposure.
+            self.z = design[:, :, 0, :]
+            self.linear = np.einsum("re,rep->ep", n.sum(axis=2), self.z)
+            # Exposure along (energy, offset, run); 1 in the bins left out (N = 0).
+            self.e = np.ascontiguousarray(np.where(used[None], exposure, 1.0).transpose(1, 2, 0))
+            self.zt = np.ascontiguousarray(self.z.transpose(1, 0, 2))  # (energy, run, p)
+        else:
+            self.x = np.broadcast_to(design, (*counts.shape, design.shape[-1]))
+            self.linear = np.einsum("ret,retp->ep", n, self.x)
+            # Bins left out get weight N = 0 (and a finite log exposure, so no NaN).
+            with np.errstate(divide="ignore"):
+                self.log_e = np.where(used[None], np.log(np.where(used[None], exposure, 1.0)), 0.0)
+        self.w = np.empty(0)
+        self.norm = np.empty(0)
+
+    def value(self, beta: NDArray[np.float64]) -> float:
+        """Log-likelihood at ``beta`` (energy, p); keeps what :meth:`derivatives` needs."""
+        if self.flat:
+            eta = np.einsum("erp,ep->er", self.zt, beta)
+            # exp(x.b) relative to its largest value per energy bin (no overflow).
+            peak = eta.max(axis=1, keepdims=True)
+            w = np.exp(eta - peak)  # (energy, run)
+            norm = np.matmul(self.e, w[:, :, None])[:, :, 0]  # (energy, offset)
+        else:
+            eta = np.einsum("retp,ep->ret", self.x, beta)
+            # Weights e exp(x.beta), normalised per bin in log space (no under- or overflow).
+            log_w = self.log_e + eta
+            peak = log_w.max(axis=0)
+            w = np.exp(log_w - peak)
+            norm = w.sum(axis=0)
+        self.w, self.norm = w, norm
+        log_sum = np.log(norm) + peak
+        return float((self.linear * beta).sum() - (self.big_n * log_sum).sum())
+
+    def derivatives(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Gradient (energy, p) and Hessian blocks (energy, p, p) at the last :meth:`value`."""
+        big_n = self.big_n
+        if self.flat:
+            # Normalised weights w[r, E, t] = e[r, E, t] u[E, r] / norm[E, t].
+            u, ratio = self.w, big_n / self.norm
+            expected = u * np.matmul(ratio[:, None, :], self.e)[:, 0, :]  # (energy, run)
+            uz = u[:, :, None] * self.zt
+            mean = np.matmul(self.e, uz) / self.norm[:, :, None]  # (energy, offset, p)
+            grad = self.linear - np.einsum("er,erp->ep", expected, self.zt)
+            second = np.matmul(self.zt.transpose(0, 2, 1), expected[:, :, None] * self.zt)
+        else:
+            w = self.w / self.norm
+            x = self.x
+            mean = np.einsum("ret,retp->etp", w, x)
+            grad = self.linear - np.einsum("et,etp->ep", big_n, mean)
+            second = np.einsum("ret,retp,retq->epq", w * big_n, x, x)
+        second -= np.matmul((big_n[..., None] * mean).transpose(0, 2, 1), mean)
+        return grad, -second
 
 
 def _fit_coefficients(
@@ -339,13 +384,14 @@ def _fit_coefficients(
 ) -> NDArray[np.float64]:
     """Coefficients of all energy bins, maximising the penalised profile likelihood.
 
-    ``counts``, ``exposure``: (run, energy, offset); ``design``: (run, energy, offset, p).
-    The penalty is a Gaussian prior of width :data:`PRIOR_WIDTH` on every
-    coefficient plus ``smoothness`` x the squared second difference of each
-    coefficient along the energy bins, so that coefficients vary smoothly with
-    energy and bins with few events borrow from their neighbours. The objective
-    is concave; Newton steps are halved until the objective improves, so the fit
-    converges even from far away (e.g. with strongly correlated conditions).
+    ``counts``, ``exposure``: (run, energy, offset); ``design``: (run, energy,
+    offset or 1, p). The penalty is a Gaussian prior of width
+    :data:`PRIOR_WIDTH` on every coefficient plus ``smoothness`` x the squared
+    second difference of each coefficient along the energy bins, so that
+    coefficients vary smoothly with energy and bins with few events borrow from
+    their neighbours. The objective is concave; Newton steps are halved until
+    the objective improves, so the fit converges even from far away (e.g. with
+    strongly correlated conditions).
     """
     n_e, p = counts.shape[1], design.shape[-1]
     if p == 0:
@@ -355,31 +401,33 @@ def _fit_coefficients(
         smoothness * np.kron(second_diff.T @ second_diff, np.eye(p)), dtype=np.float64
     )
     penalty += np.eye(n_e * p) / PRIOR_WIDTH**2
+    likelihood = _ProfileLikelihood(counts, exposure, design)
+    bins = np.arange(n_e)
 
-    def evaluate(b: NDArray[np.float64]) -> tuple[float, NDArray[np.float64], NDArray[np.float64]]:
-        value = -0.5 * float(b @ penalty @ b)
-        grad = -penalty @ b
-        hess: NDArray[np.float64] = -penalty.copy()
-        for i in range(n_e):
-            part = slice(i * p, (i + 1) * p)
-            v, g, h = _row_terms(counts[:, i], exposure[:, i], design[:, i], b[part])
-            value += v
-            grad[part] += g
-            hess[part, part] += h
-        return value, grad, hess
+    def value_at(b: NDArray[np.float64]) -> float:
+        return -0.5 * float(b @ penalty @ b) + likelihood.value(b.reshape(n_e, p))
+
+    def derivatives(b: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        g, h = likelihood.derivatives()
+        grad = g.ravel() - penalty @ b
+        hess = -penalty
+        hess.reshape(n_e, p, n_e, p)[bins, :, bins, :] += h
+        return grad, hess
 
     beta = np.zeros(n_e * p)
-    value, grad, hess = evaluate(beta)
+    value = value_at(beta)
+    grad, hess = derivatives(beta)
     for _ in range(_NEWTON_STEPS):
         step = np.linalg.solve(hess, -grad)
         t = 1.0
         while True:
             trial = beta + t * step
-            new_value, new_grad, new_hess = evaluate(trial)
+            new_value = value_at(trial)
             if new_value >= value - 1e-12 * abs(value) or t < 1e-6:
                 break
             t *= 0.5
-        beta, value, grad, hess = trial, new_value, new_grad, new_hess
+        beta, value = trial, new_value
+        grad, hess = derivatives(beta)
         if np.max(np.abs(t * step)) < 1e-8:
             break
     return beta.reshape(n_e, p)
@@ -393,8 +441,14 @@ def _design(
     conditions: Sequence[str],
     shape_conditions: Sequence[str],
 ) -> NDArray[np.float64]:
-    """Design array (run, energy, offset, p): standardised conditions, then their shape terms."""
+    """Design array (run, energy, offset, p): standardised conditions, then their shape terms.
+
+    Without shape terms it does not depend on the offset and has a single offset
+    bin, (run, energy, 1, p), which broadcasts.
+    """
     z = (values - mean) / scale  # (run, energy, k)
+    if not shape_conditions:
+        return z[:, :, None, :]
     n_t = cube.sizes[OFFSET_DIM]
     norm_part = np.broadcast_to(z[:, :, None, :], (*z.shape[:2], n_t, z.shape[2]))
     idx = [list(conditions).index(c) for c in shape_conditions]

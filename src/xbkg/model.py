@@ -13,7 +13,7 @@ never modifies its input.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import xarray as xr
@@ -200,24 +200,156 @@ def smooth(model: xr.Dataset, method: SmoothingMethod = "poisson") -> xr.Dataset
     return out
 
 
-def _second_difference_penalty(n: int) -> Any:
+def _second_difference_penalty(n: int) -> NDArray[np.float64]:
     """``D.T @ D`` for the second-difference operator ``D`` on ``n`` points (0 if n < 3)."""
-    from scipy import sparse
+    return _apply_second_difference_penalty(np.eye(n), 0)
 
+
+def _apply_second_difference_penalty(x: NDArray[np.float64], axis: int) -> NDArray[np.float64]:
+    """``D.T @ D`` applied along ``axis`` of ``x`` (0 if that axis has fewer than 3 points)."""
+    n = x.shape[axis]
+    out = np.zeros_like(x)
     if n < 3:
-        return sparse.csr_matrix((n, n))
-    d = sparse.diags([1.0, -2.0, 1.0], [0, 1, 2], shape=(n - 2, n))
-    return (d.T @ d).tocsr()
+        return out
+    d = np.diff(x, n=2, axis=axis)  # D x
+    # D.T y: each second difference y_i goes to points i, i + 1, i + 2 with 1, -2, 1.
+    lead = [slice(None)] * x.ndim
+
+    def part(lo: int) -> tuple[slice, ...]:
+        lead[axis] = slice(lo, lo + n - 2)
+        return tuple(lead)
+
+    out[part(0)] += d
+    out[part(1)] -= 2.0 * d
+    out[part(2)] += d
+    return out
+
+
+def _solve_block_tridiagonal(
+    diagonal: NDArray[np.float64],
+    lower: NDArray[np.float64],
+    upper: NDArray[np.float64],
+    rhs: NDArray[np.float64],
+) -> NDArray[np.float64]:
+    """Solve a block-tridiagonal symmetric positive-definite system by cyclic reduction.
+
+    ``diagonal[k]`` is block (k, k), ``lower[k]`` block (k, k - 1) (zero for k = 0),
+    ``upper[k]`` block (k, k + 1) (zero for the last k), ``rhs[k]`` the right-hand
+    side, all along the K blocks. The odd blocks are eliminated all at once (their
+    Schur complement is again block tridiagonal, symmetric and positive definite,
+    so no pivoting between blocks is needed), recursively, in log2(K) batched steps.
+    """
+    n_blocks, m = rhs.shape
+    if n_blocks == 1:
+        return np.linalg.solve(diagonal[0], rhs[0])[None]
+    if n_blocks % 2:
+        # One more, decoupled block with an identity diagonal and no right-hand side.
+        diagonal = np.concatenate([diagonal, np.eye(m)[None]])
+        lower = np.concatenate([lower, np.zeros((1, m, m))])
+        upper = np.concatenate([upper, np.zeros((1, m, m))])
+        rhs = np.concatenate([rhs, np.zeros((1, m))])
+    # Odd block o: x_o = v_o - P_o x_(o-1) - Q_o x_(o+1).
+    inverse = np.linalg.inv(diagonal[1::2])
+    p, q, v = inverse @ lower[1::2], inverse @ upper[1::2], (inverse @ rhs[1::2, :, None])[..., 0]
+    # Even block j = 2i: its neighbours are the odd blocks i - 1 and i.
+    low, up = lower[0::2], upper[0::2]
+    new_diagonal = diagonal[0::2] - up @ p
+    new_diagonal[1:] -= low[1:] @ q[:-1]
+    new_rhs = rhs[0::2] - (up @ v[..., None])[..., 0]
+    new_rhs[1:] -= (low[1:] @ v[:-1, :, None])[..., 0]
+    new_lower = np.zeros_like(low)
+    new_lower[1:] = -(low[1:] @ p[:-1])
+    new_upper = -(up @ q)
+    even = _solve_block_tridiagonal(new_diagonal, new_lower, new_upper, new_rhs)
+    odd = v - (p @ even[..., None])[..., 0]
+    odd[:-1] -= (q[:-1] @ even[1:, :, None])[..., 0]
+    out = np.empty((even.shape[0] + odd.shape[0], m))
+    out[0::2], out[1::2] = even, odd
+    return out[:n_blocks]
+
+
+class _PlanePenalty:
+    """The penalty of the "poisson" smoothing on an (energy, offset) plane, and solves with it.
+
+    ``P = POISSON_OFFSET_PENALTY x D_t.T D_t (along offset) + POISSON_ENERGY_PENALTY
+    x D_e.T D_e (along energy) + RIDGE``. A system ``(diag(mu) + P) x = b`` is
+    banded: ordered with the longer axis outside, only bins up to two apart along
+    it are coupled, so pairs of outer bins make it block tridiagonal
+    (:func:`_solve_block_tridiagonal`).
+    """
+
+    RIDGE = 1e-9
+
+    def __init__(self, n_e: int, n_t: int) -> None:
+        self.shape = (n_e, n_t)
+        # The outer axis is the longer one.
+        self.transposed = n_e > n_t
+        n_out, n_in = (n_e, n_t) if self.transposed else (n_t, n_e)
+        w_out, w_in = (
+            (POISSON_ENERGY_PENALTY, POISSON_OFFSET_PENALTY)
+            if self.transposed
+            else (POISSON_OFFSET_PENALTY, POISSON_ENERGY_PENALTY)
+        )
+        chunk = 2
+        n_blocks = -(-n_out // chunk)
+        padded = n_blocks * chunk
+        outer = np.zeros((padded, padded))
+        outer[:n_out, :n_out] = w_out * _second_difference_penalty(n_out)
+        # Padding bin: decoupled, with unit diagonal and zero right-hand side.
+        outer[n_out:, n_out:] = np.eye(padded - n_out)
+        blocks = outer.reshape(n_blocks, chunk, n_blocks, chunk)
+        idx = np.arange(n_blocks)
+        eye_in = np.eye(n_in)
+        m = chunk * n_in
+
+        def kron(a: NDArray[np.float64]) -> NDArray[np.float64]:
+            return np.einsum("kij,ab->kiajb", a, eye_in).reshape(a.shape[0], m, m)
+
+        # The inner penalty (and the ridge) on every real outer bin of a block.
+        inner = w_in * _second_difference_penalty(n_in) + self.RIDGE * eye_in
+        real = (np.arange(padded) < n_out).reshape(n_blocks, chunk)
+        within = np.zeros((n_blocks, chunk, n_in, chunk, n_in))
+        for j in range(chunk):
+            within[:, j, :, j, :] = real[:, j, None, None] * inner
+        self.diagonal = kron(blocks[idx, :, idx, :]) + within.reshape(n_blocks, m, m)
+        self.lower = np.zeros((n_blocks, m, m))
+        self.lower[1:] = kron(blocks[idx[1:], :, idx[:-1], :])  # block (k, k - 1)
+        self.upper = np.zeros((n_blocks, m, m))
+        self.upper[:-1] = self.lower[1:].transpose(0, 2, 1)
+        self.n_out, self.n_in, self.chunk, self.n_blocks = n_out, n_in, chunk, n_blocks
+
+    def _to_blocks(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
+        grid = x.reshape(self.shape)
+        grid = grid if self.transposed else grid.T  # (outer, inner)
+        out = np.zeros((self.n_blocks * self.chunk, self.n_in))
+        out[: self.n_out] = grid
+        return out.reshape(self.n_blocks, self.chunk * self.n_in)
+
+    def _from_blocks(self, blocks: NDArray[np.float64]) -> NDArray[np.float64]:
+        grid = blocks.reshape(-1, self.n_in)[: self.n_out]
+        return (grid if self.transposed else grid.T).ravel()
+
+    def apply(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
+        """``P @ x`` for ``x`` flattened from (energy, offset)."""
+        grid = x.reshape(self.shape)
+        out = POISSON_OFFSET_PENALTY * _apply_second_difference_penalty(grid, 1)
+        out += POISSON_ENERGY_PENALTY * _apply_second_difference_penalty(grid, 0)
+        out += self.RIDGE * grid
+        return out.ravel()
+
+    def solve(self, mu: NDArray[np.float64], rhs: NDArray[np.float64]) -> NDArray[np.float64]:
+        """``(diag(mu) + P)^-1 rhs`` (both flattened from (energy, offset))."""
+        diagonal = self.diagonal.copy()
+        m = diagonal.shape[-1]
+        diagonal.reshape(self.n_blocks, m * m)[:, :: m + 1] += self._to_blocks(mu)
+        x = _solve_block_tridiagonal(diagonal, self.lower, self.upper, self._to_blocks(rhs))
+        return self._from_blocks(x)
 
 
 def _smooth_plane_poisson(
     counts: NDArray[np.float64], denominator: NDArray[np.float64]
 ) -> NDArray[np.float64]:
     """Penalised Poisson fit of one (energy, offset) plane; see :func:`smooth`."""
-    # scipy's sparse solver is imported here so that importing xbkg stays cheap.
-    from scipy import sparse
-    from scipy.sparse.linalg import spsolve
-
     n_e, n_t = counts.shape
     exposed = denominator > 0
     out = np.full(counts.shape, np.nan)
@@ -229,12 +361,9 @@ def _smooth_plane_poisson(
     if row_total.sum() == 0:
         out[exposed] = 0.0  # no event anywhere: nothing to smooth towards
         return out
-    penalty = POISSON_OFFSET_PENALTY * sparse.kron(
-        sparse.identity(n_e), _second_difference_penalty(n_t)
-    ) + POISSON_ENERGY_PENALTY * sparse.kron(_second_difference_penalty(n_e), sparse.identity(n_t))
-    # A tiny ridge pins the directions that neither data nor penalty fix (bins far
-    # from any exposure), without pulling on anything else.
-    penalty = (penalty + 1e-9 * sparse.identity(n_e * n_t)).tocsc()
+    # A tiny ridge in the penalty pins the directions that neither data nor penalty
+    # fix (bins far from any exposure), without pulling on anything else.
+    penalty = _PlanePenalty(n_e, n_t)
     # Start from each row's mean rate (with half an event so empty rows have a log),
     # rows without exposure from the overall mean.
     row_exposure = d.reshape(n_e, n_t).sum(axis=1)
@@ -244,13 +373,13 @@ def _smooth_plane_poisson(
     x = np.repeat(start, n_t)
 
     def objective(v: NDArray[np.float64]) -> float:
-        return float(n @ v - d @ np.exp(v) - 0.5 * v @ (penalty @ v))
+        return float(n @ v - d @ np.exp(v) - 0.5 * v @ penalty.apply(v))
 
     value = objective(x)
     for _ in range(_POISSON_MAX_ITER):
         mu = d * np.exp(x)
-        grad = n - mu - penalty @ x
-        step = spsolve((sparse.diags(mu) + penalty).tocsc(), grad)
+        grad = n - mu - penalty.apply(x)
+        step = penalty.solve(mu, grad)
         # Damped Newton: the objective is concave, halve the step until it improves.
         t = 1.0
         while t > 1e-6:
