@@ -248,21 +248,26 @@ def _solve_block_tridiagonal(
         lower = np.concatenate([lower, np.zeros((1, m, m))])
         upper = np.concatenate([upper, np.zeros((1, m, m))])
         rhs = np.concatenate([rhs, np.zeros((1, m))])
-    # Odd block o: x_o = v_o - P_o x_(o-1) - Q_o x_(o+1).
-    inverse = np.linalg.inv(diagonal[1::2])
-    p, q, v = inverse @ lower[1::2], inverse @ upper[1::2], (inverse @ rhs[1::2, :, None])[..., 0]
-    # Even block j = 2i: its neighbours are the odd blocks i - 1 and i.
+    # Odd block o: x_o = v_o - P_o x_(o-1) - Q_o x_(o+1), [P_o Q_o v_o] in one product.
+    pqv = np.linalg.inv(diagonal[1::2]) @ np.concatenate(
+        [lower[1::2], upper[1::2], rhs[1::2, :, None]], axis=2
+    )
+    # Even block j = 2i: its neighbours are the odd blocks i - 1 (through low) and i (up).
     low, up = lower[0::2], upper[0::2]
-    new_diagonal = diagonal[0::2] - up @ p
-    new_diagonal[1:] -= low[1:] @ q[:-1]
-    new_rhs = rhs[0::2] - (up @ v[..., None])[..., 0]
-    new_rhs[1:] -= (low[1:] @ v[:-1, :, None])[..., 0]
+    from_up = up @ pqv  # [up P, up Q, up v] of odd block i
+    from_low = low[1:] @ pqv[:-1]  # [low P, low Q, low v] of odd block i - 1
+    new_diagonal = diagonal[0::2] - from_up[..., :m]
+    new_diagonal[1:] -= from_low[..., m : 2 * m]
+    new_rhs = rhs[0::2] - from_up[..., 2 * m]
+    new_rhs[1:] -= from_low[..., 2 * m]
     new_lower = np.zeros_like(low)
-    new_lower[1:] = -(low[1:] @ p[:-1])
-    new_upper = -(up @ q)
+    new_lower[1:] = -from_low[..., :m]
+    new_upper = -from_up[..., m : 2 * m]
     even = _solve_block_tridiagonal(new_diagonal, new_lower, new_upper, new_rhs)
-    odd = v - (p @ even[..., None])[..., 0]
-    odd[:-1] -= (q[:-1] @ even[1:, :, None])[..., 0]
+    # Back substitution: [P_o Q_o] @ [x_(o-1); x_(o+1)] (x beyond the last block is 0).
+    beyond = np.concatenate([even[1:], np.zeros((1, m))])
+    neighbours = np.concatenate([even, beyond], axis=1)[..., None]
+    odd = pqv[..., 2 * m] - (pqv[..., : 2 * m] @ neighbours)[..., 0]
     out = np.empty((even.shape[0] + odd.shape[0], m))
     out[0::2], out[1::2] = even, odd
     return out[:n_blocks]
