@@ -15,6 +15,8 @@ archive converts them to CF bounds on disk and back on load
 
 from __future__ import annotations
 
+import operator
+import reprlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,6 +39,7 @@ from xbkg.conventions import (
     OFFSET_DIM,
     OFFSET_UNIT,
 )
+from xbkg.errors import ConfigError
 
 __all__ = [
     "binned_coords",
@@ -56,10 +59,26 @@ def energy_edges(
     emax: float = DEFAULT_ENERGY_RANGE[1],
     nbins: int = DEFAULT_ENERGY_BINS,
 ) -> NDArray[np.float64]:
-    """Logarithmically spaced energy edges in TeV (``nbins`` bins, ``nbins + 1`` edges)."""
-    if not (0 < emin < emax):
-        raise ValueError(f"energy range must satisfy 0 < emin < emax, got emin={emin}, emax={emax}")
-    return np.geomspace(emin, emax, nbins + 1)
+    """Logarithmically spaced energy edges in TeV (``nbins`` bins, ``nbins + 1`` edges).
+
+    Raises
+    ------
+    xbkg.errors.ConfigError
+        Unless ``0 < emin < emax`` are finite and ``nbins >= 1`` is an integer.
+    """
+    lo, hi = _finite_float(emin, "emin"), _finite_float(emax, "emax")
+    if not (0 < lo < hi):
+        raise ConfigError(
+            f"energy range must satisfy 0 < emin < emax, got emin={emin}, emax={emax}"
+        )
+    n = _count(nbins, "nbins", 1)
+    values = np.geomspace(lo, hi, n + 1)
+    if np.any(np.diff(values) <= 0):
+        raise ConfigError(
+            f"{n} energy bins between {lo} and {hi} TeV are too narrow to be told apart in "
+            "floating point; use fewer bins"
+        )
+    return values
 
 
 def offset_edges(
@@ -69,10 +88,43 @@ def offset_edges(
 
     ``n_edges`` counts edges, as Gammapy 0.6's ``sqrt_space`` did: the default
     100 edges give 99 rings out to 2.5 deg.
+
+    Raises
+    ------
+    xbkg.errors.ConfigError
+        Unless ``0 < offset_max <= 180`` (deg) and ``n_edges >= 2`` is an integer.
     """
-    if offset_max <= 0 or n_edges < 2:
-        raise ValueError(f"need offset_max > 0 and n_edges >= 2, got {offset_max}, {n_edges}")
-    return np.sqrt(np.linspace(0.0, offset_max**2, n_edges))
+    o_max = _finite_float(offset_max, "offset_max")
+    if not 0 < o_max <= 180:
+        raise ConfigError(f"need 0 < offset_max <= 180 deg, got {offset_max}")
+    n = _count(n_edges, "n_edges", 2)
+    values = np.sqrt(np.linspace(0.0, o_max**2, n))
+    if np.any(np.diff(values) <= 0):
+        raise ConfigError(
+            f"{n} offset edges up to {o_max} deg are too close to be told apart in floating "
+            "point; use fewer edges or a larger offset_max"
+        )
+    return values
+
+
+def _finite_float(value: Any, what: str) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} must be a number, got {value!r}") from None
+    if not np.isfinite(out):
+        raise ConfigError(f"{what} must be finite, got {value!r}")
+    return out
+
+
+def _count(value: Any, what: str, minimum: int) -> int:
+    try:
+        n = operator.index(value)
+    except TypeError:
+        raise ConfigError(f"{what} must be an integer, got {value!r}") from None
+    if isinstance(value, bool) or n < minimum:
+        raise ConfigError(f"{what} must be an integer >= {minimum}, got {value!r}")
+    return n
 
 
 def validate_edges(values: ArrayLike, name: str, *, positive: bool = False) -> NDArray[np.float64]:
@@ -80,22 +132,28 @@ def validate_edges(values: ArrayLike, name: str, *, positive: bool = False) -> N
 
     Raises
     ------
-    ValueError
-        Naming the axis and what is wrong, if the edges are not usable.
+    xbkg.errors.ConfigError
+        Naming the axis and what is wrong, if the edges are not usable (a
+        ``ValueError`` subclass).
     """
-    arr = np.asarray(values, dtype=np.float64)
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{name} edges must be a 1-D sequence of numbers, got {reprlib.repr(values)}"
+        ) from None
     if arr.ndim != 1 or arr.size < 2:
-        raise ValueError(
+        raise ConfigError(
             f"{name} edges must be a 1-D sequence of at least 2 values, got {arr.tolist()}"
         )
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} edges must be finite, got {arr.tolist()}")
+        raise ConfigError(f"{name} edges must be finite, got {arr.tolist()}")
     if np.any(np.diff(arr) <= 0):
-        raise ValueError(f"{name} edges must be strictly increasing, got {arr.tolist()}")
+        raise ConfigError(f"{name} edges must be strictly increasing, got {arr.tolist()}")
     if positive and arr[0] <= 0:
-        raise ValueError(f"{name} edges must be positive, got {arr.tolist()}")
+        raise ConfigError(f"{name} edges must be positive, got {arr.tolist()}")
     if not positive and arr[0] < 0:
-        raise ValueError(f"{name} edges must not be negative, got {arr.tolist()}")
+        raise ConfigError(f"{name} edges must not be negative, got {arr.tolist()}")
     return arr
 
 

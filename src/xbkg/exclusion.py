@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,11 +35,14 @@ import astropy.units as u
 import numpy as np
 import xarray as xr
 from astropy.io import fits
+from astropy.io.fits.verify import VerifyError, VerifyWarning
 from astropy.table import Table
+from astropy.utils.exceptions import AstropyUserWarning
 from numpy.typing import ArrayLike, NDArray
 
 from xbkg.axes import validate_edges
 from xbkg.conventions import DEFAULT_MIN_RADIUS, DEFAULT_SOURCE_RADIUS
+from xbkg.errors import CatalogError, ConfigError, XbkgError
 
 __all__ = [
     "DEFAULT_QUADRATURE_NODES",
@@ -147,7 +152,7 @@ def _check_regions(regions: xr.Dataset) -> None:
         raise TypeError(f"a region list must be an xarray.Dataset, got {type(regions).__name__}")
     missing = [v for v in ("ra", "dec", "radius", "name") if v not in regions.variables]
     if missing or set(regions.dims) - {SOURCE_DIM}:
-        raise ValueError(
+        raise CatalogError(
             f"not a region list: need variables ra, dec, radius, name along dimension "
             f"{SOURCE_DIM!r}; missing {missing}, dimensions {list(regions.dims)}"
         )
@@ -199,18 +204,20 @@ def exclusion_circles(
 
     Raises
     ------
-    ValueError
+    xbkg.errors.CatalogError
         Naming the offending circles, for non-finite values, ``|dec| > 90`` or a
-        radius outside ``(0, 180)``.
+        radius outside ``(0, 180)`` (a ``ValueError`` subclass).
     """
     ra_a = np.atleast_1d(np.asarray(ra, dtype=np.float64))
     dec_a = np.atleast_1d(np.asarray(dec, dtype=np.float64))
     if ra_a.ndim != 1 or ra_a.shape != dec_a.shape:
-        raise ValueError(f"ra and dec must be 1-D of equal length, got {ra_a.shape}, {dec_a.shape}")
+        raise CatalogError(
+            f"ra and dec must be 1-D of equal length, got {ra_a.shape}, {dec_a.shape}"
+        )
     try:
         rad_a = np.broadcast_to(np.asarray(radius, dtype=np.float64), ra_a.shape).copy()
     except ValueError:
-        raise ValueError(
+        raise CatalogError(
             f"radius must be a scalar or one value per circle ({ra_a.size}), "
             f"got shape {np.shape(radius)}"
         ) from None
@@ -219,7 +226,7 @@ def exclusion_circles(
     else:
         names = [name] if isinstance(name, str) else [str(n) for n in name]
         if len(names) != ra_a.size:
-            raise ValueError(f"got {len(names)} names for {ra_a.size} circles")
+            raise CatalogError(f"got {len(names)} names for {ra_a.size} circles")
     problems = []
     bad = np.flatnonzero(~(np.isfinite(ra_a) & np.isfinite(dec_a) & np.isfinite(rad_a)))
     if bad.size:
@@ -231,7 +238,7 @@ def exclusion_circles(
     if bad.size:
         problems.append(f"radius not in (0, 180) deg in circles {_rows(bad, names)}")
     if problems:
-        raise ValueError("invalid exclusion circles: " + "; ".join(problems))
+        raise CatalogError("invalid exclusion circles: " + "; ".join(problems))
     return _make_regions(np.mod(ra_a, 360.0), dec_a, rad_a, names, {})
 
 
@@ -275,7 +282,8 @@ def regions_in_fov(
 def _find(columns: Sequence[str], wanted: str) -> str | None:
     """The column called ``wanted`` ignoring case, or None."""
     for c in columns:
-        if c.lower() == wanted.lower():
+        # A damaged header can leave a column without name (None).
+        if isinstance(c, str) and c.lower() == wanted.lower():
             return c
     return None
 
@@ -319,10 +327,51 @@ def _read_table(path: Path, radius_column: str | None) -> Table:
     """Read the source table of a catalogue file (FITS: pick the right HDU)."""
     if not path.is_file():
         raise FileNotFoundError(f"catalogue file not found: {path}")
+    try:
+        with warnings.catch_warnings():
+            # astropy only warns about a truncated file or a damaged card; here they are errors.
+            warnings.simplefilter("error", VerifyWarning)
+            warnings.filterwarnings("error", ".*truncated", AstropyUserWarning)
+            return _read_source_table(path, radius_column)
+    except XbkgError:
+        raise
+    except _READ_ERRORS as exc:
+        text = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, (EOFError, zlib.error)) or "truncated" in str(exc):
+            hint = "the file is incomplete (truncated or a broken gzip stream), download it again"
+        else:
+            hint = "the file is damaged or not a table in a format astropy reads, replace it"
+        raise CatalogError(f"cannot read catalogue {path} ({text}); {hint}") from exc
+
+
+#: What a damaged file makes gzip (EOFError, zlib.error, OSError) and astropy
+#: (OSError, ValueError, TypeError, KeyError, IndexError, VerifyError, the
+#: warnings made errors in :func:`_read_table`, ...) raise.
+_READ_ERRORS = (
+    OSError,
+    EOFError,
+    zlib.error,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    UnicodeError,
+    VerifyError,
+    VerifyWarning,
+    AstropyUserWarning,
+    # astropy's column parsing asserts that TTYPEn is a string and leaves a
+    # variable unset when TFORMn is missing.
+    AssertionError,
+    UnboundLocalError,
+)
+
+
+def _read_source_table(path: Path, radius_column: str | None) -> Table:
     suffixes = [s.lower() for s in path.suffixes]
     if not any(s in _FITS_SUFFIXES for s in suffixes):
         return Table.read(path)
-    with fits.open(path, memmap=False) as hdul:
+    # The file is opened here so that it is closed even when astropy fails while opening.
+    with open(path, "rb") as file, fits.open(file, memmap=False) as hdul:
         tables = [h for h in hdul if isinstance(h, (fits.BinTableHDU, fits.TableHDU))]
         chosen = next((h for h in tables if h.name.upper() == _PREFERRED_HDU), None)
         if chosen is None:
@@ -333,7 +382,7 @@ def _read_table(path: Path, radius_column: str | None) -> Table:
                 + ", ".join(_missing(h.columns.names, radius_column))
                 for h in tables
             )
-            raise ValueError(
+            raise CatalogError(
                 f"no source table in catalogue {path}: {found or 'the file has no table HDU'}; "
                 f"{_accepted(radius_column)}"
             )
@@ -351,7 +400,7 @@ def _degrees(table: Table, column: str, what: str) -> NDArray[np.float64]:
     try:
         values = np.asarray(np.ma.getdata(col), dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError(
+        raise CatalogError(
             f"column {column!r} of {what} is not numeric (dtype {col.dtype}); "
             "give angles as numbers in deg or with an angle unit"
         ) from None
@@ -363,7 +412,7 @@ def _degrees(table: Table, column: str, what: str) -> NDArray[np.float64]:
     try:
         return (values * u.Unit(unit)).to_value(u.deg)
     except (u.UnitsError, TypeError, ValueError):
-        raise ValueError(
+        raise CatalogError(
             f"column {column!r} of {what} has unit {unit!s}, which is not an angle"
         ) from None
 
@@ -388,13 +437,13 @@ def _regions_from_table(
     attrs: dict[str, str],
 ) -> xr.Dataset:
     if not (min_radius >= 0 and default_radius > 0):
-        raise ValueError(
+        raise ConfigError(
             f"need min_radius >= 0 and default_radius > 0, got {min_radius}, {default_radius}"
         )
     position, size_col, name_col = _schema(table.colnames, radius_column)
     missing = _missing(table.colnames, radius_column)
     if missing:
-        raise ValueError(
+        raise CatalogError(
             f"{what} lacks the {' and '.join(missing)} column(s); it has {table.colnames}; "
             f"{_accepted(radius_column)}"
         )
@@ -407,13 +456,13 @@ def _regions_from_table(
     size = _degrees(table, size_col, what)
     bad = np.flatnonzero(~(np.isfinite(ra) & np.isfinite(dec)) | (np.abs(dec) > 90))
     if bad.size:
-        raise ValueError(f"{what} has missing or invalid positions in rows {_rows(bad, names)}")
+        raise CatalogError(f"{what} has missing or invalid positions in rows {_rows(bad, names)}")
     # A missing size (masked or NaN) means "no measured extension": use the default.
     size = np.where(np.isfinite(size), size, default_radius)
     radius = np.maximum(size, min_radius)
     bad = np.flatnonzero((radius <= 0) | (radius >= 180))
     if bad.size:
-        raise ValueError(
+        raise CatalogError(
             f"{what}: exclusion radius not in (0, 180) deg in rows {_rows(bad, names)} "
             f"(column {size_col!r}, min_radius={min_radius})"
         )
@@ -488,9 +537,13 @@ def read_catalog(
     ------
     FileNotFoundError
         If ``path`` does not exist.
-    ValueError
-        Naming the file, the missing columns and the accepted ones; or the rows
-        with missing or invalid positions or radii.
+    xbkg.errors.CatalogError
+        Naming the file: if it is damaged or truncated, lacks usable columns
+        (naming the missing and the accepted ones), or has rows with missing
+        or invalid positions or radii.
+    xbkg.errors.ConfigError
+        If ``min_radius`` or ``default_radius`` cannot work. Both errors are
+        ``ValueError`` subclasses.
     """
     path = Path(path)
     table = _read_table(path, radius_column)
@@ -746,9 +799,9 @@ def ring_excluded_fraction(
     """
     t = np.deg2rad(validate_edges(offset_edges, "offset"))
     if t[-1] > np.pi:
-        raise ValueError(f"offset edges must not exceed 180 deg, got {np.rad2deg(t[-1])}")
+        raise ConfigError(f"offset edges must not exceed 180 deg, got {np.rad2deg(t[-1])}")
     if n_nodes < 1:
-        raise ValueError(f"n_nodes must be >= 1, got {n_nodes}")
+        raise ConfigError(f"n_nodes must be >= 1, got {n_nodes}")
     n_rings = t.size - 1
     ra_c, dec_c, rad_c = _region_arrays(regions)
     d = np.deg2rad(separation(ra_pnt, dec_pnt, ra_c, dec_c))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import IO
 
@@ -26,6 +27,9 @@ __all__ = ["read_table_columns"]
 
 _BLOCK = 2880
 _CARD = 80
+#: Largest read at once: a header cannot make the reader allocate more than this
+#: ahead of the bytes actually being there.
+_CHUNK = 1 << 22
 #: Bytes per element of each FITS binary table format code.
 _SIZES = {"L": 1, "B": 1, "I": 2, "J": 4, "K": 8, "A": 1, "E": 4, "D": 8, "C": 8, "M": 16}
 _DESCRIPTORS = {"P": 8, "Q": 16}
@@ -118,24 +122,53 @@ def _read_header(stream: IO[bytes]) -> tuple[Cards, bytes] | None:
                 cards.add(key, card[10:])
 
 
+def _int(cards: Cards, key: str, default: int | None = None, *, minimum: int = 0) -> int:
+    """An integer keyword that must be at least ``minimum`` (a damaged header is not guessed)."""
+    if key not in cards and default is not None:
+        return default
+    value = cards[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _Unsupported(f"keyword {key} = {value!r} is not an integer >= {minimum}")
+    return value
+
+
 def _data_size(cards: Cards) -> int:
-    naxis = int(cards.get("NAXIS", 0))
+    naxis = _int(cards, "NAXIS", 0)
     if naxis == 0:
         return 0
     n = 1
     for i in range(1, naxis + 1):
-        n *= int(cards[f"NAXIS{i}"])
+        n *= _int(cards, f"NAXIS{i}")
     bits = abs(int(cards["BITPIX"]))
-    return bits // 8 * int(cards.get("GCOUNT", 1)) * (int(cards.get("PCOUNT", 0)) + n)
+    return bits // 8 * _int(cards, "GCOUNT", 1) * (_int(cards, "PCOUNT", 0) + n)
 
 
 def _skip(stream: IO[bytes], nbytes: int) -> None:
     padded = -(-nbytes // _BLOCK) * _BLOCK
     while padded > 0:
-        chunk = stream.read(min(padded, 1 << 22))
+        chunk = stream.read(min(padded, _CHUNK))
         if not chunk:
             raise _Unsupported("file ends inside a data unit")
         padded -= len(chunk)
+
+
+def _read_exactly(stream: IO[bytes], nbytes: int) -> bytes:
+    """``nbytes`` bytes of the stream, read in chunks so that a damaged header
+    claiming a huge table cannot make the reader allocate more than the file holds."""
+    if nbytes <= _CHUNK:
+        data = stream.read(nbytes)
+    else:
+        chunks, left = [], nbytes
+        while left > 0:
+            chunk = stream.read(min(left, _CHUNK))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+    if len(data) != nbytes:
+        raise _Unsupported("file ends inside the table")
+    return data
 
 
 def _column_layout(
@@ -144,7 +177,7 @@ def _column_layout(
     """Column name (upper case) -> (column number, byte offset in the row, format code, repeat)."""
     layout: dict[str, tuple[int, int, str, int]] = {}
     offset = 0
-    for i in range(1, int(cards["TFIELDS"]) + 1):
+    for i in range(1, _int(cards, "TFIELDS") + 1):
         form = str(cards[f"TFORM{i}"]).strip().upper()
         digits = ""
         while form and form[0].isdigit():
@@ -162,7 +195,7 @@ def _column_layout(
         name = str(cards.get(f"TTYPE{i}", f"COL{i}")).strip().upper()
         layout.setdefault(name, (i, offset, code, repeat))
         offset += size
-    if offset != int(cards["NAXIS1"]):
+    if offset != _int(cards, "NAXIS1"):
         raise _Unsupported("column formats do not add up to the row length")
     return layout
 
@@ -210,10 +243,8 @@ def read_table_columns(
                     _skip(stream, size)
                     continue
                 layout = _column_layout(cards)
-                nrows, rowlen = int(cards["NAXIS2"]), int(cards["NAXIS1"])
-                data = stream.read(nrows * rowlen)
-                if len(data) != nrows * rowlen:
-                    return None
+                nrows, rowlen = _int(cards, "NAXIS2"), _int(cards, "NAXIS1")
+                data = _read_exactly(stream, nrows * rowlen)
                 out = {}
                 for column in columns:
                     key = column.upper()
@@ -229,12 +260,25 @@ def read_table_columns(
                         offset=offset,
                         strides=(rowlen,),
                     )
-                    values = view.astype(np.float64)
+                    # Damaged bytes may hold signalling NaNs; they stay NaN, without a warning.
+                    with np.errstate(invalid="ignore"):
+                        values = view.astype(np.float64)
                     scale = float(cards.get(f"TSCAL{index}", 1.0))
                     zero = float(cards.get(f"TZERO{index}", 0.0))
                     if scale != 1.0 or zero != 0.0:
                         values = values * scale + zero
                     out[key] = values
                 return out, cards, raw
-    except (_Unsupported, OSError, EOFError, ValueError, KeyError):
+    except (
+        _Unsupported,
+        # What a damaged file can raise: gzip (OSError, EOFError, zlib.error), a
+        # garbled header value (ValueError, KeyError, TypeError, OverflowError).
+        OSError,
+        EOFError,
+        zlib.error,
+        ValueError,
+        KeyError,
+        TypeError,
+        OverflowError,
+    ):
         return None

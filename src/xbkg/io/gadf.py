@@ -24,6 +24,8 @@ import functools
 import itertools
 import os
 import re
+import warnings
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,10 +34,13 @@ import astropy.units as u
 import numpy as np
 import xarray as xr
 from astropy.io import fits
+from astropy.io.fits.verify import VerifyError, VerifyWarning
+from astropy.utils.exceptions import AstropyUserWarning
 from numpy.typing import NDArray
 
 from xbkg import conventions
 from xbkg.axes import binned_coords, edges, validate_edges
+from xbkg.errors import ConfigError, DataStoreError, XbkgError
 from xbkg.io.fitsfile import atomic_write_bytes, gzip_bytes, one_row_table_bytes
 
 __all__ = [
@@ -313,17 +318,66 @@ def read_bkg(
     ------
     FileNotFoundError
         If ``path`` does not exist.
-    ValueError
-        Naming the file and HDU, if no background HDU is found, columns are
-        missing, their lengths do not fit the data cell, units cannot be
-        converted, or the axis order cannot be decided (pass ``axis_order``).
+    xbkg.errors.DataStoreError
+        Naming the file and HDU, if the file is damaged or truncated, no
+        background HDU is found, columns are missing, their lengths do not fit
+        the data cell, units cannot be converted, or the axis order cannot be
+        decided (pass ``axis_order``).
+    xbkg.errors.ConfigError
+        If ``axis_order`` does not fit the table or contradicts its ``CREFn``.
+        Both are ``ValueError`` subclasses.
+    TypeError
+        If ``hdu`` or ``axis_order`` has the wrong type.
     """
     path = Path(path)
+    if isinstance(hdu, bool) or not (hdu is None or isinstance(hdu, (int, str))):
+        raise TypeError(f"hdu must be a name, an index or None, got {hdu!r}")
+    if isinstance(axis_order, str):
+        raise TypeError(f"axis_order must be a sequence of dimension names, got {axis_order!r}")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: background file not found")
-    with fits.open(path, memmap=False) as hdulist:
-        index, table = _select_hdu(hdulist, hdu, path)
-        return _read_table(table, index, path, axis_order)
+    try:
+        with warnings.catch_warnings():
+            # astropy only warns about a truncated file or a damaged card; here they are errors.
+            warnings.simplefilter("error", VerifyWarning)
+            warnings.filterwarnings("error", ".*truncated", AstropyUserWarning)
+            # Opened here so that it is closed even when astropy fails while opening.
+            with open(path, "rb") as file, fits.open(file, memmap=False) as hdulist:
+                index, table = _select_hdu(hdulist, hdu, path)
+                return _read_table(table, index, path, axis_order)
+    except XbkgError:
+        raise
+    except _READ_ERRORS as exc:
+        raise DataStoreError(f"{path}: cannot read the background table ({_problem(exc)})") from exc
+
+
+#: What a damaged file makes gzip (EOFError, zlib.error, OSError) and astropy
+#: (OSError, ValueError, TypeError, KeyError, IndexError, VerifyError, and the
+#: warnings made errors above) raise.
+_READ_ERRORS = (
+    OSError,
+    EOFError,
+    zlib.error,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    VerifyError,
+    VerifyWarning,
+    AstropyUserWarning,
+    # astropy's column parsing asserts that TTYPEn is a string and leaves a
+    # variable unset when TFORMn is missing.
+    AssertionError,
+    UnboundLocalError,
+)
+
+
+def _problem(exc: BaseException) -> str:
+    """What is wrong with a file that could not be read, and what to do."""
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, (EOFError, zlib.error)) or "truncated" in str(exc):
+        return f"{text}; the file is incomplete (truncated or a broken gzip stream), copy it again"
+    return f"{text}; the file is damaged or not a GADF background file, copy it again"
 
 
 def _select_hdu(
@@ -338,40 +392,38 @@ def _select_hdu(
         if len(found) == 1:
             return found[0]
         if not found:
-            raise ValueError(
+            raise DataStoreError(
                 f"{path}: no background HDU found (looked for HDUCLAS2='BKG', EXTNAME in "
                 f"{BKG_EXTNAMES} or a table with a BKG/BGD column); HDUs: {_describe(hdulist)}"
             )
-        raise ValueError(
+        raise DataStoreError(
             f"{path}: several background HDUs {[_label(h, i) for i, h in found]}; "
             "choose one with hdu="
         )
 
-    if isinstance(hdu, bool) or not isinstance(hdu, (int, str)):
-        raise TypeError(f"hdu must be a name, an index or None, got {hdu!r}")
     if isinstance(hdu, int):
         if not -len(hdulist) <= hdu < len(hdulist):
-            raise ValueError(f"{path}: no HDU {hdu}; HDUs: {_describe(hdulist)}")
+            raise DataStoreError(f"{path}: no HDU {hdu}; HDUs: {_describe(hdulist)}")
         index = hdu % len(hdulist)
     else:
         wanted = hdu.strip().upper()
         if not wanted:
-            raise ValueError(f"{path}: empty HDU name; pass a name, an index or None")
+            raise ConfigError(f"{path}: empty HDU name; pass a name, an index or None")
         matches = [
             i
             for i, h in enumerate(hdulist)
             if wanted in (h.name.strip().upper(), _text(h.header.get("HDUNAME", "")).upper())
         ]
         if not matches:
-            raise ValueError(f"{path}: no HDU named {hdu!r}; HDUs: {_describe(hdulist)}")
+            raise DataStoreError(f"{path}: no HDU named {hdu!r}; HDUs: {_describe(hdulist)}")
         if len(matches) > 1:
-            raise ValueError(
+            raise DataStoreError(
                 f"{path}: several HDUs named {hdu!r} (indices {matches}); pass an index as hdu="
             )
         index = matches[0]
     table = hdulist[index]
     if not isinstance(table, fits.BinTableHDU):
-        raise ValueError(
+        raise DataStoreError(
             f"{path}: HDU {_label(table, index)} is a {type(table).__name__}, not a binary table"
         )
     return index, table
@@ -384,12 +436,26 @@ def _read_table(
     header = table.header
     data_name = _data_column(table)
     if data_name is None:
-        raise ValueError(
+        raise DataStoreError(
             f"{where}: no background data column (looked for {BKG_COLUMNS}, any case); "
             f"columns: {table.columns.names}"
         )
+    # Checked on the header before the data are read: a damaged NAXISn would make
+    # astropy allocate (and, for gzip, try to decompress) whatever it claims.
+    nrows, row_bytes = header.get("NAXIS2"), header.get("NAXIS1")
+    if nrows != 1:
+        raise DataStoreError(
+            f"{where}: expected a table with one row (GADF array convention), the header "
+            f"says NAXIS2 = {nrows!r}"
+        )
+    if row_bytes != table.columns.dtype.itemsize:
+        raise DataStoreError(
+            f"{where}: the header gives rows of NAXIS1 = {row_bytes!r} bytes, but the columns "
+            f"(TFORMn) take {table.columns.dtype.itemsize}; the header is damaged, copy the "
+            "file again"
+        )
     if len(table.data) != 1:
-        raise ValueError(
+        raise DataStoreError(
             f"{where}: expected a table with one row (GADF array convention), found "
             f"{len(table.data)} rows"
         )
@@ -410,7 +476,9 @@ def _read_table(
     )
     values = raw.transpose([stored.index(dim) for dim in dims])
     unit = table.columns[data_name].unit or conventions.RATE_UNIT
-    values = _convert(values, unit, conventions.RATE_UNIT, f"{where} column {data_name!r}")
+    values = _convert(
+        values, unit, conventions.RATE_UNIT, f"{where} column {data_name!r}", DataStoreError
+    )
 
     if is_3d:
         energy_coords = binned_coords(energy=bin_edges[conventions.ENERGY_DIM])
@@ -436,7 +504,7 @@ def _edges_from_columns(table: fits.BinTableHDU, dim: str, where: str) -> NDArra
     missing = [w for w, name in zip(wanted, names, strict=True) if name is None]
     if missing:
         axes = "ENERG, DETX and DETY" if dim in (DETX_DIM, DETY_DIM) else "ENERG and THETA"
-        raise ValueError(
+        raise DataStoreError(
             f"{where}: missing column {' and '.join(missing)} (a background table needs _LO "
             f"and _HI columns for {axes}); columns: {table.columns.names}"
         )
@@ -446,24 +514,29 @@ def _edges_from_columns(table: fits.BinTableHDU, dim: str, where: str) -> NDArra
             table.columns[name].unit or _UNIT[dim],
             _UNIT[dim],
             f"{where} column {name!r}",
+            DataStoreError,
         )
         for name in names
     )
     if lo.size != hi.size or lo.size == 0:
-        raise ValueError(
+        raise DataStoreError(
             f"{where}: columns {stem}_LO and {stem}_HI have lengths {lo.size} and {hi.size}; "
             "they must be equal and non-zero"
         )
     if not np.array_equal(lo[1:], hi[:-1]):
-        raise ValueError(f"{where}: the {stem} bins are not contiguous ({stem}_LO[1:] != _HI[:-1])")
+        raise DataStoreError(
+            f"{where}: the {stem} bins are not contiguous ({stem}_LO[1:] != _HI[:-1])"
+        )
     bin_edges = np.append(lo, hi[-1])
     if dim in (conventions.ENERGY_DIM, conventions.OFFSET_DIM):
         try:
             return validate_edges(bin_edges, stem, positive=dim == conventions.ENERGY_DIM)
         except ValueError as err:
-            raise ValueError(f"{where}: {err}") from err
+            raise DataStoreError(f"{where}: {err}") from err
     if not (np.all(np.isfinite(bin_edges)) and np.all(np.diff(bin_edges) > 0)):
-        raise ValueError(f"{where}: {stem} edges must be finite and increasing, got {bin_edges}")
+        raise DataStoreError(
+            f"{where}: {stem} edges must be finite and increasing, got {bin_edges}"
+        )
     return bin_edges
 
 
@@ -480,25 +553,25 @@ def _stored_order(
         order for order in itertools.permutations(sizes) if tuple(sizes[d] for d in order) == shape
     ]
     if not fitting:
-        raise ValueError(
+        raise DataStoreError(
             f"{where}: data shape {shape} fits no order of the axis lengths {dict(sizes)} "
             "given by the _LO/_HI columns"
         )
     if cref is not None:
         if cref not in fitting:
-            raise ValueError(
+            raise DataStoreError(
                 f"{where}: the CREF keyword gives the axis order {cref} (slowest first), "
                 f"which does not fit the data shape {shape}"
             )
         if axis_order is not None and axis_order != cref:
-            raise ValueError(
+            raise ConfigError(
                 f"{where}: axis_order={axis_order} contradicts the file's CREF keyword, "
                 f"which gives {cref}; drop axis_order"
             )
         return cref
     if axis_order is not None:
         if axis_order not in fitting:
-            raise ValueError(
+            raise ConfigError(
                 f"{where}: axis_order={axis_order} does not fit the data shape {shape} "
                 f"(axis lengths {dict(sizes)})"
             )
@@ -513,7 +586,7 @@ def _stored_order(
         # shape at all. The GADF-recommended order (ENERGY, DETX, DETY) is the only
         # convention in use (Gammapy reads these files the same way).
         return recommended
-    raise ValueError(
+    raise DataStoreError(
         f"{where}: the axis order cannot be told from the data shape {shape}, because axes "
         f"have equal lengths {dict(sizes)}, and the HDU has no CREF keyword. Pass axis_order= "
         f"with the stored order, slowest axis first: one of {fitting}. The GADF-recommended "
@@ -533,11 +606,13 @@ def _cref_order(
     for part in text.strip("()").split(","):
         stem = part.split(":")[0].strip().upper().removesuffix("_LO")
         if stem not in _DIM_OF_STEM:
-            raise ValueError(f"{where}: cannot interpret {key} = {text!r}: unknown axis {stem!r}")
+            raise DataStoreError(
+                f"{where}: cannot interpret {key} = {text!r}: unknown axis {stem!r}"
+            )
         found.append(_DIM_OF_STEM[stem])
     order = tuple(reversed(found))  # FITS lists the fastest axis first
     if sorted(order) != sorted(dims):
-        raise ValueError(f"{where}: {key} = {text!r} does not name the axes {dims}")
+        raise DataStoreError(f"{where}: {key} = {text!r} does not name the axes {dims}")
     return order
 
 
@@ -546,11 +621,9 @@ def _check_axis_order(
 ) -> tuple[str, ...] | None:
     if axis_order is None:
         return None
-    if isinstance(axis_order, str):
-        raise TypeError(f"axis_order must be a sequence of dimension names, got {axis_order!r}")
     order = tuple(str(d).strip().lower() for d in axis_order)
     if sorted(order) != sorted(dims):
-        raise ValueError(
+        raise ConfigError(
             f"{where}: axis_order must be an ordering of {dims} for this table, got {axis_order}"
         )
     return order
@@ -588,11 +661,17 @@ def _header_attrs(header: fits.Header) -> dict[str, str | int | float]:
 # --------------------------------------------------------------------------- helpers
 
 
-def _convert(values: NDArray[np.float64], unit: str, target: str, what: str) -> NDArray[np.float64]:
+def _convert(
+    values: NDArray[np.float64],
+    unit: str,
+    target: str,
+    what: str,
+    error: type[ValueError] = ValueError,
+) -> NDArray[np.float64]:
     try:
         scale = _scale(unit, target)
-    except (ValueError, u.UnitsError) as err:
-        raise ValueError(f"{what}: unit {unit!r} cannot be converted to {target!r}") from err
+    except (ValueError, TypeError, u.UnitsError) as err:
+        raise error(f"{what}: unit {unit!r} cannot be converted to {target!r}") from err
     # Skip the multiplication for equal units so that values pass through bit for bit.
     return values if scale == 1.0 else values * scale
 
@@ -616,7 +695,7 @@ def _data_column(table: fits.BinTableHDU) -> str | None:
 def _column(table: fits.BinTableHDU, name: str) -> str | None:
     """Actual name of column ``name`` in ``table``, compared case-insensitively."""
     for actual in table.columns.names:
-        if actual.strip().upper() == name:
+        if isinstance(actual, str) and actual.strip().upper() == name:
             return actual
     return None
 
