@@ -198,6 +198,18 @@ def test_damaged_event_file(store, tmp_path, capsys, damage):
     assert "damaged or incomplete" in err or "cannot read" in err or "EVENTS" in err, err
 
 
+def test_checksum_covers_the_whole_file(store):
+    """Damage after the EVENTS table is found by the gzip check, and only by it."""
+    path = event_file(store, 33001)
+    data = bytearray(path.read_bytes())
+    data[-12] ^= 0xFF  # in the last deflate block (the last HDU), before the gzip trailer
+    path.write_bytes(bytes(data))
+    events = xbkg.read_events(path, verify=False)
+    assert events.energy.size == 3000
+    with pytest.raises(xbkg.DataStoreError, match=r"obs_033001\.fits\.gz.*damaged"):
+        xbkg.read_events(path)
+
+
 def test_events_hdu_missing(store, tmp_path, capsys):
     edit_header(event_file(store, 33001), "EVENTS", lambda h: h.update(EXTNAME="SOMETHING"))
     out = tmp_path / "out"
@@ -501,8 +513,8 @@ def test_interrupt_while_binning(store, tmp_path, capsys, monkeypatch):
             raise KeyboardInterrupt
         return real(spec, **kwargs)
 
-    monkeypatch.setattr(cube, "bin_run", interrupted)
-    assert make(store, out) == cli.EXIT_INTERRUPTED
+    monkeypatch.setattr(cube, "bin_run", interrupted)  # a local function: one process only
+    assert make(store, out, "--workers", "1") == cli.EXIT_INTERRUPTED
     assert "no output was written" in capsys.readouterr().err
     assert snapshot(out) == {}
 

@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 import pytest
 from astropy.io import fits
-from astropy.io.fits.verify import VerifyError
 from astropy.table import Table
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -54,60 +53,16 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
-# --------------------------------------------------------------------------- known bugs
-#
-# Bugs found by these tests in xbkg/datastore.py, which is being changed
-# elsewhere: (function in datastore.py that raised, exception type). The fuzz
-# tests tolerate exactly these, and each has a strict xfail test below that
-# reproduces it; when one is fixed, its xfail test passes and fails the run:
-# then delete the xfail mark and the entry here.
-KNOWN_DATASTORE_BUGS: set[tuple[str, type[BaseException]]] = {
-    ("read_events", AttributeError),  # column without TTYPE: None.upper()
-    ("read_events", VerifyError),  # astropy's VerifyError is no ValueError
-    ("read_events", MemoryError),  # NAXIS2 far beyond the file: astropy allocates it
-    ("_find_hdu", KeyError),  # h.name of an HDU whose header lacks BITPIX/NAXISn
-    ("_find_hdu", VerifyError),  # h.name of an HDU with an unparsable EXTNAME card
-    ("_read_index", KeyError),
-    ("_read_index", AssertionError),
-    ("_read_index", MemoryError),
-    ("_read_index", VerifyError),
-    ("_read_index", ValueError),
-    ("_read_index", EOFError),
-    ("_read_index", AttributeError),
-    ("_read_index", IndexError),
-    ("open_datastore", AttributeError),
-    ("open_datastore", TypeError),
-}
-
-
-def _raised_in(exc: BaseException, filename: str) -> str | None:
-    """Name of the innermost function of ``filename`` in the traceback of ``exc``."""
-    tb, found = exc.__traceback__, None
-    while tb is not None:
-        code = tb.tb_frame.f_code
-        # Comprehensions are frames of their own (<listcomp>): name the function around them.
-        if code.co_filename.replace("\\", "/").endswith(filename) and code.co_name[0] != "<":
-            found = code.co_name
-        tb = tb.tb_next
-    return found
-
-
-def _is_known_datastore_bug(exc: BaseException) -> bool:
-    where = _raised_in(exc, "xbkg/datastore.py")
-    return any(where == f and isinstance(exc, t) for f, t in KNOWN_DATASTORE_BUGS)
-
 
 def reads_or_fails_cleanly(
     call: Callable[[], Any],
     allowed: type[Exception] | tuple[type[Exception], ...],
     names: str | Path,
-    *,
-    tolerate_datastore_bugs: bool = False,
 ) -> Any:
     """Result of ``call()``, or None if it raised ``allowed`` with a message naming ``names``.
 
     Any other exception propagates and fails the test (Hypothesis then shrinks
-    the input), except the :data:`KNOWN_DATASTORE_BUGS` if asked to tolerate them.
+    the input).
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -115,10 +70,6 @@ def reads_or_fails_cleanly(
             return call()
         except allowed as exc:
             error: BaseException = exc
-        except BaseException as exc:
-            if tolerate_datastore_bugs and _is_known_datastore_bug(exc):
-                return None
-            raise
     assert str(names) in str(error), f"the message does not name {names}: {error}"
     return None
 
@@ -531,9 +482,7 @@ def test_fast_reader_never_raises_on_damaged_dr1_run(scratch, dr1_events, data):
 @given(st.data())
 def test_read_events_on_damaged_dr1_run(scratch, dr1_events, data):
     path = write_damaged(scratch, "events", data.draw(damaged(dr1_events)))
-    reads_or_fails_cleanly(
-        lambda: read_events(path, "EVENTS"), DataStoreError, path, tolerate_datastore_bugs=True
-    )
+    reads_or_fails_cleanly(lambda: read_events(path, "EVENTS"), DataStoreError, path)
 
 
 @settings(FUZZ, max_examples=40)
@@ -541,9 +490,7 @@ def test_read_events_on_damaged_dr1_run(scratch, dr1_events, data):
 def test_read_events_on_damaged_synthetic_file(scratch, synthetic_events_sample, data):
     path = write_damaged(scratch, "synthetic", data.draw(damaged(synthetic_events_sample)))
     read_table_columns(path, "EVENTS", ["RA", "SCALED"])  # never raises
-    reads_or_fails_cleanly(
-        lambda: read_events(path, "EVENTS"), DataStoreError, path, tolerate_datastore_bugs=True
-    )
+    reads_or_fails_cleanly(lambda: read_events(path, "EVENTS"), DataStoreError, path)
 
 
 @pytest.mark.parametrize(
@@ -561,12 +508,10 @@ def test_garbage_files(scratch, data):
         read_catalog(path)
 
 
-# --------------------------------------------------------------------------- known datastore bugs
+# --------------------------------------------------------------------------- edited headers
 #
-# One damaged file for each bug the fuzz tests found in xbkg/datastore.py. Each
-# case is a strict xfail that expects exactly the exception raised today: when
-# read_events / open_datastore raise DataStoreError instead, the case passes and
-# fails the run (strict); then drop its mark and its KNOWN_DATASTORE_BUGS entry.
+# One damaged file for each crash the fuzz tests once found in the event and
+# index readers (now a DataStoreError naming the file).
 
 
 def edited(raw: bytes, hdu: int, *edits: tuple[str, str | None]) -> bytes:
@@ -581,41 +526,21 @@ def edited(raw: bytes, hdu: int, *edits: tuple[str, str | None]) -> bytes:
     return bytes(out)
 
 
-def _datastore_bug(exc: type[BaseException], where: str) -> Any:
-    return pytest.mark.xfail(
-        strict=True, raises=exc, reason=f"datastore.{where} raises {exc.__name__}"
-    )
-
-
 EVENT_FILE_CASES = [
     pytest.param(
         [("TTYPE1", None), ("NAXIS1", "29")],
-        marks=_datastore_bug(AttributeError, "read_events"),
         id="TTYPE1-blank-NAXIS1-29",
     ),
-    pytest.param(
-        [("TFORM3", "'1Q'")], marks=_datastore_bug(VerifyError, "read_events"), id="TFORM3-1Q"
-    ),
-    pytest.param(
-        [("TFIELDS", "'x")], marks=_datastore_bug(VerifyError, "read_events"), id="TFIELDS-'x"
-    ),
-    pytest.param(
-        [("EXTNAME", ":")], marks=_datastore_bug(VerifyError, "_find_hdu"), id="EXTNAME-colon"
-    ),
+    pytest.param([("TFORM3", "'1Q'")], id="TFORM3-1Q"),
+    pytest.param([("TFIELDS", "'x")], id="TFIELDS-'x"),
+    pytest.param([("EXTNAME", ":")], id="EXTNAME-colon"),
     pytest.param(
         [("NAXIS2", str(10**10))],
-        marks=_datastore_bug(MemoryError, "read_events"),
         id="NAXIS2-1e10",
     ),
-    pytest.param(
-        [("BITPIX", None)], marks=_datastore_bug(KeyError, "_find_hdu"), id="BITPIX-blank"
-    ),
+    pytest.param([("BITPIX", None)], id="BITPIX-blank"),
     pytest.param(
         [("NAXIS2", "-1")],
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="datastore.read_events: astropy reads NAXIS2=-1 as 30240 rows of garbage",
-        ),
         id="NAXIS2-negative",
     ),
     pytest.param([("TUNIT5", "'m'")], id="ENERGY-in-m"),
@@ -638,23 +563,15 @@ def test_read_events_on_edited_dr1_header(scratch, dr1_events, edits):
 
 
 INDEX_CASES = [
-    pytest.param(
-        [("TTYPE1", "0")], marks=_datastore_bug(AssertionError, "_read_index"), id="TTYPE1-0"
-    ),
-    pytest.param(
-        [("TFORM2", "'11?'")], marks=_datastore_bug(VerifyError, "_read_index"), id="TFORM2-11?"
-    ),
-    pytest.param(
-        [("EXTNAME", ":")], marks=_datastore_bug(VerifyError, "_read_index"), id="EXTNAME-colon"
-    ),
+    pytest.param([("TTYPE1", "0")], id="TTYPE1-0"),
+    pytest.param([("TFORM2", "'11?'")], id="TFORM2-11?"),
+    pytest.param([("EXTNAME", ":")], id="EXTNAME-colon"),
     pytest.param(
         [("NAXIS2", str(10**10))],
-        marks=_datastore_bug(MemoryError, "_read_index"),
         id="NAXIS2-1e10",
     ),
     pytest.param(
         [("TFORM2", "'6B'")],  # HDU_TYPE as bytes, not text
-        marks=_datastore_bug(AttributeError, "open_datastore"),
         id="HDU_TYPE-6B",
     ),
     pytest.param([("TFORM2", None)], id="TFORM2-blank"),
@@ -703,9 +620,7 @@ def test_open_datastore_with_damaged_index(scratch, dr1_indexes, data, which):
     # The index is found by name: always .fits.gz, whether the bytes are gzipped or not.
     files[which] = damage.data
     folder = write_store(scratch / "store", files)
-    reads_or_fails_cleanly(
-        lambda: open_datastore(folder), DataStoreError, folder, tolerate_datastore_bugs=True
-    )
+    reads_or_fails_cleanly(lambda: open_datastore(folder), DataStoreError, folder)
 
 
 INDEX_COLUMNS = {
@@ -758,9 +673,7 @@ def test_open_datastore_with_odd_index_tables(scratch, hdu_index, obs_index):
     folder = write_store(
         scratch / "odd-store", {"hdu-index.fits.gz": hdu_index, "obs-index.fits.gz": obs_index}
     )
-    store = reads_or_fails_cleanly(
-        lambda: open_datastore(folder), DataStoreError, folder, tolerate_datastore_bugs=True
-    )
+    store = reads_or_fails_cleanly(lambda: open_datastore(folder), DataStoreError, folder)
     if store is not None:
         assert "OBS_ID" in store.obs_index.colnames
 

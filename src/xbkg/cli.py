@@ -152,6 +152,12 @@ def _add_run_selection(parser: argparse.ArgumentParser) -> None:
         "(deg; default 0.3, 0 with --preset gammapy-0.6)",
     )
     parser.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="do not check the gzip checksum of the event files (faster: only the EVENTS "
+        "table is decompressed; damage inside it that still decompresses goes unnoticed)",
+    )
+    parser.add_argument(
         "--skip-bad-runs",
         action="store_true",
         help="leave out runs that cannot be used (missing or damaged files, no pointing, ...) "
@@ -392,7 +398,7 @@ def _cmd_make(args: argparse.Namespace) -> int:
 
     # Fail before the expensive pass over the events if the outputs cannot go there.
     from xbkg.conventions import ARCHIVE_FILE, GROUP_DEF_FILE, HDU_INDEX_FILE, OBS_INDEX_FILE
-    from xbkg.pipeline import check_outputs
+    from xbkg.io.outputs import check_outputs
 
     names = [GROUP_DEF_FILE, OBS_INDEX_FILE, HDU_INDEX_FILE, ARCHIVE_FILE]
     check_outputs(args.out_dir, names, args.overwrite)
@@ -405,6 +411,7 @@ def _cmd_make(args: argparse.Namespace) -> int:
         scheduler=args.scheduler,
         progress=_progress(args.quiet),
         skip_bad_runs=args.skip_bad_runs,
+        verify=not args.no_verify,
     )
     result = write_background(bkg, store, args.out_dir, all_runs=all_runs, overwrite=args.overwrite)
     if not args.quiet:
@@ -603,6 +610,7 @@ def _validation_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
         regions=regions,
         progress=_progress(args.quiet),
         skip_bad_runs=args.skip_bad_runs,
+        verify=not args.no_verify,
     )
     return store, cube, regions
 

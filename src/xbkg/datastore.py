@@ -13,10 +13,11 @@ The run conditions are exposed as an :class:`xarray.Dataset` along ``obs_id``
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
+import os
 import shutil
 import warnings
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +33,12 @@ from numpy.typing import NDArray
 
 from xbkg.conventions import HDU_INDEX_FILE, OBS_DIM, OBS_INDEX_FILE, coord_name
 from xbkg.errors import DataStoreError, XbkgWarning
-from xbkg.io.eventfile import read_table_columns
+from xbkg.io.eventfile import DamagedFile, read_table_columns
 from xbkg.io.fitsfile import write_fits
+from xbkg.io.outputs import all_or_nothing
 
 __all__ = [
     "DataStore",
-    "DataStoreError",
     "EventList",
     "copy_runs",
     "event_locations",
@@ -65,9 +66,12 @@ HEADER_RUN_KEYWORDS = (
     "MUONEFF",
     "N_TELS",
 )
-#: What can go wrong reading a FITS file: gzip raises EOFError and zlib.error,
-#: astropy OSError, ValueError, TypeError and (made errors here) VerifyWarning.
-_READ_ERRORS = (OSError, EOFError, ValueError, TypeError, zlib.error, VerifyWarning)
+#: What reading a damaged FITS file can raise. gzip raises EOFError and
+#: zlib.error; astropy, depending on the damage, OSError, ValueError,
+#: TypeError, KeyError, IndexError, AttributeError, AssertionError,
+#: MemoryError, its VerifyError, and (made an error here) VerifyWarning. Only
+#: calls into gzip and astropy are guarded with it, so it hides no bug of ours.
+_READ_ERRORS: tuple[type[BaseException], ...] = (Exception,)
 DAMAGED = "the file is damaged or incomplete: copy it again, or leave the run out"
 MISSING_FILE = (
     "file listed in the HDU index does not exist; fix FILE_DIR/FILE_NAME in the HDU index "
@@ -176,8 +180,14 @@ def open_datastore(path: str | Path) -> DataStore:
         raise DataStoreError(f"{hdu_path}: HDU index lacks the required columns {missing}")
     if "OBS_ID" not in obs_index.colnames:
         raise DataStoreError(f"{folder / OBS_INDEX_FILE}: observation index has no OBS_ID column")
+    not_text = [c for c in HDU_INDEX_COLUMNS[1:] if hdu_index[c].dtype.kind not in "SUO"]
+    if not_text:
+        raise DataStoreError(
+            f"{hdu_path}: HDU index columns {not_text} must hold text (FITS format A); "
+            "the index is damaged or was written wrongly"
+        )
     for col in ("HDU_TYPE", "HDU_CLASS"):
-        hdu_index[col] = [v.lower() for v in hdu_index[col]]
+        hdu_index[col] = [str(v).lower() for v in hdu_index[col]]
     base = hdu_index.meta.get("BASE_DIR")
     base_dir = (hdu_path.parent / _clean_str(base)) if base else hdu_path.parent
     return DataStore(path=folder, base_dir=base_dir, hdu_index=hdu_index, obs_index=obs_index)
@@ -381,7 +391,7 @@ def _read_header(path: Path, hdu: str) -> fits.Header:
 def _find_hdu(hdul: fits.HDUList, name: str, path: Path) -> int:
     wanted = name.strip().upper()
     for i, h in enumerate(hdul):
-        if h.name.strip().upper() == wanted:
+        if str(h.name).strip().upper() == wanted:
             return i
     # Old files may lack EXTNAME: fall back to the HDUNAME keyword.
     for i, h in enumerate(hdul):
@@ -495,7 +505,7 @@ def _events_from_columns(
     )
 
 
-def read_events(path: str | Path, hdu: str = "EVENTS") -> EventList:
+def read_events(path: str | Path, hdu: str = "EVENTS", *, verify: bool = True) -> EventList:
     """Read RA, DEC and ENERGY of an EVENTS HDU.
 
     Only the EVENTS table is decompressed and only the three needed columns
@@ -503,6 +513,10 @@ def read_events(path: str | Path, hdu: str = "EVENTS") -> EventList:
     fast reader does not understand go through :mod:`astropy.io.fits`.
     ENERGY without a unit is taken in the header's ``EUNIT``, else TeV (the
     convention of old GADF files).
+
+    With ``verify`` (default), a gzip-compressed file is decompressed to its
+    end to check its CRC-32 and length: damage inside the EVENTS table that
+    still decompresses would otherwise go unnoticed and bias the model.
 
     Raises
     ------
@@ -513,7 +527,10 @@ def read_events(path: str | Path, hdu: str = "EVENTS") -> EventList:
     path = Path(path)
     if not path.is_file():
         raise DataStoreError(f"{path}: {MISSING_FILE}")
-    fast = read_table_columns(path, hdu, ("RA", "DEC", "ENERGY"))
+    try:
+        fast = read_table_columns(path, hdu, ("RA", "DEC", "ENERGY"), verify=verify)
+    except DamagedFile as exc:
+        raise DataStoreError(f"{path}: gzip check failed ({exc}); {DAMAGED}") from exc
     if fast is not None:
         fast_columns, fast_cards, _ = fast
         return _events_from_columns(fast_columns, fast_cards, path)
@@ -524,7 +541,8 @@ def read_events(path: str | Path, hdu: str = "EVENTS") -> EventList:
             table = hdul[_find_hdu(hdul, hdu, path)]
             if not isinstance(table, fits.BinTableHDU):
                 raise DataStoreError(f"{path}: HDU {hdu!r} is not a binary table")
-            names = [n.upper() for n in table.columns.names]
+            _check_table_size(table.header, path)
+            names = [str(n).upper() for n in table.columns.names]
             missing = [c for c in ("RA", "DEC", "ENERGY") if c not in names]
             if missing:
                 raise DataStoreError(f"{path}: EVENTS table lacks the columns {missing}")
@@ -534,11 +552,54 @@ def read_events(path: str | Path, hdu: str = "EVENTS") -> EventList:
                 for c in ("RA", "DEC", "ENERGY")
             }
             cards = {k: v for k, v in table.header.items() if k not in ("COMMENT", "HISTORY", "")}
+        if verify:
+            _check_gzip_file(path)
     except DataStoreError:
         raise
     except _READ_ERRORS as exc:
         raise DataStoreError(f"{path}: cannot read the events ({exc}); {DAMAGED}") from exc
     return _events_from_columns(columns, cards, path)
+
+
+def _check_gzip_file(path: Path) -> None:
+    """Decompress a gzip file to its end, where gzip checks its CRC-32 and length."""
+    with open(path, "rb") as f:
+        if f.read(2) != b"\x1f\x8b":
+            return
+    with gzip.open(path, "rb") as stream:
+        while stream.read(1 << 22):
+            pass
+
+
+def _check_table_size(header: fits.Header, path: Path) -> None:
+    """Refuse a table whose header claims more data than the file holds (or a negative size).
+
+    astropy would allocate the claimed size, or read garbage for a negative one.
+    """
+    rows, width = header.get("NAXIS2"), header.get("NAXIS1")
+    if not (isinstance(rows, int) and isinstance(width, int) and rows >= 0 and width >= 0):
+        raise DataStoreError(
+            f"{path}: the table header has NAXIS1 = {width!r}, NAXIS2 = {rows!r}, not sizes; "
+            f"{DAMAGED}"
+        )
+    if rows * width > _uncompressed_size(path):
+        raise DataStoreError(
+            f"{path}: the table header claims {rows} rows of {width} bytes, more than the file "
+            f"holds; {DAMAGED}"
+        )
+
+
+def _uncompressed_size(path: Path) -> int:
+    """An upper bound of the size of the file's content (exact for gzip files below 4 GiB)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        if f.read(2) != b"\x1f\x8b" or size < 18:
+            return size
+        f.seek(-4, os.SEEK_END)
+        isize = int.from_bytes(f.read(4), "little")
+    # The gzip trailer holds the size modulo 4 GiB; deflate expands at most 1032-fold.
+    limit = 1032 * size
+    return isize if limit < (1 << 32) else limit
 
 
 def copy_runs(
@@ -549,44 +610,47 @@ def copy_runs(
     Files keep their ``FILE_DIR`` layout; the new indexes list only the copied
     runs (the Gammapy 0.6 ``copy_obs``).
 
+    The copy is all or nothing (:func:`xbkg.io.outputs.all_or_nothing`).
+
     Raises
     ------
     DataStoreError
-        For unknown OBS_IDs, or if ``out_dir`` holds files and ``overwrite`` is false.
+        For unknown OBS_IDs, files listed but missing, or index entries that
+        would lead outside ``out_dir``.
+    OutputExistsError
+        If ``out_dir`` holds files and ``overwrite`` is false.
     """
     out_dir = Path(out_dir)
     wanted = np.asarray(list(obs_ids), dtype=np.int64)
     unknown = np.setdiff1d(wanted, store.obs_ids)
     if unknown.size:
         raise DataStoreError(f"{store.path}: OBS_IDs not in the data store: {unknown.tolist()}")
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise DataStoreError(
-            f"{out_dir}: folder is not empty; pass overwrite=True (--overwrite) to write into it"
-        )
     hdu_rows = store.hdu_index[np.isin(store.hdu_index["OBS_ID"], wanted)]
     obs_rows = store.obs_index[np.isin(store.obs_index["OBS_ID"], wanted)]
-    files = {(row["FILE_DIR"], row["FILE_NAME"]) for row in hdu_rows}
-    for file_dir, file_name in sorted(files):
-        relative = Path(file_dir) / file_name
+    files = sorted({Path(row["FILE_DIR"]) / row["FILE_NAME"] for row in hdu_rows})
+    for relative in files:
         if relative.is_absolute() or ".." in relative.parts:
             raise DataStoreError(
                 f"{store.path / HDU_INDEX_FILE}: FILE_DIR/FILE_NAME {relative.as_posix()!r} "
                 "would put a copy outside the output folder; copy such stores with the file "
                 "system instead"
             )
-    for file_dir, file_name in sorted(files):
-        src = store.base_dir / file_dir / file_name
-        if not src.is_file():
-            raise DataStoreError(f"{src}: file listed in the HDU index does not exist")
-        dst = out_dir / file_dir / file_name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dst)
+        if not (store.base_dir / relative).is_file():
+            raise DataStoreError(f"{store.base_dir / relative}: {MISSING_FILE}")
     hdu_out = hdu_rows.copy()
     hdu_out.meta.pop("BASE_DIR", None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", u.UnitsWarning)
-        write_fits(_index_hdulist(hdu_out, "HDU_INDEX"), out_dir / HDU_INDEX_FILE, overwrite=True)
-        write_fits(_index_hdulist(obs_rows, "OBS_INDEX"), out_dir / OBS_INDEX_FILE, overwrite=True)
+
+    def write(stage: Path) -> None:
+        for relative in files:
+            (stage / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(store.base_dir / relative, stage / relative)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", u.UnitsWarning)
+            write_fits(_index_hdulist(hdu_out, "HDU_INDEX"), stage / HDU_INDEX_FILE)
+            write_fits(_index_hdulist(obs_rows, "OBS_INDEX"), stage / OBS_INDEX_FILE)
+
+    names = [HDU_INDEX_FILE, OBS_INDEX_FILE, *(r.as_posix() for r in files)]
+    all_or_nothing(out_dir, names, overwrite, write)
     return open_datastore(out_dir)
 
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +36,7 @@ from xbkg.conventions import (
 )
 from xbkg.cube import ExclusionMethod, make_run_cube
 from xbkg.datastore import DataStore, run_table
-from xbkg.errors import ConfigError, OutputError, OutputExistsError, XbkgError, XbkgWarning
+from xbkg.errors import ConfigError, XbkgWarning
 from xbkg.grouping import (
     GroupAxis,
     assign_groups,
@@ -48,6 +46,7 @@ from xbkg.grouping import (
     write_group_def,
 )
 from xbkg.io.fitsfile import write_fits
+from xbkg.io.outputs import all_or_nothing, check_outputs
 from xbkg.model import SmoothingMethod, SolidAngle, compute_rate, smooth, stack_groups
 
 __all__ = [
@@ -210,6 +209,7 @@ def build_background(
     scheduler: str | None = None,
     progress: Callable[[int, int, int], None] | None = None,
     skip_bad_runs: bool = False,
+    verify: bool = True,
 ) -> Background:
     """Build grouped raw and smoothed background models from runs.
 
@@ -237,6 +237,8 @@ def build_background(
         Build without the runs that cannot be used instead of stopping at the
         first; they are listed, with the reason, in
         ``cube.attrs["skipped_runs"]`` (JSON) and in the archive.
+    verify
+        Check the gzip checksum of every event file (:func:`xbkg.cube.make_run_cube`).
 
     Raises
     ------
@@ -257,6 +259,7 @@ def build_background(
         scheduler=scheduler,
         progress=progress,
         skip_bad_runs=skip_bad_runs,
+        verify=verify,
     )
     cube.attrs["options"] = options.to_json()
     groups = group_definitions(options.grouping)
@@ -411,108 +414,6 @@ def write_model_files(bkg: Background, directory: str | Path) -> list[Path]:
                 write_model_fits(model, directory / model_filename(g, smooth=is_smooth), group=g)
             )
     return written
-
-
-def check_outputs(
-    out_dir: Path, names: Sequence[str], overwrite: bool, *, empty_folder: bool = True
-) -> None:
-    """Refuse to write into a folder with files in it, unless ``overwrite``.
-
-    With ``empty_folder=False`` only files named ``names`` are in the way
-    (figures added to an output folder).
-
-    Raises
-    ------
-    OutputExistsError
-        If ``out_dir`` holds anything (or, with ``empty_folder=False``, one of
-        ``names``) and ``overwrite`` is false.
-    OutputError
-        If ``out_dir`` or one of ``names`` in it is in the way (a file where a
-        folder must be, a folder where a file must be).
-    """
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutputError(f"{out_dir}: exists and is not a folder; choose another output folder")
-    blocked = [n for n in names if (out_dir / n).is_dir()]
-    if blocked:
-        raise OutputError(f"{out_dir}: {blocked} are folders; move them away")
-    if out_dir.is_dir() and not overwrite:
-        present = sorted(p.name for p in out_dir.iterdir())
-        if not empty_folder:
-            present = [n for n in present if n in names]
-        if present:
-            taken = [n for n in names if n in present]
-            what = f"would overwrite {taken}" if taken else f"is not empty ({present[:3]} ...)"
-            raise OutputExistsError(
-                f"{out_dir}: {what}; choose a new or empty folder, or pass --overwrite "
-                "(overwrite=True) to replace xbkg's files in it"
-            )
-
-
-def all_or_nothing(
-    out_dir: Path,
-    names: Sequence[str],
-    overwrite: bool,
-    write: Callable[[Path], object],
-    *,
-    empty_folder: bool = True,
-) -> None:
-    """Run ``write(stage)`` in a fresh folder inside ``out_dir``, then move ``names`` out.
-
-    Whatever happens (an error, a full disk, Ctrl-C), ``out_dir`` ends up
-    either with all new files or exactly as it was: files replaced under
-    ``overwrite`` are set aside until every new file is in place, and put
-    back if anything fails.
-
-    Raises
-    ------
-    OutputExistsError
-        If outputs are in the way and ``overwrite`` is false (:func:`check_outputs`).
-    OutputError
-        If the files cannot be written; nothing is changed in ``out_dir``.
-    """
-    check_outputs(out_dir, names, overwrite, empty_folder=empty_folder)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=".xbkg-", dir=out_dir))
-    except OSError as exc:
-        raise OutputError(
-            f"{out_dir}: cannot create files there ({exc.strerror or exc}); choose a writable "
-            "output folder"
-        ) from exc
-    try:
-        try:
-            write(stage)
-        except XbkgError:
-            raise
-        except OSError as exc:
-            raise OutputError(
-                f"{out_dir}: writing the outputs failed ({exc}); nothing was written, "
-                "the folder is as it was"
-            ) from exc
-        _swap_in(stage, out_dir, names)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-
-
-def _swap_in(stage: Path, out_dir: Path, names: Sequence[str]) -> None:
-    """Move ``names`` from ``stage`` to ``out_dir``; on any failure restore ``out_dir``."""
-    previous = stage / ".previous"
-    previous.mkdir()
-    set_aside: list[str] = []
-    placed: list[str] = []
-    try:
-        for name in names:
-            if (out_dir / name).exists():
-                (out_dir / name).replace(previous / name)
-                set_aside.append(name)
-            (stage / name).replace(out_dir / name)
-            placed.append(name)
-    except BaseException:
-        for name in placed:
-            (out_dir / name).unlink(missing_ok=True)
-        for name in set_aside:
-            (previous / name).replace(out_dir / name)
-        raise
 
 
 def export_models(bkg: Background, out_dir: str | Path, *, overwrite: bool = False) -> list[Path]:

@@ -429,7 +429,7 @@ def write_plots(bkg: Background, out_dir: str | Path, *, overwrite: bool = False
     view and of 0.5 deg wide rings) and ``..._image.png`` (raw and smoothed
     rate images on one colour scale).
 
-    All figures are drawn first, then written together (:func:`xbkg.pipeline.all_or_nothing`):
+    All figures are drawn first, then written together (:func:`xbkg.io.outputs.all_or_nothing`):
     an error or an interrupt leaves no partial set of figures.
 
     Raises
@@ -437,7 +437,8 @@ def write_plots(bkg: Background, out_dir: str | Path, *, overwrite: bool = False
     OutputExistsError
         If any of the files exists and ``overwrite`` is false (nothing is written).
     """
-    from xbkg.pipeline import all_or_nothing, populated_groups
+    from xbkg.io.outputs import all_or_nothing
+    from xbkg.pipeline import populated_groups
 
     out_dir = Path(out_dir)
     names = plot_files(bkg)

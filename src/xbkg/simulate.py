@@ -62,6 +62,7 @@ from xbkg.conventions import (
     OFFSET_DIM,
     RATE_UNIT,
 )
+from xbkg.errors import OutputError, OutputExistsError
 from xbkg.io.fitsfile import write_fits
 
 __all__ = [
@@ -1247,16 +1248,16 @@ def _write_run(
 
 def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
-        raise FileExistsError(f"{out_dir}: exists and is not a folder")
+        raise OutputError(f"{out_dir}: exists and is not a folder; choose another folder")
     if out_dir.is_dir() and any(out_dir.iterdir()):
         if not overwrite:
-            raise FileExistsError(
+            raise OutputExistsError(
                 f"{out_dir}: folder exists and is not empty; choose another folder or pass "
                 "overwrite=True (command line: --overwrite) to replace the data store in it"
             )
         if not (out_dir / HDU_INDEX_FILE).exists():
             # Refuse to wipe a folder that does not hold a data store, even when asked to.
-            raise FileExistsError(
+            raise OutputExistsError(
                 f"{out_dir}: folder is not empty and holds no {HDU_INDEX_FILE}, so it is not "
                 "a data store that overwrite=True may replace; choose another folder"
             )
@@ -1360,7 +1361,7 @@ def simulate_datastore(
 
     Raises
     ------
-    FileExistsError
+    OutputExistsError
         If ``out_dir`` is not empty and ``overwrite`` is false, or if it is not
         empty and not a data store.
     ValueError

@@ -23,7 +23,7 @@ from typing import IO
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["read_table_columns"]
+__all__ = ["DamagedFile", "read_table_columns"]
 
 _BLOCK = 2880
 _CARD = 80
@@ -200,6 +200,15 @@ def _column_layout(
     return layout
 
 
+def _check_gzip(stream: gzip.GzipFile) -> None:
+    """Decompress to the end of the gzip stream, where gzip checks the CRC and length."""
+    try:
+        while stream.read(_CHUNK):
+            pass
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DamagedFile(str(exc) or type(exc).__name__) from exc
+
+
 def _open(path: str | os.PathLike[str]) -> IO[bytes]:
     with open(path, "rb") as f:
         magic = f.read(2)
@@ -208,8 +217,12 @@ def _open(path: str | os.PathLike[str]) -> IO[bytes]:
     return open(path, "rb")
 
 
+class DamagedFile(Exception):
+    """The file's gzip checksum or length does not match its content."""
+
+
 def read_table_columns(
-    path: str | os.PathLike[str], extname: str, columns: Sequence[str]
+    path: str | os.PathLike[str], extname: str, columns: Sequence[str], *, verify: bool = False
 ) -> tuple[dict[str, NDArray[np.float64]], Cards, bytes] | None:
     """Read some numeric columns of a binary table as float64 arrays.
 
@@ -221,6 +234,15 @@ def read_table_columns(
         Name of the table HDU (EXTNAME, or HDUNAME for old files), case-insensitive.
     columns
         Column names (case-insensitive) of scalar numeric columns.
+    verify
+        For a gzip-compressed file, also decompress the rest of the file and
+        check the gzip CRC-32 and length, which cover the whole file: damage
+        inside the table that still decompresses is found only this way.
+
+    Raises
+    ------
+    DamagedFile
+        With ``verify``, if the checksum or length does not match.
 
     Returns
     -------
@@ -268,6 +290,8 @@ def read_table_columns(
                     if scale != 1.0 or zero != 0.0:
                         values = values * scale + zero
                     out[key] = values
+                if verify and isinstance(stream, gzip.GzipFile):
+                    _check_gzip(stream)
                 return out, cards, raw
     except (
         _Unsupported,
