@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from xbkg import exclusion as ex
 from xbkg.axes import offset_edges, ring_solid_angle
+from xbkg.errors import CatalogError
 
 CRAB = (83.633, 22.0145)
 #: Crab position angle seen from each crab4 run pointing (Gammapy 0.6 analysis).
@@ -344,7 +345,7 @@ def test_catalogue_errors_name_file_and_columns(tmp_path):
         ex.read_catalog(ecsv)
     assert "'RA', 'DEC'" in str(err.value)
 
-    with pytest.raises(FileNotFoundError, match=r"missing\.fits"):
+    with pytest.raises(CatalogError, match=r"missing\.fits.*not found"):
         ex.read_catalog(tmp_path / "missing.fits")
 
 

@@ -32,7 +32,7 @@ from astropy.table import Table
 from numpy.typing import NDArray
 
 from xbkg.conventions import HDU_INDEX_FILE, OBS_DIM, OBS_INDEX_FILE, coord_name
-from xbkg.errors import DataStoreError, XbkgWarning
+from xbkg.errors import DataStoreError, XbkgWarning, describe
 from xbkg.io.eventfile import DamagedFile, read_table_columns
 from xbkg.io.fitsfile import write_fits
 from xbkg.io.outputs import all_or_nothing
@@ -124,7 +124,9 @@ def _read_index(path: Path, kind: str) -> Table:
     except DataStoreError:
         raise
     except _READ_ERRORS as exc:
-        raise DataStoreError(f"{path}: cannot read the {kind} ({exc}); {DAMAGED}") from exc
+        raise DataStoreError(
+            f"{path}: cannot read the {kind} ({describe(exc)}); {DAMAGED}"
+        ) from exc
     for name in table.colnames:
         if table[name].dtype.kind in "SU":
             table[name] = [_clean_str(v) for v in table[name]]
@@ -385,7 +387,9 @@ def _read_header(path: Path, hdu: str) -> fits.Header:
     except DataStoreError:
         raise
     except _READ_ERRORS as exc:
-        raise DataStoreError(f"{path}: cannot read the header ({exc}); {DAMAGED}") from exc
+        raise DataStoreError(
+            f"{path}: cannot read the header ({describe(exc)}); {DAMAGED}"
+        ) from exc
 
 
 def _find_hdu(hdul: fits.HDUList, name: str, path: Path) -> int:
@@ -530,7 +534,7 @@ def read_events(path: str | Path, hdu: str = "EVENTS", *, verify: bool = True) -
     try:
         fast = read_table_columns(path, hdu, ("RA", "DEC", "ENERGY"), verify=verify)
     except DamagedFile as exc:
-        raise DataStoreError(f"{path}: gzip check failed ({exc}); {DAMAGED}") from exc
+        raise DataStoreError(f"{path}: gzip check failed ({describe(exc)}); {DAMAGED}") from exc
     if fast is not None:
         fast_columns, fast_cards, _ = fast
         return _events_from_columns(fast_columns, fast_cards, path)
@@ -545,7 +549,10 @@ def read_events(path: str | Path, hdu: str = "EVENTS", *, verify: bool = True) -
             names = [str(n).upper() for n in table.columns.names]
             missing = [c for c in ("RA", "DEC", "ENERGY") if c not in names]
             if missing:
-                raise DataStoreError(f"{path}: EVENTS table lacks the columns {missing}")
+                raise DataStoreError(
+                    f"{path}: EVENTS table lacks the columns {missing}; fix the file or leave "
+                    "the run out (--obs-id, --select)"
+                )
             data = table.data
             columns = {
                 c: np.asarray(data.field(names.index(c)), dtype=np.float64)
@@ -557,7 +564,9 @@ def read_events(path: str | Path, hdu: str = "EVENTS", *, verify: bool = True) -
     except DataStoreError:
         raise
     except _READ_ERRORS as exc:
-        raise DataStoreError(f"{path}: cannot read the events ({exc}); {DAMAGED}") from exc
+        raise DataStoreError(
+            f"{path}: cannot read the events ({describe(exc)}); {DAMAGED}"
+        ) from exc
     return _events_from_columns(columns, cards, path)
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "RunsFailedError",
     "XbkgError",
     "XbkgWarning",
+    "describe",
 ]
 
 
@@ -75,3 +76,13 @@ class RunsFailedError(DataStoreError):
         lines += [f"  {message}" for message in self.failures.values()]
         lines.append("fix or deselect these runs, or pass --skip-bad-runs to build without them")
         super().__init__("\n".join(lines))
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: first line of the message`` of a library's exception, for our messages.
+
+    Library messages can run over many lines (astropy lists every table
+    format it knows); one line per problem keeps the command's output readable.
+    """
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__

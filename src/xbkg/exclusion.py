@@ -36,13 +36,14 @@ import numpy as np
 import xarray as xr
 from astropy.io import fits
 from astropy.io.fits.verify import VerifyError, VerifyWarning
+from astropy.io.registry import IORegistryError
 from astropy.table import Table
 from astropy.utils.exceptions import AstropyUserWarning
 from numpy.typing import ArrayLike, NDArray
 
 from xbkg.axes import validate_edges
 from xbkg.conventions import DEFAULT_MIN_RADIUS, DEFAULT_SOURCE_RADIUS
-from xbkg.errors import CatalogError, ConfigError, XbkgError
+from xbkg.errors import CatalogError, ConfigError, XbkgError, describe
 
 __all__ = [
     "DEFAULT_QUADRATURE_NODES",
@@ -326,7 +327,7 @@ def _missing(columns: Sequence[str], radius_column: str | None) -> list[str]:
 def _read_table(path: Path, radius_column: str | None) -> Table:
     """Read the source table of a catalogue file (FITS: pick the right HDU)."""
     if not path.is_file():
-        raise FileNotFoundError(f"catalogue file not found: {path}")
+        raise CatalogError(f"{path}: catalogue file not found; check the path given to --exclude")
     try:
         with warnings.catch_warnings():
             # astropy only warns about a truncated file or a damaged card; here they are errors.
@@ -336,7 +337,7 @@ def _read_table(path: Path, radius_column: str | None) -> Table:
     except XbkgError:
         raise
     except _READ_ERRORS as exc:
-        text = f"{type(exc).__name__}: {exc}"
+        text = describe(exc)
         if isinstance(exc, (EOFError, zlib.error)) or "truncated" in str(exc):
             hint = "the file is incomplete (truncated or a broken gzip stream), download it again"
         else:
@@ -359,6 +360,7 @@ _READ_ERRORS = (
     VerifyError,
     VerifyWarning,
     AstropyUserWarning,
+    IORegistryError,  # a file in no format astropy recognises
     # astropy's column parsing asserts that TTYPEn is a string and leaves a
     # variable unset when TFORMn is missing.
     AssertionError,

@@ -246,6 +246,8 @@ def build_background(
         For unusable runs (:func:`xbkg.cube.make_run_cube`).
     """
     options = options or PRESETS["default"]
+    # Unknown grouping columns fail here, before the pass over the events.
+    assign_groups(runs, group_definitions(options.grouping))
     cube = make_run_cube(
         store,
         runs.sortby(OBS_DIM),

@@ -40,7 +40,7 @@ from numpy.typing import NDArray
 
 from xbkg import conventions
 from xbkg.axes import binned_coords, edges, validate_edges
-from xbkg.errors import ConfigError, DataStoreError, XbkgError
+from xbkg.errors import ConfigError, DataStoreError, XbkgError, describe
 from xbkg.io.fitsfile import atomic_write_bytes, gzip_bytes, one_row_table_bytes
 
 __all__ = [
@@ -374,7 +374,7 @@ _READ_ERRORS = (
 
 def _problem(exc: BaseException) -> str:
     """What is wrong with a file that could not be read, and what to do."""
-    text = f"{type(exc).__name__}: {exc}"
+    text = describe(exc)
     if isinstance(exc, (EOFError, zlib.error)) or "truncated" in str(exc):
         return f"{text}; the file is incomplete (truncated or a broken gzip stream), copy it again"
     return f"{text}; the file is damaged or not a GADF background file, copy it again"

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from xbkg.errors import OutputError, OutputExistsError, XbkgError
+from xbkg.errors import OutputError, OutputExistsError, XbkgError, describe
 
 __all__ = ["all_or_nothing", "check_outputs"]
 
@@ -90,7 +90,7 @@ def all_or_nothing(
             raise
         except OSError as exc:
             raise OutputError(
-                f"{out_dir}: writing the outputs failed ({exc}); nothing was written, "
+                f"{out_dir}: writing the outputs failed ({describe(exc)}); nothing was written, "
                 "the folder is as it was"
             ) from exc
         _swap_in(stage, out_dir, names)
