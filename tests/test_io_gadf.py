@@ -14,7 +14,7 @@ from astropy.io import fits
 
 from xbkg import conventions
 from xbkg.axes import binned_coords, edges
-from xbkg.io.gadf import bkg_2d_hdu, read_bkg, write_bkg_2d
+from xbkg.io.gadf import bkg_2d_hdu, read_bkg, write_bkg_2d, write_bkg_2d_files
 
 GADF_2D_ORDER = ("energy", "offset")
 GADF_3D_ORDER = ("energy", "detx", "dety")
@@ -143,6 +143,20 @@ def test_same_inputs_give_identical_bytes(tmp_path):
     # and the bytes depend on the values: a different rate gives a different file
     other = write_bkg_2d(rate * 2, tmp_path / "c.fits.gz", header=header).read_bytes()
     assert other != first
+
+
+def test_many_files_equal_one_by_one(tmp_path):
+    """The per-run writer gives each file the bytes of write_bkg_2d."""
+    rates = xr.concat([make_rate(6, 4, seed=s) for s in range(3)], dim="obs_id")
+    rates = rates.assign_coords(obs_id=[7, 8, 9]).transpose("energy", "obs_id", "offset")
+    headers = [{"OBS_ID": (int(o), "run")} for o in rates["obs_id"].values]
+    paths = [tmp_path / f"many_{o}.fits.gz" for o in rates["obs_id"].values]
+    assert write_bkg_2d_files(rates, "obs_id", paths, headers) == paths
+    for i, path in enumerate(paths):
+        one = write_bkg_2d(rates.isel(obs_id=i), tmp_path / f"one_{i}.fits.gz", header=headers[i])
+        assert path.read_bytes() == one.read_bytes()
+    with pytest.raises(ValueError, match="one path and one header"):
+        write_bkg_2d_files(rates, "obs_id", paths[:2], headers)
 
 
 def test_overwrite_is_refused(tmp_path):

@@ -601,28 +601,30 @@ def write_run_model_files(
     header holds ``OBS_ID``, ``BKGTIME``, ``SMOOTHED``, ``BKGMODEL =
     'conditions'`` and ``CREATOR``.
     """
-    from xbkg.io.gadf import write_bkg_2d
+    from xbkg.io.gadf import write_bkg_2d_files
 
     assert bkg.conditions is not None
     directory = Path(directory)
-    written = []
     version = bkg.cube.attrs.get("xbkg_version", __version__)
-    # Per-run coordinates are dropped and empty bins filled once, not for every run.
-    run_coords = [c for c in rates.coords if OBS_DIM in rates[c].dims and c != OBS_DIM]
-    filled = rates.drop_vars(run_coords).fillna(0.0)
-    for i, obs_id in enumerate(rates[OBS_DIM].values):
-        header = {
-            "OBS_ID": (int(obs_id), "run this model is for"),
+    smoothing = str(bkg.conditions.attrs.get("smoothing", "none"))
+    obs_ids = [int(o) for o in rates[OBS_DIM].values]
+    headers = [
+        {
+            "OBS_ID": (obs_id, "run this model is for"),
             TIME_KEYWORD: (bkg.options.time.upper(), "run duration normalising the rate"),
-            "SMOOTHED": (str(bkg.conditions.attrs.get("smoothing", "none")), "smoothing method"),
+            "SMOOTHED": (smoothing, "smoothing method"),
             "BKGMODEL": ("conditions", "rate for the run's own observing conditions"),
             "CREATOR": (f"xbkg {version}", "program that wrote this file"),
         }
-        rate = filled.isel({OBS_DIM: i}, drop=True)
-        written.append(
-            write_bkg_2d(rate, directory / run_model_filename(int(obs_id)), header=header)
-        )
-    return written
+        for obs_id in obs_ids
+    ]
+    run_coords = [c for c in rates.coords if OBS_DIM in rates[c].dims and c != OBS_DIM]
+    return write_bkg_2d_files(
+        rates.drop_vars(run_coords).fillna(0.0),
+        OBS_DIM,
+        [directory / run_model_filename(o) for o in obs_ids],
+        headers,
+    )
 
 
 def group_summary(bkg: Background) -> list[dict[str, Any]]:

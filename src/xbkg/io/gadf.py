@@ -51,6 +51,7 @@ __all__ = [
     "bkg_2d_hdu",
     "read_bkg",
     "write_bkg_2d",
+    "write_bkg_2d_files",
 ]
 
 #: Field-of-view coordinate dimensions of a ``bkg_3d`` model.
@@ -157,17 +158,36 @@ def _bkg_2d_parts(
     rate: xr.DataArray, header: Mapping[str, Any] | None
 ) -> tuple[list[tuple[str, NDArray[np.float64], str, str | None]], list[tuple[str, Any, str]]]:
     """Columns ``(name, cell, unit, tdim)`` and header cards ``(key, value, comment)``."""
-    dims = set(rate.dims)
-    if dims != set(DIMS_2D):
+    _check_dims(rate.dims)
+    return _bkg_2d_columns(rate, _rate_for_file(rate)), _bkg_2d_cards(header)
+
+
+def _check_dims(dims: Sequence[Any]) -> None:
+    if set(dims) != set(DIMS_2D):
         raise ValueError(
-            f"a bkg_2d rate needs exactly the dimensions {DIMS_2D}, got {tuple(rate.dims)}; "
+            f"a bkg_2d rate needs exactly the dimensions {DIMS_2D}, got {tuple(dims)}; "
             "select or sum away other dimensions first"
         )
+
+
+def _bkg_2d_columns(
+    rate: xr.DataArray, values: NDArray[np.float64]
+) -> list[tuple[str, NDArray[np.float64], str, str | None]]:
+    """The table columns: bin edges from ``rate``, the cell ``values`` (energy, offset)."""
     energy = _edges_for_file(rate, conventions.ENERGY_DIM)
     offset = _edges_for_file(rate, conventions.OFFSET_DIM)
-    values = _rate_for_file(rate)
     n_energy, n_theta = values.shape
+    return [
+        ("ENERG_LO", energy[:-1], conventions.ENERGY_UNIT, None),
+        ("ENERG_HI", energy[1:], conventions.ENERGY_UNIT, None),
+        ("THETA_LO", offset[:-1], conventions.OFFSET_UNIT, None),
+        ("THETA_HI", offset[1:], conventions.OFFSET_UNIT, None),
+        ("BKG", values.ravel(), conventions.RATE_UNIT, f"({n_theta},{n_energy})"),
+    ]
 
+
+def _bkg_2d_cards(header: Mapping[str, Any] | None) -> list[tuple[str, Any, str]]:
+    """Header cards: the GADF class keywords, CREF, then ``header``."""
     # Ordered like an astropy Header: a repeated keyword replaces the earlier card.
     cards: dict[str, tuple[str, Any, str]] = {
         key: (key, value, "") for key, value in conventions.BKG_2D_HDUCLAS.items()
@@ -185,14 +205,50 @@ def _bkg_2d_parts(
         normalised = name.removeprefix("HIERARCH ").strip()
         existing = cards.get(normalised)
         cards[normalised] = (existing[0] if existing else key, value, comment)
-    columns = [
-        ("ENERG_LO", energy[:-1], conventions.ENERGY_UNIT, None),
-        ("ENERG_HI", energy[1:], conventions.ENERGY_UNIT, None),
-        ("THETA_LO", offset[:-1], conventions.OFFSET_UNIT, None),
-        ("THETA_HI", offset[1:], conventions.OFFSET_UNIT, None),
-        ("BKG", values.ravel(), conventions.RATE_UNIT, f"({n_theta},{n_energy})"),
-    ]
-    return columns, list(cards.values())
+    return list(cards.values())
+
+
+def write_bkg_2d_files(
+    rates: xr.DataArray,
+    dim: str,
+    paths: Sequence[str | os.PathLike[str]],
+    headers: Sequence[Mapping[str, Any] | None],
+    *,
+    extname: str = conventions.BKG_2D_EXTNAME,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Write one ``bkg_2d`` file per entry of ``rates`` along ``dim`` (e.g. one per run).
+
+    Each file has the bytes :func:`write_bkg_2d` writes for ``rates.isel({dim: i})``
+    with ``headers[i]``; the axes, units and values are checked once for all.
+
+    Parameters
+    ----------
+    rates
+        Rates along ``(dim, energy, offset)``.
+    dim
+        The dimension to split along.
+    paths, headers
+        Output file and header keywords of each entry, in the order of ``dim``.
+    extname, overwrite
+        As for :func:`write_bkg_2d`.
+    """
+    if len(paths) != rates.sizes[dim] or len(headers) != rates.sizes[dim]:
+        raise ValueError(
+            f"need one path and one header per {dim}, got {len(paths)}, {len(headers)}"
+        )
+    _check_dims([d for d in rates.dims if d != dim])
+    values = _rate_for_file(rates.transpose(dim, *DIMS_2D))
+    columns = _bkg_2d_columns(rates.isel({dim: 0}, drop=True), values[0])
+    written = []
+    for i, (path, header) in enumerate(zip(paths, headers, strict=True)):
+        columns[-1] = (*columns[-1][:1], values[i].ravel(), *columns[-1][2:])
+        data = one_row_table_bytes(columns, _bkg_2d_cards(header), extname)
+        path = Path(path)
+        if path.suffix == ".gz":
+            data = gzip_bytes(data)
+        written.append(atomic_write_bytes(data, path, overwrite=overwrite))
+    return written
 
 
 def write_bkg_2d(
@@ -256,13 +312,13 @@ def _rate_for_file(rate: xr.DataArray) -> NDArray[np.float64]:
             "rate has no 'units' attribute; set it, e.g. "
             f"rate.attrs['units'] = {conventions.RATE_UNIT!r}"
         )
-    values = np.asarray(rate.transpose(*DIMS_2D).values, dtype=np.float64)
+    values = np.asarray(rate.transpose(..., *DIMS_2D).values, dtype=np.float64)
     bad = ~np.isfinite(values)
     if bad.any():
         first = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(
             f"rate has {int(bad.sum())} non-finite value(s) of {values.size} "
-            f"(first at energy, offset index {first}); GADF readers cannot use NaN or inf. "
+            f"(first at index {first} along {rate.dims}); GADF readers cannot use NaN or inf. "
             "Fill the empty bins first, e.g. rate.fillna(0.0), or smooth the model"
         )
     return _convert(values, str(rate.attrs["units"]), conventions.RATE_UNIT, "rate")
