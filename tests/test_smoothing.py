@@ -117,7 +117,7 @@ def test_empty_row_positive_with_poisson_zero_with_adaptive():
     assert np.all(smooth(model)["rate"].values[0, 0] > 0)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30, deadline=None, derandomize=True, database=None)
 @given(n_e=st.integers(1, 12), n_t=st.integers(1, 40), seed=st.integers(0, 2**31))
 def test_penalty_solver_matches_dense(n_e, n_t, seed):
     """The numpy block solver of the smoothing's Newton steps equals a dense solve."""
@@ -143,6 +143,14 @@ def test_penalty_solver_matches_dense(n_e, n_t, seed):
     np.testing.assert_allclose(penalty.apply(x), dense @ x, rtol=1e-12, atol=1e-9)
     mu = rng.exponential(10.0, size) * (rng.random(size) < 0.7)
     rhs = rng.normal(size=size)
-    expected = np.linalg.solve(dense + np.diag(mu), rhs)
-    scale = np.abs(expected).max()
-    np.testing.assert_allclose(penalty.solve(mu, rhs), expected, rtol=0, atol=1e-9 * scale)
+    matrix = dense + np.diag(mu)
+    solution = penalty.solve(mu, rhs)
+    # Where many mu are 0 only the tiny ridge keeps the system regular, so two
+    # exact solvers may differ in the solution by the condition number times the
+    # rounding error; what both must achieve is a small backward error.
+    residual = np.linalg.norm(matrix @ solution - rhs)
+    bound = 1e-10 * (np.linalg.norm(matrix, 2) * np.linalg.norm(solution) + np.linalg.norm(rhs))
+    assert residual <= bound, (residual, bound)
+    if np.linalg.cond(matrix) < 1e6:
+        expected = np.linalg.solve(matrix, rhs)
+        np.testing.assert_allclose(solution, expected, rtol=1e-8, atol=1e-10)
