@@ -13,6 +13,12 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property and fuzz tests draw the same examples on every run, so that a CI
+# result does not depend on luck; no example database is written.
+settings.register_profile("xbkg", derandomize=True, database=None, deadline=None)
+settings.load_profile("xbkg")
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("XBKG_DATA", ROOT.parent / "shared" / "data")).resolve()
