@@ -34,7 +34,7 @@ from numpy.typing import NDArray
 from xbkg.conventions import HDU_INDEX_FILE, OBS_DIM, OBS_INDEX_FILE, coord_name
 from xbkg.errors import DataStoreError, XbkgWarning, describe
 from xbkg.io.eventfile import DamagedFile, read_table_columns
-from xbkg.io.fitsfile import write_fits
+from xbkg.io.fitsfile import READ_ERRORS, write_fits
 from xbkg.io.outputs import all_or_nothing
 
 __all__ = [
@@ -66,12 +66,6 @@ HEADER_RUN_KEYWORDS = (
     "MUONEFF",
     "N_TELS",
 )
-#: What reading a damaged FITS file can raise. gzip raises EOFError and
-#: zlib.error; astropy, depending on the damage, OSError, ValueError,
-#: TypeError, KeyError, IndexError, AttributeError, AssertionError,
-#: MemoryError, its VerifyError, and (made an error here) VerifyWarning. Only
-#: calls into gzip and astropy are guarded with it, so it hides no bug of ours.
-_READ_ERRORS: tuple[type[BaseException], ...] = (Exception,)
 DAMAGED = "the file is damaged or incomplete: copy it again, or leave the run out"
 MISSING_FILE = (
     "file listed in the HDU index does not exist; fix FILE_DIR/FILE_NAME in the HDU index "
@@ -123,7 +117,7 @@ def _read_index(path: Path, kind: str) -> Table:
             table = Table.read(tables[0], unit_parse_strict="silent")
     except DataStoreError:
         raise
-    except _READ_ERRORS as exc:
+    except READ_ERRORS as exc:
         raise DataStoreError(
             f"{path}: cannot read the {kind} ({describe(exc)}); {DAMAGED}"
         ) from exc
@@ -386,7 +380,7 @@ def _read_header(path: Path, hdu: str) -> fits.Header:
         raise DataStoreError(f"{path}: {MISSING_FILE}") from exc
     except DataStoreError:
         raise
-    except _READ_ERRORS as exc:
+    except READ_ERRORS as exc:
         raise DataStoreError(
             f"{path}: cannot read the header ({describe(exc)}); {DAMAGED}"
         ) from exc
@@ -563,7 +557,7 @@ def read_events(path: str | Path, hdu: str = "EVENTS", *, verify: bool = True) -
             _check_gzip_file(path)
     except DataStoreError:
         raise
-    except _READ_ERRORS as exc:
+    except READ_ERRORS as exc:
         raise DataStoreError(
             f"{path}: cannot read the events ({describe(exc)}); {DAMAGED}"
         ) from exc

@@ -35,8 +35,7 @@ import astropy.units as u
 import numpy as np
 import xarray as xr
 from astropy.io import fits
-from astropy.io.fits.verify import VerifyError, VerifyWarning
-from astropy.io.registry import IORegistryError
+from astropy.io.fits.verify import VerifyWarning
 from astropy.table import Table
 from astropy.utils.exceptions import AstropyUserWarning
 from numpy.typing import ArrayLike, NDArray
@@ -44,6 +43,7 @@ from numpy.typing import ArrayLike, NDArray
 from xbkg.axes import validate_edges
 from xbkg.conventions import DEFAULT_MIN_RADIUS, DEFAULT_SOURCE_RADIUS
 from xbkg.errors import CatalogError, ConfigError, XbkgError, describe
+from xbkg.io.fitsfile import READ_ERRORS
 
 __all__ = [
     "DEFAULT_QUADRATURE_NODES",
@@ -336,36 +336,13 @@ def _read_table(path: Path, radius_column: str | None) -> Table:
             return _read_source_table(path, radius_column)
     except XbkgError:
         raise
-    except _READ_ERRORS as exc:
+    except READ_ERRORS as exc:
         text = describe(exc)
         if isinstance(exc, (EOFError, zlib.error)) or "truncated" in str(exc):
             hint = "the file is incomplete (truncated or a broken gzip stream), download it again"
         else:
             hint = "the file is damaged or not a table in a format astropy reads, replace it"
         raise CatalogError(f"cannot read catalogue {path} ({text}); {hint}") from exc
-
-
-#: What a damaged file makes gzip (EOFError, zlib.error, OSError) and astropy
-#: (OSError, ValueError, TypeError, KeyError, IndexError, VerifyError, the
-#: warnings made errors in :func:`_read_table`, ...) raise.
-_READ_ERRORS = (
-    OSError,
-    EOFError,
-    zlib.error,
-    ValueError,
-    TypeError,
-    KeyError,
-    IndexError,
-    UnicodeError,
-    VerifyError,
-    VerifyWarning,
-    AstropyUserWarning,
-    IORegistryError,  # a file in no format astropy recognises
-    # astropy's column parsing asserts that TTYPEn is a string and leaves a
-    # variable unset when TFORMn is missing.
-    AssertionError,
-    UnboundLocalError,
-)
 
 
 def _read_source_table(path: Path, radius_column: str | None) -> Table:

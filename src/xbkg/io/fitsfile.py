@@ -13,14 +13,19 @@ import gzip
 import io
 import os
 import tempfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
+from astropy.io.fits.verify import VerifyError, VerifyWarning
+from astropy.io.registry import IORegistryError
+from astropy.utils.exceptions import AstropyUserWarning
 from numpy.typing import NDArray
 
 __all__ = [
+    "READ_ERRORS",
     "atomic_write_bytes",
     "fits_bytes",
     "gzip_bytes",
@@ -30,6 +35,33 @@ __all__ = [
 ]
 
 _BLOCK = 2880
+
+#: What reading a damaged or malformed file can raise: gzip (EOFError,
+#: zlib.error, OSError) and astropy, depending on the damage (OSError,
+#: ValueError, TypeError, KeyError, IndexError, AttributeError, MemoryError for
+#: sizes beyond the file, AssertionError for a non-string TTYPEn,
+#: UnboundLocalError for a blank TFORMn, VerifyError, IORegistryError for no
+#: known format, and the warnings that readers turn into errors). Readers catch
+#: these around calls into gzip and astropy only, and report a damaged file.
+READ_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    EOFError,
+    zlib.error,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    UnicodeError,
+    MemoryError,
+    OverflowError,
+    AssertionError,
+    UnboundLocalError,
+    VerifyError,
+    VerifyWarning,
+    AstropyUserWarning,
+    IORegistryError,
+)
 
 
 def _umask() -> int:

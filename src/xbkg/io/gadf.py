@@ -34,14 +34,14 @@ import astropy.units as u
 import numpy as np
 import xarray as xr
 from astropy.io import fits
-from astropy.io.fits.verify import VerifyError, VerifyWarning
+from astropy.io.fits.verify import VerifyWarning
 from astropy.utils.exceptions import AstropyUserWarning
 from numpy.typing import NDArray
 
 from xbkg import conventions
 from xbkg.axes import binned_coords, edges, validate_edges
 from xbkg.errors import ConfigError, DataStoreError, XbkgError, describe
-from xbkg.io.fitsfile import atomic_write_bytes, gzip_bytes, one_row_table_bytes
+from xbkg.io.fitsfile import READ_ERRORS, atomic_write_bytes, gzip_bytes, one_row_table_bytes
 
 __all__ = [
     "BKG_COLUMNS",
@@ -403,29 +403,8 @@ def read_bkg(
                 return _read_table(table, index, path, axis_order)
     except XbkgError:
         raise
-    except _READ_ERRORS as exc:
+    except READ_ERRORS as exc:
         raise DataStoreError(f"{path}: cannot read the background table ({_problem(exc)})") from exc
-
-
-#: What a damaged file makes gzip (EOFError, zlib.error, OSError) and astropy
-#: (OSError, ValueError, TypeError, KeyError, IndexError, VerifyError, and the
-#: warnings made errors above) raise.
-_READ_ERRORS = (
-    OSError,
-    EOFError,
-    zlib.error,
-    ValueError,
-    TypeError,
-    KeyError,
-    IndexError,
-    VerifyError,
-    VerifyWarning,
-    AstropyUserWarning,
-    # astropy's column parsing asserts that TTYPEn is a string and leaves a
-    # variable unset when TFORMn is missing.
-    AssertionError,
-    UnboundLocalError,
-)
 
 
 def _problem(exc: BaseException) -> str:
