@@ -590,6 +590,18 @@ def test_skip_bad_runs(store, tmp_path, capsys):
     xr.testing.assert_identical(built.cube.drop_attrs(), bkg.cube.drop_attrs())
 
 
+def test_validate_skips_bad_runs_when_asked(store, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert make(store, out) == 0  # a store whose HDU index gives every run a model
+    event_file(store, 33006).unlink()
+    code = cli.main(["validate", str(out), "--skip-bad-runs", "-q"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_SKIPPED, err
+    assert "xbkg: skipped: OBS_ID 33006" in err
+    assert cli.main(["validate", str(out), "-q"]) == 1
+    assert "obs_033006.fits.gz" in capsys.readouterr().err
+
+
 def test_without_skip_the_first_bad_run_stops_everything(store, tmp_path, capsys):
     event_file(store, 33004).write_bytes(b"")
     out = tmp_path / "out"

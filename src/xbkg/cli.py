@@ -161,8 +161,9 @@ def _add_run_selection(parser: argparse.ArgumentParser) -> None:
         "--skip-bad-runs",
         action="store_true",
         help="leave out runs that cannot be used (missing or damaged files, no pointing, ...) "
-        "and go on; they are listed in the summary (and, for make, the archive), and the exit "
-        "status is 3. Without it the first bad run stops the job before anything is written",
+        "and go on; they are listed as 'xbkg: skipped:' lines (and, for make, in the archive), "
+        "and the exit status is 3. Without it the first bad run stops the job before anything "
+        "is written",
     )
 
 
@@ -658,7 +659,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     templates = read_run_templates(store, cube["obs_id"].values)
     predicted = template_predictions(templates, cube, regions)
     _report(validate(cube, predicted, offset_max=args.offset_max), args, "xbkg validate")
-    return 0
+    return _report_skipped(cube)
 
 
 def _cmd_crossval(args: argparse.Namespace) -> int:
@@ -673,7 +674,7 @@ def _cmd_crossval(args: argparse.Namespace) -> int:
         builder = grouped_builder(_grouping(args) or default_grouping(), smoothing=args.smoothing)
     table = crossval(cube, builder, k=args.k, seed=args.seed, offset_max=args.offset_max)
     _report(table, args, f"xbkg crossval ({args.model}, k={args.k}, seed={args.seed})")
-    return 0
+    return _report_skipped(cube)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
