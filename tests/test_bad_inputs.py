@@ -480,6 +480,7 @@ def test_full_disk_on_a_fresh_folder(store, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     monkeypatch.setattr(os, "fdopen", _DiskFull(budget=20_000))
     assert_failed(make(store, out), capsys, out, "No space left on device", before={})
+    assert not out.exists()  # not even an empty folder
 
 
 def test_interrupt_while_swapping_in_restores_previous_outputs(

@@ -9,6 +9,7 @@ Ctrl-C or SIGTERM leave the output folder complete and new, or as it was.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -75,6 +76,7 @@ def all_or_nothing(
         If the files cannot be written; nothing is changed in ``out_dir``.
     """
     check_outputs(out_dir, names, overwrite, empty_folder=empty_folder)
+    created = not out_dir.exists()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(prefix=".xbkg-", dir=out_dir))
@@ -94,8 +96,13 @@ def all_or_nothing(
                 "the folder is as it was"
             ) from exc
         _swap_in(stage, out_dir, names)
-    finally:
+    except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
+        if created:  # leave no empty output folder behind either
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()
+        raise
+    shutil.rmtree(stage, ignore_errors=True)
 
 
 def _swap_in(stage: Path, out_dir: Path, names: Sequence[str]) -> None:
