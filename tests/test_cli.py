@@ -180,3 +180,15 @@ def test_copy_command(crab4_dir, tmp_path, capsys):
     assert run("copy", crab4_dir, tmp_path / "c", "--obs-id", 23523) == 0
     assert open_datastore(tmp_path / "c").obs_ids.tolist() == [23523]
     assert "1 runs copied" in capsys.readouterr().out
+
+
+def test_runs_from_a_thread(tmp_path):
+    """Signal handlers can only be set in the main thread; a thread still runs commands."""
+    import threading
+
+    codes = []
+    args = ["simulate", str(tmp_path / "store"), "--runs", "2"]
+    thread = threading.Thread(target=lambda: codes.append(main(args)))
+    thread.start()
+    thread.join()
+    assert codes == [0]

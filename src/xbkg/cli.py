@@ -714,7 +714,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"xbkg: error: {line.strip()}", file=sys.stderr)
         return EXIT_ERROR
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _show_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
@@ -726,7 +727,15 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def _handle_termination() -> Any:
-    """Treat SIGTERM (a batch system stopping the job) like Ctrl-C: clean up, write nothing."""
+    """Treat SIGTERM (a batch system stopping the job) like Ctrl-C: clean up, write nothing.
+
+    Returns the previous handler, or None where handlers cannot be set (a
+    thread other than the main one).
+    """
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
     return signal.signal(signal.SIGTERM, _interrupt)
 
 
