@@ -285,8 +285,9 @@ def run_table(store: DataStore, *, complete: bool = True) -> xr.Dataset:
     """
     obs = store.obs_index
     ids = np.asarray(obs["OBS_ID"], dtype=np.int64)
-    if len(np.unique(ids)) != len(ids):
-        dup = sorted({int(i) for i in ids if np.sum(ids == i) > 1})
+    unique, counts = np.unique(ids, return_counts=True)
+    if unique.size != ids.size:
+        dup = unique[counts > 1].tolist()
         raise DataStoreError(
             f"{store.path / OBS_INDEX_FILE}: duplicate OBS_IDs {dup}; each run needs exactly "
             "one row, remove the duplicates"
