@@ -194,7 +194,7 @@ def test_damaged_event_file(store, tmp_path, capsys, damage):
     path = event_file(store, 33004)
     path.write_bytes(damage(path.read_bytes()))
     out = tmp_path / "out"
-    err = assert_failed(make(store, out), capsys, out, "obs_033004.fits.gz")
+    err = assert_failed(make(store, out), capsys, out, "OBS_ID 33004", "obs_033004.fits.gz")
     assert "damaged or incomplete" in err or "cannot read" in err or "EVENTS" in err, err
 
 
@@ -280,7 +280,7 @@ def test_events_outside_the_binning_are_counted(store, tmp_path, capsys):
 def test_empty_run(store, tmp_path, capsys):
     edit_table(event_file(store, 33006), "EVENTS", lambda t: t[:0])
     out = tmp_path / "out"
-    assert_failed(make(store, out), capsys, out, "obs_033006.fits.gz", "no events")
+    assert_failed(make(store, out), capsys, out, "OBS_ID 33006", "obs_033006.fits.gz", "no events")
 
 
 @pytest.mark.parametrize(("column", "value"), [("ONTIME", 0.0), ("LIVETIME", -5.0)])

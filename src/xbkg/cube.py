@@ -346,12 +346,22 @@ def bin_run(
     method: ExclusionMethod,
     verify: bool = True,
 ) -> RunHistogram:
-    """Read one run's events and bin them (the unit of work of the run loop)."""
-    events = read_events(spec.path, spec.hdu, verify=verify)
+    """Read one run's events and bin them (the unit of work of the run loop).
+
+    Raises
+    ------
+    DataStoreError
+        If the events cannot be read or there are none; the message starts
+        with the OBS_ID and names the file.
+    """
+    try:
+        events = read_events(spec.path, spec.hdu, verify=verify)
+    except DataStoreError as exc:
+        raise DataStoreError(f"OBS_ID {spec.obs_id}: {exc}") from exc
     if events.energy.size == 0:
         raise DataStoreError(
-            f"{spec.path}: OBS_ID {spec.obs_id} has no events; fix the file or leave the run "
-            "out (--obs-id, --select)"
+            f"OBS_ID {spec.obs_id}: {spec.path}: no events (the EVENTS table is empty); fix the "
+            "file or leave the run out (--obs-id, --select)"
         )
     return bin_events(
         events,
@@ -369,10 +379,7 @@ def _bin_run_or_fail(spec: RunSpec, **kwargs: Any) -> RunHistogram | RunFailure:
     try:
         return bin_run(spec, **kwargs)
     except DataStoreError as exc:
-        message = str(exc)
-        if f"OBS_ID {spec.obs_id}" not in message:
-            message = f"OBS_ID {spec.obs_id}: {message}"
-        return RunFailure(spec.obs_id, message)
+        return RunFailure(spec.obs_id, str(exc))
 
 
 def make_run_cube(
