@@ -616,7 +616,9 @@ def test_all_runs_bad(store, tmp_path, capsys):
     for obs_id in RUNS:
         event_file(store, obs_id).unlink()
     out = tmp_path / "out"
-    err = assert_failed(make(store, out, "--skip-bad-runs"), capsys, out, "4 run(s)")
+    err = assert_failed(
+        make(store, out, "--skip-bad-runs"), capsys, out, "4 run(s)", "no run is left"
+    )
     assert len(err.strip().splitlines()) == 6  # the count, one line per run, what to do
 
 

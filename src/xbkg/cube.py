@@ -487,7 +487,7 @@ def make_run_cube(
         if progress is not None:
             progress(i + 1, n_runs, hist.obs_id)
     if problems and not good.any():
-        raise RunsFailedError(problems)
+        raise RunsFailedError(problems, skipping=True)
     if not good.all():
         arrays = arrays.select(good)
     cube = assemble_run_cube(

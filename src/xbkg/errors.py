@@ -64,17 +64,23 @@ class OutputExistsError(OutputError, FileExistsError):
 class RunsFailedError(DataStoreError):
     """Runs that could not be used, with the reason for each.
 
-    Attributes
+    Parameters
     ----------
     failures
         OBS_ID -> message (file and what is wrong).
+    skipping
+        The runs were being skipped (``--skip-bad-runs``) and none was left.
     """
 
-    def __init__(self, failures: Mapping[int, str]) -> None:
+    def __init__(self, failures: Mapping[int, str], *, skipping: bool = False) -> None:
         self.failures = dict(failures)
         lines = [f"{len(self.failures)} run(s) could not be used:"]
         lines += [f"  {message}" for message in self.failures.values()]
-        lines.append("fix or deselect these runs, or pass --skip-bad-runs to build without them")
+        lines.append(
+            "no run is left to build from: fix the runs or select others"
+            if skipping
+            else "fix or deselect these runs, or pass --skip-bad-runs to build without them"
+        )
         super().__init__("\n".join(lines))
 
 
