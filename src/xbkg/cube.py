@@ -457,9 +457,9 @@ def make_run_cube(
         their given order.
     """
     if method not in EXCLUSION_METHODS:
-        raise ValueError(f"method must be one of {EXCLUSION_METHODS}, got {method!r}")
+        raise ConfigError(f"method must be one of {EXCLUSION_METHODS}, got {method!r}")
     if workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
+        raise ConfigError(f"workers must be at least 1, got {workers}")
     coords = binned_coords(energy_edges, offset_edges)
     e_edges = np.append(coords["energy_lo"].values, coords["energy_hi"].values[-1])
     t_edges = np.append(coords["offset_lo"].values, coords["offset_hi"].values[-1])

@@ -151,15 +151,15 @@ def options_for(preset: str = "default", **overrides: Any) -> Options:
 
     Raises
     ------
-    ValueError
+    ConfigError
         For an unknown preset or option name.
     """
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     names = {f.name for f in dataclasses.fields(Options)}
     unknown = set(overrides) - names
     if unknown:
-        raise ValueError(f"unknown option(s) {sorted(unknown)}; options are {sorted(names)}")
+        raise ConfigError(f"unknown option(s) {sorted(unknown)}; options are {sorted(names)}")
     overrides = {k: v for k, v in overrides.items() if v is not None}
     for key in ("energy_edges", "offset_edges", "grouping"):
         if key in overrides:
@@ -380,7 +380,7 @@ def write_model_fits(
     if group is not None:
         model = model.sel({GROUP_DIM: group})
     if GROUP_DIM in model.dims:
-        raise ValueError(
+        raise ConfigError(
             f"the model has {model.sizes[GROUP_DIM]} groups; choose the one to write with group="
         )
     rate = model["rate"].fillna(0.0)
@@ -505,7 +505,7 @@ def write_background(
         If ``out_dir`` holds files and ``overwrite`` is false (nothing is written).
     OutputError
         If the files cannot be written (nothing is changed in ``out_dir``).
-    ValueError
+    ConfigError
         If ``options.missing_group == "error"`` and some run's group has no model.
     """
     from xbkg.io.hdu_index import index_hdulist, make_hdu_index, make_obs_index
@@ -518,7 +518,7 @@ def write_background(
         all_runs = run_table(store)
     assignment, moved = index_assignment(bkg, all_runs)
     if moved and bkg.options.missing_group == "error":
-        raise ValueError(
+        raise ConfigError(
             "runs whose group has no model (obs_id, group): "
             + ", ".join(f"({o}, {g})" for o, g, _ in moved)
             + "; add runs to those groups, change the grouping, or allow the nearest group's model"
