@@ -27,14 +27,13 @@ import numpy as np
 import xarray as xr
 from astropy import units as u
 from astropy.io import fits
-from astropy.io.fits.verify import VerifyWarning
 from astropy.table import Table
 from numpy.typing import NDArray
 
 from xbkg.conventions import HDU_INDEX_FILE, OBS_DIM, OBS_INDEX_FILE, coord_name
 from xbkg.errors import DataStoreError, XbkgWarning, describe
 from xbkg.io.eventfile import DamagedFile, read_table_columns
-from xbkg.io.fitsfile import READ_ERRORS, write_fits
+from xbkg.io.fitsfile import READ_ERRORS, open_fits, write_fits
 from xbkg.io.outputs import all_or_nothing
 
 __all__ = [
@@ -105,9 +104,7 @@ def _read_index(path: Path, kind: str) -> Table:
             f"{OBS_INDEX_FILE} in its folder"
         )
     try:
-        with warnings.catch_warnings(), fits.open(path) as hdul:
-            # astropy only warns about a truncated file; for an index it is an error.
-            warnings.simplefilter("error", VerifyWarning)
+        with open_fits(path) as hdul:
             tables = [h for h in hdul if isinstance(h, fits.BinTableHDU)]
             if not tables:
                 raise DataStoreError(
@@ -375,7 +372,7 @@ def _complete_runs(store: DataStore, runs: xr.Dataset) -> xr.Dataset:
 
 def _read_header(path: Path, hdu: str) -> fits.Header:
     try:
-        with fits.open(path) as hdul:
+        with open_fits(path) as hdul:
             return hdul[_find_hdu(hdul, hdu, path)].header.copy()
     except FileNotFoundError as exc:
         raise DataStoreError(f"{path}: {MISSING_FILE}") from exc
@@ -534,9 +531,7 @@ def read_events(path: str | Path, hdu: str = "EVENTS", *, verify: bool = True) -
         fast_columns, fast_cards, _ = fast
         return _events_from_columns(fast_columns, fast_cards, path)
     try:
-        with warnings.catch_warnings(), fits.open(path, memmap=False) as hdul:
-            # astropy only warns about a truncated or corrupt file; for us it is an error.
-            warnings.simplefilter("error", VerifyWarning)
+        with open_fits(path) as hdul:
             table = hdul[_find_hdu(hdul, hdu, path)]
             if not isinstance(table, fits.BinTableHDU):
                 raise DataStoreError(f"{path}: HDU {hdu!r} is not a binary table")

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import math
-import warnings
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,15 +34,13 @@ import astropy.units as u
 import numpy as np
 import xarray as xr
 from astropy.io import fits
-from astropy.io.fits.verify import VerifyWarning
 from astropy.table import Table
-from astropy.utils.exceptions import AstropyUserWarning
 from numpy.typing import ArrayLike, NDArray
 
 from xbkg.axes import validate_edges
 from xbkg.conventions import DEFAULT_MIN_RADIUS, DEFAULT_SOURCE_RADIUS
 from xbkg.errors import CatalogError, ConfigError, XbkgError, describe
-from xbkg.io.fitsfile import READ_ERRORS
+from xbkg.io.fitsfile import READ_ERRORS, open_fits, strict_warnings
 
 __all__ = [
     "DEFAULT_QUADRATURE_NODES",
@@ -329,10 +326,7 @@ def _read_table(path: Path, radius_column: str | None) -> Table:
     if not path.is_file():
         raise CatalogError(f"{path}: catalogue file not found; check the path given to --exclude")
     try:
-        with warnings.catch_warnings():
-            # astropy only warns about a truncated file or a damaged card; here they are errors.
-            warnings.simplefilter("error", VerifyWarning)
-            warnings.filterwarnings("error", ".*truncated", AstropyUserWarning)
+        with strict_warnings():
             return _read_source_table(path, radius_column)
     except XbkgError:
         raise
@@ -349,8 +343,7 @@ def _read_source_table(path: Path, radius_column: str | None) -> Table:
     suffixes = [s.lower() for s in path.suffixes]
     if not any(s in _FITS_SUFFIXES for s in suffixes):
         return Table.read(path)
-    # The file is opened here so that it is closed even when astropy fails while opening.
-    with open(path, "rb") as file, fits.open(file, memmap=False) as hdul:
+    with open_fits(path) as hdul:
         tables = [h for h in hdul if isinstance(h, (fits.BinTableHDU, fits.TableHDU))]
         chosen = next((h for h in tables if h.name.upper() == _PREFERRED_HDU), None)
         if chosen is None:

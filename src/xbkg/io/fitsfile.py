@@ -8,13 +8,15 @@ one rename, so that a failure never leaves a partial file behind.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import io
 import os
 import tempfile
+import warnings
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +32,9 @@ __all__ = [
     "fits_bytes",
     "gzip_bytes",
     "one_row_table_bytes",
+    "open_fits",
     "publish",
+    "strict_warnings",
     "write_fits",
 ]
 
@@ -62,6 +66,31 @@ READ_ERRORS: tuple[type[BaseException], ...] = (
     AstropyUserWarning,
     IORegistryError,
 )
+
+
+@contextlib.contextmanager
+def strict_warnings() -> Iterator[None]:
+    """astropy's warnings about a truncated file or a damaged card, raised as errors.
+
+    astropy reads what it can of such a file and only warns; a reader of
+    event lists, indexes or catalogues must not go on with half a table.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", VerifyWarning)
+        warnings.filterwarnings("error", ".*truncated", AstropyUserWarning)
+        yield
+
+
+@contextlib.contextmanager
+def open_fits(path: str | os.PathLike[str]) -> Iterator[fits.HDUList]:
+    """Open a FITS file (optionally gzip-compressed) for reading, strictly.
+
+    Under :func:`strict_warnings`, and with the file opened here, so that it
+    is closed even when astropy fails while opening it. Failures are among
+    :data:`READ_ERRORS`.
+    """
+    with strict_warnings(), open(path, "rb") as file, fits.open(file, memmap=False) as hdul:
+        yield hdul
 
 
 def _umask() -> int:

@@ -24,7 +24,6 @@ import functools
 import itertools
 import os
 import re
-import warnings
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,14 +33,18 @@ import astropy.units as u
 import numpy as np
 import xarray as xr
 from astropy.io import fits
-from astropy.io.fits.verify import VerifyWarning
-from astropy.utils.exceptions import AstropyUserWarning
 from numpy.typing import NDArray
 
 from xbkg import conventions
 from xbkg.axes import binned_coords, edges, validate_edges
 from xbkg.errors import ConfigError, DataStoreError, XbkgError, describe
-from xbkg.io.fitsfile import READ_ERRORS, atomic_write_bytes, gzip_bytes, one_row_table_bytes
+from xbkg.io.fitsfile import (
+    READ_ERRORS,
+    atomic_write_bytes,
+    gzip_bytes,
+    one_row_table_bytes,
+    open_fits,
+)
 
 __all__ = [
     "BKG_COLUMNS",
@@ -393,14 +396,9 @@ def read_bkg(
     if not path.is_file():
         raise FileNotFoundError(f"{path}: background file not found")
     try:
-        with warnings.catch_warnings():
-            # astropy only warns about a truncated file or a damaged card; here they are errors.
-            warnings.simplefilter("error", VerifyWarning)
-            warnings.filterwarnings("error", ".*truncated", AstropyUserWarning)
-            # Opened here so that it is closed even when astropy fails while opening.
-            with open(path, "rb") as file, fits.open(file, memmap=False) as hdulist:
-                index, table = _select_hdu(hdulist, hdu, path)
-                return _read_table(table, index, path, axis_order)
+        with open_fits(path) as hdulist:
+            index, table = _select_hdu(hdulist, hdu, path)
+            return _read_table(table, index, path, axis_order)
     except XbkgError:
         raise
     except READ_ERRORS as exc:
