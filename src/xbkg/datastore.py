@@ -13,32 +13,35 @@ The run conditions are exposed as an :class:`xarray.Dataset` along ``obs_id``
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import json
 import os
 import shutil
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
-from astropy import units as u
-from astropy.io import fits
-from astropy.table import Table
 from numpy.typing import NDArray
 
 from xbkg.conventions import HDU_INDEX_FILE, OBS_DIM, OBS_INDEX_FILE, coord_name
 from xbkg.errors import DataStoreError, XbkgWarning, describe
-from xbkg.io.eventfile import DamagedFile, read_table_columns
-from xbkg.io.fitsfile import READ_ERRORS, open_fits, write_fits
+from xbkg.io.eventfile import DamagedFile, header_items, read_table, read_table_columns
+from xbkg.io.fitsfile import open_fits, read_errors, write_table
 from xbkg.io.outputs import all_or_nothing
+
+if TYPE_CHECKING:
+    from astropy.io import fits
+    from astropy.table import Table
 
 __all__ = [
     "DataStore",
     "EventList",
+    "IndexTable",
     "copy_runs",
     "event_locations",
     "hdu_location",
@@ -97,12 +100,135 @@ def _clean_str(value: Any) -> str:
     return str(value).replace("\x00", "").strip()
 
 
-def _read_index(path: Path, kind: str) -> Table:
+@dataclass(frozen=True)
+class IndexTable:
+    """A GADF index table: one numpy array per column, with units and header keywords.
+
+    Strings are ``str`` with NUL padding and blanks stripped. Index columns
+    ``table["OBS_ID"]``, rows ``table.take(mask)``; :meth:`to_table` gives an
+    :class:`astropy.table.Table`.
+
+    Attributes
+    ----------
+    columns
+        Column name -> values (one per row), in file order.
+    units
+        Column name -> unit, for the columns that have one.
+    header
+        ``(keyword, value)`` of the header keywords that do not describe the
+        table layout, in file order (COMMENT and HISTORY included).
+    """
+
+    columns: Mapping[str, NDArray[Any]]
+    units: Mapping[str, str]
+    header: tuple[tuple[str, Any], ...] = ()
+
+    def __getitem__(self, name: str) -> NDArray[Any]:
+        return self.columns[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.columns
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values()))) if self.columns else 0
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """Rows as ``{column: value}``."""
+        for i in range(len(self)):
+            yield {name: values[i] for name, values in self.columns.items()}
+
+    @property
+    def colnames(self) -> list[str]:
+        """Column names in file order."""
+        return list(self.columns)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """Header keyword values (COMMENT and HISTORY left out; the first card of a keyword)."""
+        out: dict[str, Any] = {}
+        for key, value in self.header:
+            if key not in ("COMMENT", "HISTORY"):
+                out.setdefault(key, value)
+        return out
+
+    def take(self, rows: NDArray[Any]) -> IndexTable:
+        """The table of some rows (a boolean mask or row numbers)."""
+        return dataclasses.replace(
+            self, columns={name: values[rows] for name, values in self.columns.items()}
+        )
+
+    def to_table(self) -> Table:
+        """The table as an :class:`astropy.table.Table` (units and keywords kept)."""
+        import astropy.units as u
+        from astropy.table import Table
+
+        table = Table()
+        for name, values in self.columns.items():
+            unit = self.units.get(name)
+            table[name] = values
+            if unit:
+                table[name].unit = u.Unit(unit, parse_strict="silent")
+        table.meta.update(self.meta)
+        comments = [str(v) for k, v in self.header if k == "COMMENT"]
+        if comments:
+            table.meta["comments"] = comments
+        return table
+
+    def write(self, path: str | Path, extname: str, *, overwrite: bool = False) -> Path:
+        """Write as a FITS binary table named ``extname`` (gzip if the name ends in .gz)."""
+        return write_table(
+            self.columns,
+            path,
+            extname,
+            units=self.units,
+            header=[(k, v) for k, v in self.header if k != "BASE_DIR"],
+            overwrite=overwrite,
+        )
+
+
+def _from_astropy(table: Table) -> IndexTable:
+    """An index read by astropy: scalar columns only, masked values as NaN, strings cleaned."""
+    columns: dict[str, NDArray[Any]] = {}
+    units: dict[str, str] = {}
+    for name in table.colnames:
+        column = table[name]
+        data: np.ma.MaskedArray = np.ma.asarray(column)
+        if data.ndim != 1:
+            continue  # vector cells: not an index column
+        if data.dtype.kind in "SUO":
+            columns[name] = np.array([_clean_str(v) for v in data.filled("")], dtype=str)
+        elif data.dtype.kind in "iu" and np.ma.is_masked(data):
+            columns[name] = np.ma.filled(data.astype(np.float64), np.nan)
+        elif data.dtype.kind == "f":
+            columns[name] = np.ma.filled(data, np.nan).astype(data.dtype.newbyteorder("="))
+        elif data.dtype.kind in "iu":
+            columns[name] = np.asarray(data.data, dtype=np.int64)
+        else:
+            columns[name] = np.asarray(data.data)
+        if getattr(column, "unit", None) is not None:
+            units[name] = column.unit.to_string()
+    header: list[tuple[str, Any]] = []
+    for key, value in table.meta.items():
+        if key.lower() in ("comments", "history"):
+            header += [(key.upper().rstrip("S"), str(v)) for v in value]
+        elif key != "EXTNAME" and isinstance(value, (bool, int, float, str)):
+            header.append((key, value))
+    return IndexTable(columns, units, tuple(header))
+
+
+def _read_index(path: Path, kind: str) -> IndexTable:
     if not path.is_file():
         raise DataStoreError(
             f"{path}: {kind} not found; a GADF data store needs {HDU_INDEX_FILE} and "
             f"{OBS_INDEX_FILE} in its folder"
         )
+    fast = read_table(path)
+    if fast is not None:
+        return IndexTable(fast.columns, fast.units, tuple(header_items(fast.raw_header)))
+    # Not a layout the fast reader knows, or damaged: astropy reads or explains.
+    from astropy.io import fits
+    from astropy.table import Table
+
     try:
         with open_fits(path) as hdul:
             tables = [h for h in hdul if isinstance(h, fits.BinTableHDU)]
@@ -114,14 +240,11 @@ def _read_index(path: Path, kind: str) -> Table:
             table = Table.read(tables[0], unit_parse_strict="silent")
     except DataStoreError:
         raise
-    except READ_ERRORS as exc:
+    except read_errors() as exc:
         raise DataStoreError(
             f"{path}: cannot read the {kind} ({describe(exc)}); {DAMAGED}"
         ) from exc
-    for name in table.colnames:
-        if table[name].dtype.kind in "SU":
-            table[name] = [_clean_str(v) for v in table[name]]
-    return table
+    return _from_astropy(table)
 
 
 @dataclass(frozen=True)
@@ -143,8 +266,8 @@ class DataStore:
 
     path: Path
     base_dir: Path
-    hdu_index: Table
-    obs_index: Table
+    hdu_index: IndexTable
+    obs_index: IndexTable
 
     @property
     def obs_ids(self) -> NDArray[np.int64]:
@@ -179,8 +302,10 @@ def open_datastore(path: str | Path) -> DataStore:
             f"{hdu_path}: HDU index columns {not_text} must hold text (FITS format A); "
             "the index is damaged or was written wrongly"
         )
+    columns = dict(hdu_index.columns)
     for col in ("HDU_TYPE", "HDU_CLASS"):
-        hdu_index[col] = [str(v).lower() for v in hdu_index[col]]
+        columns[col] = np.char.lower(columns[col].astype(str))
+    hdu_index = dataclasses.replace(hdu_index, columns=columns)
     base = hdu_index.meta.get("BASE_DIR")
     base_dir = (hdu_path.parent / _clean_str(base)) if base else hdu_path.parent
     return DataStore(path=folder, base_dir=base_dir, hdu_index=hdu_index, obs_index=obs_index)
@@ -194,20 +319,20 @@ def hdu_location(store: DataStore, obs_id: int, hdu_type: str = "events") -> tup
     DataStoreError
         If the index has no such row.
     """
-    rows = store.hdu_index[
-        (store.hdu_index["OBS_ID"] == obs_id) & (store.hdu_index["HDU_TYPE"] == hdu_type)
-    ]
+    index = store.hdu_index
+    rows = np.flatnonzero((index["OBS_ID"] == obs_id) & (index["HDU_TYPE"] == hdu_type))
     if len(rows) == 0:
         raise DataStoreError(
             f"{store.path / HDU_INDEX_FILE}: no {hdu_type!r} HDU listed for OBS_ID {obs_id}"
         )
     row = rows[0]
-    return store.base_dir / row["FILE_DIR"] / row["FILE_NAME"], row["HDU_NAME"]
+    file_dir, file_name = str(index["FILE_DIR"][row]), str(index["FILE_NAME"][row])
+    return store.base_dir / file_dir / file_name, str(index["HDU_NAME"][row])
 
 
 def event_locations(store: DataStore) -> dict[int, tuple[Path, str]]:
     """File and HDU name of the events of every run (first index row of each run)."""
-    rows = store.hdu_index[store.hdu_index["HDU_TYPE"] == "events"]
+    rows = store.hdu_index.take(store.hdu_index["HDU_TYPE"] == "events")
     out: dict[int, tuple[Path, str]] = {}
     for obs_id, file_dir, file_name, hdu_name in zip(
         rows["OBS_ID"].tolist(),
@@ -242,22 +367,12 @@ def index_problems(store: DataStore) -> dict[int, str]:
     return dict(sorted(problems.items()))
 
 
-def _column_to_variable(column: Any, name: str) -> xr.Variable:
-    data: np.ma.MaskedArray = np.ma.asarray(column)
-    if data.dtype.kind in "SUO":
-        values: NDArray[Any] = np.array([_clean_str(v) for v in data.filled("")], dtype=str)
-    elif data.dtype.kind == "f":
-        values = np.ma.filled(data.astype(np.float64), np.nan)
-    elif data.dtype.kind in "iub":
-        # Masked integers become NaN floats: there is no integer "missing" value.
-        masked = np.ma.is_masked(data)
-        values = np.ma.filled(data.astype(np.float64), np.nan) if masked else data.data
-        if values.dtype.kind == "u" or values.dtype.kind == "i":
-            values = values.astype(np.int64)
-    else:
-        values = np.asarray(data)
-    unit = getattr(column, "unit", None)
-    units = unit.to_string() if unit is not None else _UNITS.get(name, "")
+def _column_to_variable(values: NDArray[Any], unit: str | None, name: str) -> xr.Variable:
+    # Index columns are floats, int64 (NaN floats where values are missing:
+    # there is no integer "missing" value), bool or cleaned str.
+    if values.dtype.kind == "f":
+        values = values.astype(np.float64)
+    units = unit if unit is not None else _UNITS.get(name, "")
     attrs = {"gadf_name": name}
     if units:
         attrs["units"] = units
@@ -290,7 +405,9 @@ def run_table(store: DataStore, *, complete: bool = True) -> xr.Dataset:
             "one row, remove the duplicates"
         )
     variables = {
-        coord_name(c): _column_to_variable(obs[c], c) for c in obs.colnames if c != "OBS_ID"
+        coord_name(c): _column_to_variable(obs[c], obs.units.get(c), c)
+        for c in obs.colnames
+        if c != "OBS_ID"
     }
     unindexed = np.setdiff1d(np.asarray(store.hdu_index["OBS_ID"], dtype=np.int64), ids)
     if unindexed.size:
@@ -378,7 +495,7 @@ def _read_header(path: Path, hdu: str) -> fits.Header:
         raise DataStoreError(f"{path}: {MISSING_FILE}") from exc
     except DataStoreError:
         raise
-    except READ_ERRORS as exc:
+    except read_errors() as exc:
         raise DataStoreError(
             f"{path}: cannot read the header ({describe(exc)}); {DAMAGED}"
         ) from exc
@@ -459,12 +576,34 @@ class EventList:
     path: Path
 
 
+#: Conversion factors of the units event lists use, so that astropy is needed
+#: only for others (exact: 1 eV = 1.602176634e-19 J by definition).
+_FACTORS = {
+    "deg": {"deg": 1.0, "rad": 180.0 / np.pi, "arcmin": 1 / 60, "arcsec": 1 / 3600},
+    "TeV": {
+        "TeV": 1.0,
+        "GeV": 1e-3,
+        "MeV": 1e-6,
+        "keV": 1e-9,
+        "eV": 1e-12,
+        "PeV": 1e3,
+        "J": 1e-12 / 1.602176634e-19,
+        "erg": 1e-19 / 1.602176634e-19,
+    },
+}
+
+
 def _to_unit(
     values: NDArray[np.float64], unit: str | None, target: str, path: Path, column: str
 ) -> NDArray[np.float64]:
     """``values`` converted from the column's ``unit`` (TUNITn) to ``target``."""
     if not unit or unit == target:
         return values
+    known = _FACTORS[target].get(unit.strip())
+    if known is not None:
+        return values * known
+    import astropy.units as u
+
     try:
         factor = u.Unit(unit).to(target)
     except (ValueError, TypeError, u.UnitsError) as exc:
@@ -530,6 +669,8 @@ def read_events(path: str | Path, hdu: str = "EVENTS", *, verify: bool = True) -
     if fast is not None:
         fast_columns, fast_cards, _ = fast
         return _events_from_columns(fast_columns, fast_cards, path)
+    from astropy.io import fits
+
     try:
         with open_fits(path) as hdul:
             table = hdul[_find_hdu(hdul, hdu, path)]
@@ -553,7 +694,7 @@ def read_events(path: str | Path, hdu: str = "EVENTS", *, verify: bool = True) -
             _check_gzip_file(path)
     except DataStoreError:
         raise
-    except READ_ERRORS as exc:
+    except read_errors() as exc:
         raise DataStoreError(
             f"{path}: cannot read the events ({describe(exc)}); {DAMAGED}"
         ) from exc
@@ -624,9 +765,11 @@ def copy_runs(
     unknown = np.setdiff1d(wanted, store.obs_ids)
     if unknown.size:
         raise DataStoreError(f"{store.path}: OBS_IDs not in the data store: {unknown.tolist()}")
-    hdu_rows = store.hdu_index[np.isin(store.hdu_index["OBS_ID"], wanted)]
-    obs_rows = store.obs_index[np.isin(store.obs_index["OBS_ID"], wanted)]
-    files = sorted({Path(row["FILE_DIR"]) / row["FILE_NAME"] for row in hdu_rows})
+    hdu_rows = store.hdu_index.take(np.isin(store.hdu_index["OBS_ID"], wanted))
+    obs_rows = store.obs_index.take(np.isin(store.obs_index["OBS_ID"], wanted))
+    files = sorted(
+        {Path(d) / n for d, n in zip(hdu_rows["FILE_DIR"], hdu_rows["FILE_NAME"], strict=True)}
+    )
     for relative in files:
         if relative.is_absolute() or ".." in relative.parts:
             raise DataStoreError(
@@ -636,24 +779,15 @@ def copy_runs(
             )
         if not (store.base_dir / relative).is_file():
             raise DataStoreError(f"{store.base_dir / relative}: {MISSING_FILE}")
-    hdu_out = hdu_rows.copy()
-    hdu_out.meta.pop("BASE_DIR", None)
 
     def write(stage: Path) -> None:
         for relative in files:
             (stage / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(store.base_dir / relative, stage / relative)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", u.UnitsWarning)
-            write_fits(_index_hdulist(hdu_out, "HDU_INDEX"), stage / HDU_INDEX_FILE)
-            write_fits(_index_hdulist(obs_rows, "OBS_INDEX"), stage / OBS_INDEX_FILE)
+        # BASE_DIR is dropped: the copied files lie beside the new indexes.
+        hdu_rows.write(stage / HDU_INDEX_FILE, "HDU_INDEX")
+        obs_rows.write(stage / OBS_INDEX_FILE, "OBS_INDEX")
 
     names = [HDU_INDEX_FILE, OBS_INDEX_FILE, *(r.as_posix() for r in files)]
     all_or_nothing(out_dir, names, overwrite, write)
     return open_datastore(out_dir)
-
-
-def _index_hdulist(table: Table, extname: str) -> fits.HDUList:
-    hdu = fits.table_to_hdu(table)
-    hdu.name = extname
-    return fits.HDUList([fits.PrimaryHDU(), hdu])

@@ -27,20 +27,23 @@ from __future__ import annotations
 import functools
 import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import astropy.units as u
 import numpy as np
 import xarray as xr
-from astropy.io import fits
-from astropy.table import Table
 from numpy.typing import ArrayLike, NDArray
 
 from xbkg.axes import validate_edges
 from xbkg.conventions import DEFAULT_MIN_RADIUS, DEFAULT_SOURCE_RADIUS
 from xbkg.errors import CatalogError, ConfigError, XbkgError, describe
-from xbkg.io.fitsfile import READ_ERRORS, open_fits, strict_warnings
+from xbkg.io.eventfile import read_table
+from xbkg.io.fitsfile import open_fits, read_errors, strict_warnings
+
+if TYPE_CHECKING:
+    from astropy.table import Table
 
 __all__ = [
     "DEFAULT_QUADRATURE_NODES",
@@ -321,16 +324,41 @@ def _missing(columns: Sequence[str], radius_column: str | None) -> list[str]:
     return missing
 
 
-def _read_table(path: Path, radius_column: str | None) -> Table:
+@dataclass(frozen=True)
+class _SourceTable:
+    """The columns of a source table (masked arrays where values are missing) and their units."""
+
+    columns: Mapping[str, NDArray[Any]]
+    units: Mapping[str, str]
+
+    @property
+    def colnames(self) -> list[str]:
+        return list(self.columns)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values()))) if self.columns else 0
+
+
+def _from_astropy(table: Table) -> _SourceTable:
+    units = {n: str(table[n].unit) for n in table.colnames if table[n].unit is not None}
+    return _SourceTable({n: table[n] for n in table.colnames}, units)
+
+
+def _read_table(path: Path, radius_column: str | None) -> _SourceTable:
     """Read the source table of a catalogue file (FITS: pick the right HDU)."""
     if not path.is_file():
         raise CatalogError(f"{path}: catalogue file not found; check the path given to --exclude")
+    suffixes = [s.lower() for s in path.suffixes]
+    if any(s in _FITS_SUFFIXES for s in suffixes):
+        fast = _read_fits_fast(path, radius_column)
+        if fast is not None:
+            return fast
     try:
         with strict_warnings():
-            return _read_source_table(path, radius_column)
+            return _from_astropy(_read_source_table(path, radius_column))
     except XbkgError:
         raise
-    except READ_ERRORS as exc:
+    except read_errors() as exc:
         text = describe(exc)
         if isinstance(exc, (EOFError, zlib.error)) or "truncated" in str(exc):
             hint = "the file is incomplete (truncated or a broken gzip stream), download it again"
@@ -339,7 +367,32 @@ def _read_table(path: Path, radius_column: str | None) -> Table:
         raise CatalogError(f"cannot read catalogue {path} ({text}); {hint}") from exc
 
 
+def _read_fits_fast(path: Path, radius_column: str | None) -> _SourceTable | None:
+    """The schema's columns of the source table, read without astropy (None: use astropy).
+
+    The table named ``HGPS_SOURCES`` if there is one, else the first with usable columns.
+    """
+
+    def rank(name: str, names: list[str]) -> int | None:
+        if name.upper() == _PREFERRED_HDU:
+            return 0
+        return 1 if not _missing(names, radius_column) else None
+
+    def wanted(names: list[str]) -> list[str]:
+        # Only the columns the schema uses are decoded (a catalogue has dozens).
+        position, size, name = _schema(names, radius_column)
+        return [c for c in (*(position or ()), size, name) if c]
+
+    table = read_table(path, rank, wanted)
+    if table is None:
+        return None
+    return _SourceTable(table.columns, table.units)
+
+
 def _read_source_table(path: Path, radius_column: str | None) -> Table:
+    from astropy.io import fits
+    from astropy.table import Table
+
     suffixes = [s.lower() for s in path.suffixes]
     if not any(s in _FITS_SUFFIXES for s in suffixes):
         return Table.read(path)
@@ -366,21 +419,28 @@ def _read_source_table(path: Path, radius_column: str | None) -> Table:
         return Table.read(fits.BinTableHDU.from_columns(columns, name=chosen.name))
 
 
-def _degrees(table: Table, column: str, what: str) -> NDArray[np.float64]:
+#: Angle units of catalogue columns, in deg; others are converted by astropy.
+_DEGREES = {"deg": 1.0, "degree": 1.0, "rad": 180 / math.pi, "arcmin": 1 / 60, "arcsec": 1 / 3600}
+
+
+def _degrees(table: _SourceTable, column: str, what: str) -> NDArray[np.float64]:
     """Column values in deg (unitless means deg); masked entries become NaN."""
-    col = table[column]
+    col = table.columns[column]
     try:
         values = np.asarray(np.ma.getdata(col), dtype=np.float64)
     except (TypeError, ValueError):
         raise CatalogError(
-            f"column {column!r} of {what} is not numeric (dtype {col.dtype}); "
+            f"column {column!r} of {what} is not numeric (dtype {np.asarray(col).dtype}); "
             "give angles as numbers in deg or with an angle unit"
         ) from None
-    mask = np.ma.getmaskarray(col)
-    values = np.where(mask, np.nan, values)
-    unit = col.unit
-    if unit is None or unit == u.dimensionless_unscaled:
+    values = np.where(np.ma.getmaskarray(col), np.nan, values)
+    unit = table.units.get(column, "").strip()
+    if unit in ("", "1"):
         return values
+    if unit in _DEGREES:
+        return values * _DEGREES[unit]
+    import astropy.units as u
+
     try:
         return (values * u.Unit(unit)).to_value(u.deg)
     except (u.UnitsError, TypeError, ValueError):
@@ -389,18 +449,18 @@ def _degrees(table: Table, column: str, what: str) -> NDArray[np.float64]:
         ) from None
 
 
-def _names(table: Table, column: str | None) -> list[str]:
+def _names(table: _SourceTable, column: str | None) -> list[str]:
     if column is None:
         return [f"row {i}" for i in range(len(table))]
     out = []
-    for v in table[column]:
+    for v in table.columns[column]:
         text = v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
         out.append(text.strip().strip("\x00"))
     return out
 
 
 def _regions_from_table(
-    table: Table,
+    table: _SourceTable,
     what: str,
     *,
     min_radius: float,
@@ -453,7 +513,7 @@ def regions_from_table(
     Same rules as :func:`read_catalog`.
     """
     return _regions_from_table(
-        table,
+        _from_astropy(table),
         "the table",
         min_radius=min_radius,
         default_radius=default_radius,

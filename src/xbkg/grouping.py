@@ -23,12 +23,11 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-from astropy.io import fits
 from numpy.typing import NDArray
 
 from xbkg.conventions import DEFAULT_GROUPING, GROUP_DIM, OBS_DIM, coord_name
 from xbkg.errors import ConfigError
-from xbkg.io.fitsfile import write_fits
+from xbkg.io.fitsfile import write_table
 
 __all__ = [
     "GroupAxis",
@@ -253,24 +252,21 @@ def write_group_def(groups: xr.Dataset, path: str | Path, *, overwrite: bool = F
     One BINTABLE row per group: ``GROUP_ID`` then ``<COL>_MIN``/``<COL>_MAX``
     for edge axes or ``<COL>`` for value axes (the Gammapy 0.6 layout).
     """
-    columns = [fits.Column("GROUP_ID", "K", array=groups[GROUP_DIM].values.astype(np.int64))]
+    columns = {"GROUP_ID": groups[GROUP_DIM].values.astype(np.int64)}
     for name, var in groups.coords.items():
         if name == GROUP_DIM:
             continue
         gadf = str(var.attrs.get("gadf_name", str(name).upper()))
         values = np.asarray(var.values)
         if values.dtype.kind in "iub":
-            columns.append(fits.Column(gadf, "K", array=values.astype(np.int64)))
+            columns[gadf] = values.astype(np.int64)
         elif values.dtype.kind == "f":
-            columns.append(fits.Column(gadf, "D", array=values))
+            columns[gadf] = values.astype(np.float64)
         else:
-            strings = values.astype(str)
-            width = max(1, max((len(s) for s in strings), default=1))
-            columns.append(fits.Column(gadf, f"{width}A", array=strings))
-    hdu = fits.BinTableHDU.from_columns(columns, name="GROUP_DEF")
+            columns[gadf] = values.astype(str)
     # No comment on this card: a long grouping description would not fit beside one.
-    hdu.header["GROUPING"] = groups.attrs.get("grouping", "")
-    return write_fits(fits.HDUList([fits.PrimaryHDU(), hdu]), path, overwrite=overwrite)
+    header = {"GROUPING": str(groups.attrs.get("grouping", ""))}
+    return write_table(columns, path, "GROUP_DEF", header=header, overwrite=overwrite)
 
 
 def read_group_def(path: str | Path) -> xr.Dataset:
@@ -279,6 +275,8 @@ def read_group_def(path: str | Path) -> xr.Dataset:
     The groups must form a full cartesian grid of their axes, with GROUP_IDs
     in row-major order; anything else is refused rather than re-numbered.
     """
+    from astropy.io import fits
+
     path = Path(path)
     with fits.open(path) as hdul:
         data = hdul[1].data

@@ -45,7 +45,6 @@ from xbkg.grouping import (
     nearest_group,
     write_group_def,
 )
-from xbkg.io.fitsfile import write_fits
 from xbkg.io.outputs import all_or_nothing, check_outputs
 from xbkg.model import SmoothingMethod, SolidAngle, compute_rate, smooth, stack_groups
 
@@ -508,7 +507,7 @@ def write_background(
     ConfigError
         If ``options.missing_group == "error"`` and some run's group has no model.
     """
-    from xbkg.io.hdu_index import index_hdulist, make_hdu_index, make_obs_index
+    from xbkg.io.hdu_index import make_hdu_index, make_obs_index
     from xbkg.io.netcdf import write_archive
 
     out_dir = Path(out_dir)
@@ -541,9 +540,10 @@ def write_background(
         write_model_files(bkg, stage)
         if run_models is not None:
             write_run_model_files(bkg, run_models, stage)
-        hdu_table = make_hdu_index(store, out_dir, files, files_dir=stage)
-        write_fits(index_hdulist(hdu_table, "HDU_INDEX"), stage / HDU_INDEX_FILE)
-        write_fits(index_hdulist(make_obs_index(store), "OBS_INDEX"), stage / OBS_INDEX_FILE)
+        make_hdu_index(store, out_dir, files, files_dir=stage).write(
+            stage / HDU_INDEX_FILE, "HDU_INDEX"
+        )
+        make_obs_index(store).write(stage / OBS_INDEX_FILE, "OBS_INDEX")
         write_archive(bkg, stage / ARCHIVE_FILE, all_runs=all_runs)
 
     all_or_nothing(out_dir, names, overwrite, write)

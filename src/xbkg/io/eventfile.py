@@ -1,29 +1,41 @@
 """A minimal, fast reader for the columns of one FITS binary table.
 
 Building a background reads a few columns (RA, DEC, ENERGY) of the EVENTS
-table of every run, and nothing else. A general FITS library decompresses and
-parses every HDU it meets and builds table objects for all columns; here the
+table of every run, the two index tables and a catalogue, and nothing else. A
+general FITS library decompresses and parses every HDU it meets and builds
+table objects for all columns (and importing one costs half a second); here the
 file is decompressed as a stream only up to the end of the wanted table, the
 header cards are parsed as text, and the wanted columns are viewed straight
-from the row bytes with a numpy structured dtype.
+from the row bytes with numpy.
 
-Anything this reader does not understand (a column with a repeat count, an
-unknown format, a malformed header) makes it return None, and the caller falls
-back to :mod:`astropy.io.fits`, which reports problems properly.
+Anything this reader does not understand (a vector or variable-length column,
+an unknown format, a malformed header) makes it return None, and the caller
+falls back to :mod:`astropy.io.fits`, which reports problems properly.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
+import itertools
 import os
+import re
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
-from typing import IO
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["DamagedFile", "read_table_columns"]
+__all__ = [
+    "Cards",
+    "DamagedFile",
+    "TableColumns",
+    "header_items",
+    "read_table",
+    "read_table_columns",
+]
 
 _BLOCK = 2880
 _CARD = 80
@@ -122,14 +134,31 @@ def _read_header(stream: IO[bytes]) -> tuple[Cards, bytes] | None:
                 cards.add(key, card[10:])
 
 
-def _int(cards: Cards, key: str, default: int | None = None, *, minimum: int = 0) -> int:
-    """An integer keyword that must be at least ``minimum`` (a damaged header is not guessed)."""
+def _int(
+    cards: Cards,
+    key: str,
+    default: int | None = None,
+    *,
+    minimum: int = 0,
+    maximum: int | None = None,
+) -> int:
+    """An integer keyword within bounds (a damaged header is not guessed)."""
     if key not in cards and default is not None:
         return default
     value = cards[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _Unsupported(f"keyword {key} = {value!r} is not an integer >= {minimum}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        raise _Unsupported(f"keyword {key} = {value!r} is not an integer in [{minimum}, {maximum}]")
     return value
+
+
+def _tfields(cards: Cards) -> int:
+    """Number of columns; the FITS standard allows at most 999."""
+    return _int(cards, "TFIELDS", maximum=999)
 
 
 def _data_size(cards: Cards) -> int:
@@ -150,6 +179,45 @@ def _skip(stream: IO[bytes], nbytes: int) -> None:
         if not chunk:
             raise _Unsupported("file ends inside a data unit")
         padded -= len(chunk)
+
+
+def _skip_exactly(stream: IO[bytes], nbytes: int) -> None:
+    while nbytes > 0:
+        chunk = stream.read(min(nbytes, _CHUNK))
+        if not chunk:
+            raise _Unsupported("file ends inside a data unit")
+        nbytes -= len(chunk)
+
+
+def garbled_header(path: str | os.PathLike[str]) -> int | None:
+    """Number of the first HDU whose header holds bytes that are not printable ASCII.
+
+    FITS headers are printable ASCII only. astropy can spend minutes on a
+    header overwritten with binary garbage, so readers check first. None if all
+    headers are text, or if the layout cannot be followed (then astropy judges).
+    """
+    try:
+        with _open(path) as stream:
+            for number in itertools.count():
+                start = stream.read(_BLOCK)
+                if not start.strip(b"\0"):
+                    return None  # end of file, or zero padding after the last HDU
+                blocks = [start]
+                while b"END     " not in blocks[-1] and len(blocks[-1]) == _BLOCK:
+                    blocks.append(stream.read(_BLOCK))
+                raw = b"".join(blocks)
+                if raw.translate(None, _PRINTABLE_BYTES):
+                    return number
+                found = _read_header(io.BytesIO(raw))
+                if found is None:
+                    return None
+                _skip(stream, _data_size(found[0]))
+    except _PARSE_ERRORS:
+        return None
+    return None
+
+
+_PRINTABLE_BYTES = bytes(range(32, 127))
 
 
 def _read_exactly(stream: IO[bytes], nbytes: int) -> bytes:
@@ -177,7 +245,7 @@ def _column_layout(
     """Column name (upper case) -> (column number, byte offset in the row, format code, repeat)."""
     layout: dict[str, tuple[int, int, str, int]] = {}
     offset = 0
-    for i in range(1, _int(cards, "TFIELDS") + 1):
+    for i in range(1, _tfields(cards) + 1):
         form = str(cards[f"TFORM{i}"]).strip().upper()
         digits = ""
         while form and form[0].isdigit():
@@ -221,6 +289,245 @@ class DamagedFile(Exception):
     """The file's gzip checksum or length does not match its content."""
 
 
+#: What a damaged file can raise while it is parsed here: gzip (OSError,
+#: EOFError, zlib.error), a garbled header value (ValueError, KeyError,
+#: TypeError, OverflowError). Any of these means "use the general reader".
+_PARSE_ERRORS = (
+    _Unsupported,
+    OSError,
+    EOFError,
+    zlib.error,
+    ValueError,
+    KeyError,
+    TypeError,
+    OverflowError,
+)
+
+#: Ranks a binary table by (extension name, column names): None to pass it by,
+#: 0 to take it at once, a positive number for a candidate (the lowest wins).
+Rank = Callable[[str, list[str]], "int | None"]
+
+
+@dataclass(frozen=True)
+class _Found:
+    name: str
+    cards: Cards
+    raw: bytes
+    data: bytes
+    layout: dict[str, tuple[int, int, str, int]]
+    names: list[str]
+
+
+def _table_names(cards: Cards) -> list[str]:
+    return [str(cards.get(f"TTYPE{i}", f"COL{i}")).strip() for i in range(1, _tfields(cards) + 1)]
+
+
+def _find_table(stream: IO[bytes], rank: Rank) -> _Found | None:
+    """Scan the HDUs; read the data of the best-ranked binary table."""
+    best: tuple[int, _Found] | None = None
+    while True:
+        found = _read_header(stream)
+        if found is None:
+            return best[1] if best else None
+        cards, raw = found
+        size = _data_size(cards)
+        score = None
+        if cards.get("XTENSION") == "BINTABLE":
+            name = str(cards.get("EXTNAME", cards.get("HDUNAME", ""))).strip()
+            names = _table_names(cards)
+            score = rank(name, names)
+        if score is None or (best is not None and score >= best[0]):
+            _skip(stream, size)
+            continue
+        layout = _column_layout(cards)
+        nrows, rowlen = _int(cards, "NAXIS2"), _int(cards, "NAXIS1")
+        data = _read_exactly(stream, nrows * rowlen)
+        best = (score, _Found(name, cards, raw, data, layout, names))
+        if score <= 0:
+            return best[1]
+        # Scanning on for a better table: skip the heap (if any) and the padding.
+        _skip_exactly(stream, -(-size // _BLOCK) * _BLOCK - nrows * rowlen)
+
+
+def _numeric(found: _Found, key: str) -> NDArray[Any] | None:
+    """A scalar numeric column as float64 (TSCAL/TZERO applied), or None if not one."""
+    index, offset, code, repeat = found.layout[key]
+    if repeat != 1 or code not in _NUMPY:
+        return None
+    rowlen = _int(found.cards, "NAXIS1")
+    view = np.ndarray(
+        (len(found.data) // rowlen if rowlen else 0,),
+        dtype=np.dtype(_NUMPY[code]),
+        buffer=found.data,
+        offset=offset,
+        strides=(rowlen,),
+    )
+    # Damaged bytes may hold signalling NaNs; they stay NaN, without a warning.
+    with np.errstate(invalid="ignore"):
+        values = view.astype(np.float64)
+    scale = float(found.cards.get(f"TSCAL{index}", 1.0))
+    zero = float(found.cards.get(f"TZERO{index}", 0.0))
+    if scale != 1.0 or zero != 0.0:
+        values = values * scale + zero
+    return values
+
+
+def _column(found: _Found, key: str) -> NDArray[Any] | None:
+    """A scalar column in its natural type, or None if this reader cannot decode it.
+
+    Floats keep their precision; integers become int64 unless TNULL marks
+    missing values, which become NaN in float64 (as when astropy's masked
+    integers are filled); scaled columns (TSCAL/TZERO) are float64;
+    logical columns are bool; strings are str with blanks and NUL padding stripped.
+    """
+    index, offset, code, repeat = found.layout[key]
+    rowlen = _int(found.cards, "NAXIS1")
+    nrows = len(found.data) // rowlen if rowlen else 0
+
+    def view(dtype: str) -> NDArray[Any]:
+        return np.ndarray(
+            (nrows,), dtype=np.dtype(dtype), buffer=found.data, offset=offset, strides=(rowlen,)
+        )
+
+    if code == "A":
+        text = np.char.decode(view(f"S{repeat}"), "ascii", errors="replace")
+        return np.char.strip(np.char.replace(text, "\x00", "")).astype(str)
+    if repeat != 1:
+        return None
+    if code == "L":
+        return view("u1") == ord("T")
+    if code not in _NUMPY:
+        return None
+    scale = found.cards.get(f"TSCAL{index}", 1)
+    zero = found.cards.get(f"TZERO{index}", 0)
+    if code in "ED" and scale == 1 and zero == 0:
+        # Floats keep their precision (a writer copying the table keeps its types).
+        return view(_NUMPY[code]).astype(_NUMPY[code][1:])
+    if code in "ED" or not (isinstance(scale, int) and scale == 1 and isinstance(zero, int)):
+        return _numeric(found, key)
+    values = view(_NUMPY[code]).astype(np.int64) + zero
+    null = found.cards.get(f"TNULL{index}")
+    if isinstance(null, int) and not isinstance(null, bool):
+        missing = view(_NUMPY[code]) == null
+        if missing.any():
+            return np.where(missing, np.nan, values.astype(np.float64))
+    return values
+
+
+#: Keywords that describe the table layout; a writer sets them itself.
+_STRUCTURAL = re.compile(
+    r"(XTENSION|BITPIX|NAXIS\d*|PCOUNT|GCOUNT|TFIELDS|THEAP|EXTNAME|CHECKSUM|DATASUM|END"
+    r"|T(TYPE|FORM|UNIT|DIM|NULL|SCAL|ZERO|DISP|LMIN|LMAX|DMIN|DMAX)\d+)"
+)
+
+
+def header_items(raw: bytes) -> list[tuple[str, str | int | float | bool]]:
+    """The keywords of a table header that do not describe its layout, in order.
+
+    COMMENT and HISTORY cards are included with their text. (:func:`read_table`
+    has made sure that every value parses.)
+    """
+    items: list[tuple[str, str | int | float | bool]] = []
+    text = raw.decode("ascii", errors="replace")
+    for i in range(0, len(text), _CARD):
+        card = text[i : i + _CARD]
+        key = card[:8].strip()
+        if key in ("COMMENT", "HISTORY"):
+            items.append((key, card[8:].rstrip()))
+        elif card[8:10] == "= " and not _STRUCTURAL.fullmatch(key):
+            try:
+                items.append((key, _value(card[10:])))
+            except _Unsupported:
+                items.append((key, card[10:].strip()))
+    return items
+
+
+@dataclass(frozen=True)
+class TableColumns:
+    """Columns of a binary table read by :func:`read_table`.
+
+    Attributes
+    ----------
+    name
+        EXTNAME (or HDUNAME) of the table.
+    columns
+        Column name (as in the file) -> values, in file order.
+    units
+        Column name -> TUNITn, for the columns that have a non-blank unit.
+    cards
+        The header keyword values.
+    raw_header
+        The header as in the file (see :func:`header_items`).
+    """
+
+    name: str
+    columns: dict[str, NDArray[Any]]
+    units: dict[str, str]
+    cards: Cards
+    raw_header: bytes
+
+
+def _first_table(name: str, names: list[str]) -> int:
+    return 0
+
+
+def read_table(
+    path: str | os.PathLike[str],
+    rank: Rank | None = None,
+    columns: Sequence[str] | Callable[[list[str]], Sequence[str]] | None = None,
+) -> TableColumns | None:
+    """Read the scalar columns of a binary table.
+
+    Parameters
+    ----------
+    path
+        FITS file, optionally gzip-compressed.
+    rank
+        Chooses the table from its name and column names (see :data:`Rank`);
+        default the first binary table.
+    columns
+        Names (case-insensitive) of the columns to read, or a function that
+        chooses them from the table's column names; default all.
+
+    Returns
+    -------
+    TableColumns or None
+        None if the file has no such table, a wanted column is missing or not
+        a scalar column this reader decodes (vector, variable-length, bit or
+        complex), or the file is damaged: the caller then uses astropy.
+    """
+    try:
+        with _open(path) as stream:
+            found = _find_table(stream, rank or _first_table)
+            if found is None:
+                return None
+            by_key = {n.upper(): n for n in reversed(found.names)}
+            # A card this reader cannot parse may be damage: astropy judges.
+            for i in range(0, len(found.raw), _CARD):
+                card = found.raw[i : i + _CARD].decode("ascii", errors="replace")
+                if card[8:10] == "= " and card[:8].strip() not in ("COMMENT", "HISTORY"):
+                    _value(card[10:])
+            if callable(columns):
+                columns = columns(list(found.names))
+            wanted = found.names if columns is None else list(columns)
+            out: dict[str, NDArray[Any]] = {}
+            units: dict[str, str] = {}
+            for column in wanted:
+                name = by_key.get(column.upper())
+                if name is None or name in out:
+                    return None
+                values = _column(found, name.upper())
+                if values is None:
+                    return None
+                out[name] = values
+                unit = str(found.cards.get(f"TUNIT{found.layout[name.upper()][0]}", "")).strip()
+                if unit:
+                    units[name] = unit
+            return TableColumns(found.name, out, units, found.cards, found.raw)
+    except _PARSE_ERRORS:
+        return None
+
+
 def read_table_columns(
     path: str | os.PathLike[str], extname: str, columns: Sequence[str], *, verify: bool = False
 ) -> tuple[dict[str, NDArray[np.float64]], Cards, bytes] | None:
@@ -252,57 +559,24 @@ def read_table_columns(
         general reader (unknown layout, missing HDU or column, damaged file).
     """
     wanted = extname.strip().upper()
+
+    def rank(name: str, names: list[str]) -> int | None:
+        return 0 if name.upper() == wanted else None
+
     try:
         with _open(path) as stream:
-            while True:
-                found = _read_header(stream)
-                if found is None:
+            found = _find_table(stream, rank)
+            if found is None:
+                return None
+            out = {}
+            for column in columns:
+                key = column.upper()
+                values = _numeric(found, key) if key in found.layout else None
+                if values is None:
                     return None
-                cards, raw = found
-                name = str(cards.get("EXTNAME", cards.get("HDUNAME", ""))).strip().upper()
-                size = _data_size(cards)
-                if name != wanted or cards.get("XTENSION") != "BINTABLE":
-                    _skip(stream, size)
-                    continue
-                layout = _column_layout(cards)
-                nrows, rowlen = _int(cards, "NAXIS2"), _int(cards, "NAXIS1")
-                data = _read_exactly(stream, nrows * rowlen)
-                out = {}
-                for column in columns:
-                    key = column.upper()
-                    if key not in layout:
-                        return None
-                    index, offset, code, repeat = layout[key]
-                    if repeat != 1 or code not in _NUMPY:
-                        return None
-                    view = np.ndarray(
-                        (nrows,),
-                        dtype=np.dtype(_NUMPY[code]),
-                        buffer=data,
-                        offset=offset,
-                        strides=(rowlen,),
-                    )
-                    # Damaged bytes may hold signalling NaNs; they stay NaN, without a warning.
-                    with np.errstate(invalid="ignore"):
-                        values = view.astype(np.float64)
-                    scale = float(cards.get(f"TSCAL{index}", 1.0))
-                    zero = float(cards.get(f"TZERO{index}", 0.0))
-                    if scale != 1.0 or zero != 0.0:
-                        values = values * scale + zero
-                    out[key] = values
-                if verify and isinstance(stream, gzip.GzipFile):
-                    _check_gzip(stream)
-                return out, cards, raw
-    except (
-        _Unsupported,
-        # What a damaged file can raise: gzip (OSError, EOFError, zlib.error), a
-        # garbled header value (ValueError, KeyError, TypeError, OverflowError).
-        OSError,
-        EOFError,
-        zlib.error,
-        ValueError,
-        KeyError,
-        TypeError,
-        OverflowError,
-    ):
+                out[key] = values
+            if verify and isinstance(stream, gzip.GzipFile):
+                _check_gzip(stream)
+            return out, found.cards, found.raw
+    except _PARSE_ERRORS:
         return None

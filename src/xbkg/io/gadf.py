@@ -27,24 +27,25 @@ import re
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import astropy.units as u
 import numpy as np
 import xarray as xr
-from astropy.io import fits
 from numpy.typing import NDArray
 
 from xbkg import conventions
 from xbkg.axes import binned_coords, edges, validate_edges
 from xbkg.errors import ConfigError, DataStoreError, XbkgError, describe
 from xbkg.io.fitsfile import (
-    READ_ERRORS,
     atomic_write_bytes,
     gzip_bytes,
     one_row_table_bytes,
     open_fits,
+    read_errors,
 )
+
+if TYPE_CHECKING:
+    from astropy.io import fits
 
 __all__ = [
     "BKG_COLUMNS",
@@ -145,12 +146,14 @@ def bkg_2d_hdu(
         holds NaN or infinite values (fill empty bins first), or if
         ``header`` tries to set a structural keyword.
     """
+    from astropy.io import fits
+
     columns, cards = _bkg_2d_parts(rate, header)
     hdr = fits.Header([fits.Card(*card) for card in cards])
     return fits.BinTableHDU.from_columns(
         [
-            fits.Column(name=n, format=f"{v.size}D", unit=u, dim=d, array=v[np.newaxis])
-            for n, v, u, d in columns
+            fits.Column(name=n, format=f"{v.size}D", unit=unit, dim=d, array=v[np.newaxis])
+            for n, v, unit, d in columns
         ],
         header=hdr,
         name=extname,
@@ -401,7 +404,7 @@ def read_bkg(
             return _read_table(table, index, path, axis_order)
     except XbkgError:
         raise
-    except READ_ERRORS as exc:
+    except read_errors() as exc:
         raise DataStoreError(f"{path}: cannot read the background table ({_problem(exc)})") from exc
 
 
@@ -416,6 +419,8 @@ def _problem(exc: BaseException) -> str:
 def _select_hdu(
     hdulist: fits.HDUList, hdu: str | int | None, path: Path
 ) -> tuple[int, fits.BinTableHDU]:
+    from astropy.io import fits
+
     if hdu is None:
         tables = [(i, h) for i, h in enumerate(hdulist) if isinstance(h, fits.BinTableHDU)]
         found = [(i, h) for i, h in tables if _declares_bkg(h.header)]
@@ -703,7 +708,7 @@ def _convert(
 ) -> NDArray[np.float64]:
     try:
         scale = _scale(unit, target)
-    except (ValueError, TypeError, u.UnitsError) as err:
+    except (ValueError, TypeError) as err:
         raise error(f"{what}: unit {unit!r} cannot be converted to {target!r}") from err
     # Skip the multiplication for equal units so that values pass through bit for bit.
     return values if scale == 1.0 else values * scale
@@ -714,7 +719,12 @@ def _scale(unit: str, target: str) -> float:
     """Conversion factor between two unit strings (parsing units is slow; cached)."""
     if unit.strip() == target:
         return 1.0
-    return float(u.Unit(unit).to(target))
+    import astropy.units as u
+
+    try:
+        return float(u.Unit(unit).to(target))
+    except u.UnitsError as err:
+        raise ValueError(str(err)) from err
 
 
 def _data_column(table: fits.BinTableHDU) -> str | None:

@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from astropy import units as u
-from astropy.io import fits
-from astropy.table import Table, vstack
+from numpy.typing import NDArray
 
 from xbkg.conventions import BKG_2D_EXTNAME
-from xbkg.datastore import DataStore
+from xbkg.datastore import DataStore, IndexTable
 
-__all__ = ["file_md5", "index_hdulist", "make_hdu_index", "make_obs_index"]
+__all__ = ["file_md5", "make_hdu_index", "make_obs_index"]
 
 
 def file_md5(path: str | Path) -> str:
@@ -49,8 +47,8 @@ def make_hdu_index(
     files_dir: str | Path | None = None,
     hdu_name: str = BKG_2D_EXTNAME,
     hdu_class: str = "bkg_2d",
-) -> Table:
-    """HDU index of the output data store.
+) -> IndexTable:
+    """HDU index of the output data store (write it with :meth:`IndexTable.write`).
 
     Parameters
     ----------
@@ -69,17 +67,24 @@ def make_hdu_index(
 
     Returns
     -------
-    astropy.table.Table
+    IndexTable
         Input rows (bkg rows of the given runs removed, FILE_DIR re-based) and
         one new bkg row per run, ordered by OBS_ID, HDU_TYPE, HDU_CLASS, HDU_NAME,
         FILE_DIR and FILE_NAME.
     """
     out_dir = Path(out_dir)
     files_dir = Path(files_dir) if files_dir is not None else out_dir
-    old = store.hdu_index.copy()
-    replaced = (old["HDU_TYPE"] == "bkg") & np.isin(old["OBS_ID"], list(bkg_files))
-    old = old[~replaced]
-    old["FILE_DIR"] = [_relative_dir(store.base_dir / d, out_dir) for d in old["FILE_DIR"]]
+    old = store.hdu_index.take(
+        ~(
+            (store.hdu_index["HDU_TYPE"] == "bkg")
+            & np.isin(store.hdu_index["OBS_ID"], list(bkg_files))
+        )
+    )
+    old_columns = dict(old.columns)
+    # Re-based once per folder: an index has thousands of rows and a few folders.
+    folders, inverse = np.unique(old["FILE_DIR"], return_inverse=True)
+    rebased = np.array([_relative_dir(store.base_dir / d, out_dir) for d in folders], dtype=str)
+    old_columns["FILE_DIR"] = rebased[inverse] if len(old) else old["FILE_DIR"]
     info = {}
     for name in sorted(set(bkg_files.values())):
         path = files_dir / name
@@ -87,55 +92,49 @@ def make_hdu_index(
             raise FileNotFoundError(f"{path}: the HDU index would point at a missing model file")
         info[name] = (path.stat().st_size, file_md5(path))
     obs_ids = sorted(bkg_files)
-    values = {
+    n = len(obs_ids)
+    values: dict[str, NDArray[Any]] = {
         "OBS_ID": np.asarray(obs_ids, dtype=np.int64),
-        "HDU_TYPE": ["bkg"] * len(obs_ids),
-        "HDU_CLASS": [hdu_class] * len(obs_ids),
-        "FILE_DIR": ["."] * len(obs_ids),
-        "FILE_NAME": [bkg_files[i] for i in obs_ids],
-        "HDU_NAME": [hdu_name] * len(obs_ids),
+        "HDU_TYPE": np.full(n, "bkg"),
+        "HDU_CLASS": np.full(n, hdu_class),
+        "FILE_DIR": np.full(n, "."),
+        "FILE_NAME": np.array([bkg_files[i] for i in obs_ids], dtype=str),
+        "HDU_NAME": np.full(n, hdu_name),
         "SIZE": np.asarray([info[bkg_files[i]][0] for i in obs_ids], dtype=np.int64),
-        "MD5": [info[bkg_files[i]][1] for i in obs_ids],
+        "MD5": np.array([info[bkg_files[i]][1] for i in obs_ids], dtype=str),
     }
-    if "SIZE" not in old.colnames:
-        old["SIZE"] = np.full(len(old), -1, dtype=np.int64)
-    if "MD5" not in old.colnames:
-        old["MD5"] = [""] * len(old)
+    old_columns.setdefault("SIZE", np.full(len(old), -1, dtype=np.int64))
+    old_columns.setdefault("MD5", np.full(len(old), ""))
     # Columns the input has and we cannot fill (MTIME would break reproducibility) are blank.
-    new = Table({c: values.get(c, _blank(old[c], len(obs_ids))) for c in old.colnames})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", u.UnitsWarning)
-        table = vstack([old, new[old.colnames]], join_type="exact", metadata_conflicts="silent")
+    columns = {
+        name: _concatenate(column, values.get(name, _blank(column, n)))
+        for name, column in old_columns.items()
+    }
     # Sorted on every column that tells rows apart, so the output does not depend
     # on the order of the input index.
     keys = ("FILE_NAME", "FILE_DIR", "HDU_NAME", "HDU_CLASS", "HDU_TYPE", "OBS_ID")
-    order = np.lexsort([np.asarray(table[k]) for k in keys])
-    table = table[order]
-    table.meta = {k: v for k, v in store.hdu_index.meta.items() if k != "BASE_DIR"}
-    return table
+    order = np.lexsort([columns[k] for k in keys])
+    header = tuple((k, v) for k, v in store.hdu_index.header if k != "BASE_DIR")
+    return IndexTable({k: v[order] for k, v in columns.items()}, store.hdu_index.units, header)
 
 
-def _blank(column, n: int):
-    kind = np.asarray(column).dtype.kind
+def _concatenate(old: NDArray[Any], new: NDArray[Any]) -> NDArray[Any]:
+    if old.dtype.kind == "U" or new.dtype.kind == "U":
+        return np.concatenate([old.astype(str), new.astype(str)])
+    return np.concatenate([old, new.astype(old.dtype)])
+
+
+def _blank(column: NDArray[Any], n: int) -> NDArray[Any]:
+    kind = column.dtype.kind
     if kind == "f":
         return np.full(n, np.nan)
     if kind in "iu":
         return np.full(n, -1, dtype=np.int64)
-    return [""] * n
+    if kind == "b":
+        return np.zeros(n, dtype=bool)
+    return np.full(n, "")
 
 
-def make_obs_index(store: DataStore) -> Table:
+def make_obs_index(store: DataStore) -> IndexTable:
     """The observation index of the output store: the input's rows, sorted by OBS_ID."""
-    order = np.argsort(np.asarray(store.obs_index["OBS_ID"]), kind="stable")
-    return store.obs_index[order]
-
-
-def index_hdulist(table: Table, extname: str, header: Mapping[str, str] | None = None):
-    """A primary HDU plus ``table`` as a BINTABLE named ``extname``."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", u.UnitsWarning)
-        hdu = fits.table_to_hdu(table)
-    hdu.name = extname
-    for key, value in (header or {}).items():
-        hdu.header[key] = value
-    return fits.HDUList([fits.PrimaryHDU(), hdu])
+    return store.obs_index.take(np.argsort(store.obs_index["OBS_ID"], kind="stable"))
