@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from xbkg import datastore
 from xbkg.exclusion import _from_astropy, _read_fits_fast, _read_source_table, read_catalog
-from xbkg.io.eventfile import header_items, read_table
+from xbkg.io.eventfile import read_table
 from xbkg.io.fitsfile import _card_text, format_card, table_bytes, write_table
 
 PRINTABLE = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=70)
@@ -161,7 +161,7 @@ def test_index_tables_read_as_astropy_reads_them(request, store, name):
         assert fast.columns[column].dtype.kind == cleaned(reference[column]).dtype.kind
         if reference[column].unit is not None:
             assert fast.units[column] == str(reference[column].unit)
-    keywords = dict(header_items(fast.raw_header))
+    keywords = dict(fast.header)
     assert {k: keywords[k] for k in reference.meta if k not in ("comments", "EXTNAME")} == {
         k: v for k, v in reference.meta.items() if k not in ("comments", "EXTNAME")
     }

@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 
 from xbkg.conventions import HDU_INDEX_FILE, OBS_DIM, OBS_INDEX_FILE, coord_name
 from xbkg.errors import DataStoreError, XbkgWarning, describe
-from xbkg.io.eventfile import DamagedFile, header_items, read_table, read_table_columns
+from xbkg.io.eventfile import DamagedFile, read_table, read_table_columns
 from xbkg.io.fitsfile import open_fits, read_errors, write_table
 from xbkg.io.outputs import all_or_nothing
 
@@ -224,7 +224,7 @@ def _read_index(path: Path, kind: str) -> IndexTable:
         )
     fast = read_table(path)
     if fast is not None:
-        return IndexTable(fast.columns, fast.units, tuple(header_items(fast.raw_header)))
+        return IndexTable(fast.columns, fast.units, tuple(fast.header))
     # Not a layout the fast reader knows, or damaged: astropy reads or explains.
     from astropy.io import fits
     from astropy.table import Table

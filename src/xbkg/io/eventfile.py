@@ -349,19 +349,22 @@ def _find_table(stream: IO[bytes], rank: Rank) -> _Found | None:
         _skip_exactly(stream, -(-size // _BLOCK) * _BLOCK - nrows * rowlen)
 
 
+def _view(found: _Found, key: str, dtype: str) -> NDArray[Any]:
+    """One cell per row of a column, viewed in the row bytes (no copy)."""
+    offset = found.layout[key][1]
+    rowlen = _int(found.cards, "NAXIS1")
+    nrows = len(found.data) // rowlen if rowlen else 0
+    return np.ndarray(
+        (nrows,), dtype=np.dtype(dtype), buffer=found.data, offset=offset, strides=(rowlen,)
+    )
+
+
 def _numeric(found: _Found, key: str) -> NDArray[Any] | None:
     """A scalar numeric column as float64 (TSCAL/TZERO applied), or None if not one."""
-    index, offset, code, repeat = found.layout[key]
+    index, _, code, repeat = found.layout[key]
     if repeat != 1 or code not in _NUMPY:
         return None
-    rowlen = _int(found.cards, "NAXIS1")
-    view = np.ndarray(
-        (len(found.data) // rowlen if rowlen else 0,),
-        dtype=np.dtype(_NUMPY[code]),
-        buffer=found.data,
-        offset=offset,
-        strides=(rowlen,),
-    )
+    view = _view(found, key, _NUMPY[code])
     # Damaged bytes may hold signalling NaNs; they stay NaN, without a warning.
     with np.errstate(invalid="ignore"):
         values = view.astype(np.float64)
@@ -380,14 +383,10 @@ def _column(found: _Found, key: str) -> NDArray[Any] | None:
     integers are filled); scaled columns (TSCAL/TZERO) are float64;
     logical columns are bool; strings are str with blanks and NUL padding stripped.
     """
-    index, offset, code, repeat = found.layout[key]
-    rowlen = _int(found.cards, "NAXIS1")
-    nrows = len(found.data) // rowlen if rowlen else 0
+    index, _, code, repeat = found.layout[key]
 
     def view(dtype: str) -> NDArray[Any]:
-        return np.ndarray(
-            (nrows,), dtype=np.dtype(dtype), buffer=found.data, offset=offset, strides=(rowlen,)
-        )
+        return _view(found, key, dtype)
 
     if code == "A":
         text = np.char.decode(view(f"S{repeat}"), "ascii", errors="replace")
@@ -424,8 +423,12 @@ _STRUCTURAL = re.compile(
 def header_items(raw: bytes) -> list[tuple[str, str | int | float | bool]]:
     """The keywords of a table header that do not describe its layout, in order.
 
-    COMMENT and HISTORY cards are included with their text. (:func:`read_table`
-    has made sure that every value parses.)
+    COMMENT and HISTORY cards are included with their text.
+
+    Raises
+    ------
+    _Unsupported
+        If a value does not parse (it may be damage: the caller lets astropy judge).
     """
     items: list[tuple[str, str | int | float | bool]] = []
     text = raw.decode("ascii", errors="replace")
@@ -434,11 +437,10 @@ def header_items(raw: bytes) -> list[tuple[str, str | int | float | bool]]:
         key = card[:8].strip()
         if key in ("COMMENT", "HISTORY"):
             items.append((key, card[8:].rstrip()))
-        elif card[8:10] == "= " and not _STRUCTURAL.fullmatch(key):
-            try:
-                items.append((key, _value(card[10:])))
-            except _Unsupported:
-                items.append((key, card[10:].strip()))
+        elif card[8:10] == "= ":
+            value = _value(card[10:])
+            if not _STRUCTURAL.fullmatch(key):
+                items.append((key, value))
     return items
 
 
@@ -456,15 +458,15 @@ class TableColumns:
         Column name -> TUNITn, for the columns that have a non-blank unit.
     cards
         The header keyword values.
-    raw_header
-        The header as in the file (see :func:`header_items`).
+    header
+        The keywords that do not describe the layout (:func:`header_items`).
     """
 
     name: str
     columns: dict[str, NDArray[Any]]
     units: dict[str, str]
     cards: Cards
-    raw_header: bytes
+    header: list[tuple[str, str | int | float | bool]]
 
 
 def _first_table(name: str, names: list[str]) -> int:
@@ -502,11 +504,7 @@ def read_table(
             if found is None:
                 return None
             by_key = {n.upper(): n for n in reversed(found.names)}
-            # A card this reader cannot parse may be damage: astropy judges.
-            for i in range(0, len(found.raw), _CARD):
-                card = found.raw[i : i + _CARD].decode("ascii", errors="replace")
-                if card[8:10] == "= " and card[:8].strip() not in ("COMMENT", "HISTORY"):
-                    _value(card[10:])
+            header = header_items(found.raw)
             if callable(columns):
                 columns = columns(list(found.names))
             wanted = found.names if columns is None else list(columns)
@@ -523,7 +521,7 @@ def read_table(
                 unit = str(found.cards.get(f"TUNIT{found.layout[name.upper()][0]}", "")).strip()
                 if unit:
                     units[name] = unit
-            return TableColumns(found.name, out, units, found.cards, found.raw)
+            return TableColumns(found.name, out, units, found.cards, header)
     except _PARSE_ERRORS:
         return None
 
