@@ -38,13 +38,24 @@ def test_help_is_fast_and_lists_commands():
             sys.executable,
             "-c",
             "import sys, xbkg.cli; xbkg.cli.build_parser();"
-            "print(any(m in sys.modules for m in ('numpy', 'xarray', 'astropy')))",
+            "print([m for m in ('numpy', 'xarray', 'astropy', 'importlib.metadata') "
+            "if m in sys.modules])",
         ],
         capture_output=True,
         text=True,
         check=True,
     )
-    assert probe.stdout.strip() == "False"
+    assert probe.stdout.strip() == "[]"
+
+
+def test_version_is_the_installed_one(capsys):
+    from importlib.metadata import version
+
+    import xbkg
+
+    assert xbkg.__version__ == version("xbkg")
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"xbkg {xbkg.__version__}"
 
 
 def test_make_preset_and_summary(crab4_dir, gammacat_path, tmp_path, capsys):

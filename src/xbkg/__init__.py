@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import importlib
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-try:
-    __version__ = version("xbkg")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0"
+# The one place of the version (pyproject.toml reads it from here): a literal,
+# because looking up installed package metadata costs a tenth of a second at
+# every start of the command line.
+__version__ = "0.1.0"
 
 #: Public name -> submodule that defines it.
 _EXPORTS = {

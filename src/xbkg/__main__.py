@@ -2,6 +2,6 @@
 
 import sys
 
-from xbkg.cli import main
+from xbkg.cli import program
 
-sys.exit(main())
+sys.exit(program())

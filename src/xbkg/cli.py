@@ -8,6 +8,7 @@ Heavy modules are imported inside the commands so that ``xbkg --help`` is fast.
 from __future__ import annotations
 
 import argparse
+import gc
 import signal
 import sys
 import warnings
@@ -380,8 +381,59 @@ def _default_model(args: argparse.Namespace) -> str:
 def _cmd_make(args: argparse.Namespace) -> int:
     if args.scheduler is None:
         _hide_dask()
+    checks = _start_gzip_checks(args)
+    try:
+        return _make(args, checks)
+    finally:
+        if checks is not None:
+            checks.stop()
 
+
+def _start_gzip_checks(args: argparse.Namespace) -> Any:
+    """Check the gzip streams of the event files while the data model is imported.
+
+    Returns a :class:`xbkg.io.gzipcheck.GzipChecks`, or None when there is
+    nothing to gain: no checks asked for, runs binned elsewhere, the data model
+    already imported (called from Python), threads running (forking is unsafe),
+    or a data store the build will report as bad anyway.
+    """
+    import threading
+
+    from xbkg.io import gzipcheck
+
+    if (
+        args.no_verify
+        or args.scheduler is not None
+        or "xarray" in sys.modules
+        or threading.active_count() > 1
+        or not gzipcheck.available()
+    ):
+        return None
+    import numpy as np
+
+    from xbkg.conventions import coord_name
+    from xbkg.datastore import event_locations, open_datastore, selected_rows
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the build warns
+            store = open_datastore(args.data_store)
+            obs = store.obs_index
+            columns = {coord_name(c): obs[c] for c in obs.colnames}
+            ids = np.asarray(obs["OBS_ID"], dtype=np.int64)
+            rows = selected_rows(ids, columns, args.obs_id, dict(args.select or []))
+            locations = event_locations(store)
+    except (XbkgError, OSError, ValueError, KeyError):
+        return None
+    # The order of the binning pass, so that what is checked in time is binned first.
+    paths = [str(locations[i][0]) for i in sorted(ids[rows].tolist()) if i in locations]
+    return gzipcheck.GzipChecks(paths, args.workers or _default_workers(len(paths)))
+
+
+def _make(args: argparse.Namespace, checks: Any) -> int:
     from xbkg.pipeline import build_background, options_for, write_background
+
+    _imports_done()
 
     options = options_for(
         args.preset,
@@ -413,6 +465,7 @@ def _cmd_make(args: argparse.Namespace) -> int:
         progress=_progress(args.quiet),
         skip_bad_runs=args.skip_bad_runs,
         verify=not args.no_verify,
+        verified=checks.stop() if checks is not None else (),
     )
     result = write_background(bkg, store, args.out_dir, all_runs=all_runs, overwrite=args.overwrite)
     if not args.quiet:
@@ -677,8 +730,43 @@ def _cmd_crossval(args: argparse.Namespace) -> int:
     return _report_skipped(cube)
 
 
+def program() -> int:
+    """The ``xbkg`` program (its script and ``python -m xbkg``): :func:`main`, then exit.
+
+    Importing numpy, pandas and xarray creates about a million objects and no
+    garbage, yet the cyclic garbage collector walks them again and again while
+    they are created, and once more when the interpreter exits: about half a
+    second of a run of ``xbkg make`` on H.E.S.S. DR1. In its own process, the
+    command therefore imports with the collector paused, then freezes what it
+    imported out of the collector's reach (:func:`gc.freeze`) and resumes it;
+    at exit everything left is frozen, since the process ends. :func:`main`
+    alone leaves the collector as it is, for use in a longer-lived process.
+    """
+    global _collector_paused
+    gc.disable()
+    _collector_paused = True
+    try:
+        return main()
+    finally:
+        _imports_done()
+        gc.freeze()
+
+
+#: Whether :func:`program` paused the garbage collector until the command's imports are done.
+_collector_paused = False
+
+
+def _imports_done() -> None:
+    """Resume the collector paused by :func:`program`, leaving the imported modules out of it."""
+    global _collector_paused
+    if _collector_paused:
+        _collector_paused = False
+        gc.freeze()
+        gc.enable()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``xbkg`` command; returns the exit code."""
+    """Run the ``xbkg`` command line with ``argv`` (default ``sys.argv[1:]``); the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
@@ -698,6 +786,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "validate": _cmd_validate,
         "crossval": _cmd_crossval,
     }
+    if args.command != "make":
+        _imports_done()  # the other commands import with the collector on
     previous = _handle_termination()
     try:
         with warnings.catch_warnings():

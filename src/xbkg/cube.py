@@ -19,7 +19,7 @@ import functools
 import json
 import multiprocessing
 import signal
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -374,11 +374,15 @@ def bin_run(
     )
 
 
-def _bin_run_or_fail(spec: RunSpec, **kwargs: Any) -> RunHistogram | RunFailure:
-    """:func:`bin_run`, returning the error of a bad run instead of raising it."""
+def _bin_one(
+    spec: RunSpec, verify: bool, *, skip_bad_runs: bool, **kwargs: Any
+) -> RunHistogram | RunFailure:
+    """:func:`bin_run` in the run loop; with ``skip_bad_runs`` a bad run's error is returned."""
     try:
-        return bin_run(spec, **kwargs)
+        return bin_run(spec, verify=verify, **kwargs)
     except DataStoreError as exc:
+        if not skip_bad_runs:
+            raise
         return RunFailure(spec.obs_id, str(exc))
 
 
@@ -397,6 +401,7 @@ def make_run_cube(
     progress: Callable[[int, int, int], None] | None = None,
     skip_bad_runs: bool = False,
     verify: bool = True,
+    verified: Collection[str] = (),
 ) -> xr.Dataset:
     """Histogram the events of the given runs into the per-run cube.
 
@@ -437,6 +442,10 @@ def make_run_cube(
         Check the gzip checksum of every event file, which needs the whole
         file decompressed (:func:`xbkg.datastore.read_events`); about half of
         the reading time on H.E.S.S. DR1.
+    verified
+        Event files (paths as the data store gives them) whose gzip check has
+        already passed (:class:`xbkg.io.gzipcheck.GzipChecks`): with ``verify``
+        they are decompressed only up to the end of the EVENTS table.
 
     Raises
     ------
@@ -467,18 +476,21 @@ def make_run_cube(
     if problems and not skip_bad_runs:
         raise RunsFailedError(problems)
     work = functools.partial(
-        _bin_run_or_fail if skip_bad_runs else bin_run,
+        _bin_one,
+        skip_bad_runs=skip_bad_runs,
         energy_edges=e_edges,
         offset_edges=t_edges,
         regions=regions,
         safe_energy=safe_energy,
         method=method,
-        verify=verify,
     )
+    verified = frozenset(verified)
+    checks = [verify and spec.path not in verified for spec in specs]
     n_runs, n_e, n_t = len(specs), len(e_edges) - 1, len(t_edges) - 1
     arrays = RunArrays.empty(n_runs, n_e, n_t)
     good = np.ones(n_runs, dtype=bool)
-    for i, hist in enumerate(_map_runs(work, specs, workers=workers, scheduler=scheduler)):
+    results = _map_runs(work, specs, checks, workers=workers, scheduler=scheduler)
+    for i, hist in enumerate(results):
         if isinstance(hist, RunFailure):
             problems[hist.obs_id] = hist.message
             good[i] = False
@@ -500,17 +512,18 @@ def make_run_cube(
 
 
 def _map_runs(
-    work: Callable[[RunSpec], RunHistogram | RunFailure],
+    work: Callable[[RunSpec, bool], RunHistogram | RunFailure],
     specs: Sequence[RunSpec],
+    verify: Sequence[bool],
     *,
     workers: int,
     scheduler: str | None,
 ) -> Iterator[RunHistogram | RunFailure]:
-    """Apply ``work`` to every run, yielding results in the order of ``specs``."""
+    """``work(spec, verify)`` for every run, yielding results in the order of ``specs``."""
     if scheduler is not None:
-        yield from _map_runs_dask(work, specs, scheduler)
+        yield from _map_runs_dask(work, specs, verify, scheduler)
     elif workers == 1 or len(specs) < 2:
-        yield from map(work, specs)
+        yield from map(work, specs, verify)
     else:
         # fork (where available) starts workers without re-importing anything.
         methods = multiprocessing.get_all_start_methods()
@@ -521,7 +534,7 @@ def _map_runs(
         try:
             # Small chunks keep both workers busy to the end; map keeps the order.
             chunk = max(1, min(8, len(specs) // (4 * workers)))
-            yield from pool.map(work, specs, chunksize=chunk)
+            yield from pool.map(work, specs, verify, chunksize=chunk)
         except BaseException:
             # A bad run or Ctrl-C: drop the queued runs instead of finishing them.
             pool.shutdown(wait=True, cancel_futures=True)
@@ -535,7 +548,10 @@ def _ignore_interrupt() -> None:
 
 
 def _map_runs_dask(
-    work: Callable[[RunSpec], RunHistogram | RunFailure], specs: Sequence[RunSpec], scheduler: str
+    work: Callable[[RunSpec, bool], RunHistogram | RunFailure],
+    specs: Sequence[RunSpec],
+    verify: Sequence[bool],
+    scheduler: str,
 ) -> Iterator[RunHistogram | RunFailure]:
     try:
         from dask.distributed import Client
@@ -544,7 +560,7 @@ def _map_runs_dask(
             "--scheduler needs dask.distributed: pip install 'xbkg[distributed]'"
         ) from exc
     with Client(scheduler, set_as_default=False) as client:
-        futures = client.map(work, specs, pure=False)
+        futures = client.map(work, specs, verify, pure=False)
         try:
             for future in futures:
                 yield future.result()

@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import xarray as xr
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from xbkg.conventions import HDU_INDEX_FILE, OBS_DIM, OBS_INDEX_FILE, coord_name
 from xbkg.errors import DataStoreError, XbkgWarning, describe
@@ -35,6 +34,7 @@ from xbkg.io.fitsfile import open_fits, read_errors, write_table
 from xbkg.io.outputs import all_or_nothing
 
 if TYPE_CHECKING:
+    import xarray as xr
     from astropy.io import fits
     from astropy.table import Table
 
@@ -50,6 +50,7 @@ __all__ = [
     "read_events",
     "run_table",
     "select_runs",
+    "selected_rows",
 ]
 
 #: Columns the HDU index must have (GADF).
@@ -368,6 +369,8 @@ def index_problems(store: DataStore) -> dict[int, str]:
 
 
 def _column_to_variable(values: NDArray[Any], unit: str | None, name: str) -> xr.Variable:
+    import xarray as xr
+
     # Index columns are floats, int64 (NaN floats where values are missing:
     # there is no integer "missing" value), bool or cleaned str.
     if values.dtype.kind == "f":
@@ -417,6 +420,8 @@ def run_table(store: DataStore, *, complete: bool = True) -> xr.Dataset:
             XbkgWarning,
             stacklevel=2,
         )
+    import xarray as xr
+
     runs = xr.Dataset(variables, coords={OBS_DIM: ids})
     runs[OBS_DIM].attrs = {"long_name": "observation id", "gadf_name": "OBS_ID"}
     if complete:
@@ -434,6 +439,8 @@ def _needs(runs: xr.Dataset, name: str) -> NDArray[np.bool_]:
 
 
 def _set(runs: xr.Dataset, gadf: str, values: NDArray[np.float64], fill: NDArray[np.bool_]) -> None:
+    import xarray as xr
+
     name = coord_name(gadf)
     old = runs[name].values.astype(np.float64) if name in runs else np.full(fill.shape, np.nan)
     new = np.where(fill, values, old)
@@ -538,22 +545,45 @@ def select_runs(
     --------
     >>> select_runs(runs, ranges={"|GLAT_PNT|": (5, None)})  # doctest: +SKIP
     """
-    out = runs
+    rows = selected_rows(runs[OBS_DIM].values, runs.variables, obs_ids, ranges)
+    return runs.isel({OBS_DIM: rows})
+
+
+def selected_rows(
+    ids: ArrayLike,
+    columns: Mapping[Any, ArrayLike],
+    obs_ids: Iterable[int] | None = None,
+    ranges: Mapping[str, tuple[float | None, float | None]] | None = None,
+) -> NDArray[np.intp]:
+    """The rows :func:`select_runs` keeps, from the run columns as plain arrays.
+
+    Parameters
+    ----------
+    ids
+        OBS_ID of every row.
+    columns
+        Run columns by lower-case name (:func:`xbkg.conventions.coord_name`).
+    obs_ids, ranges
+        As for :func:`select_runs`.
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    rows = np.arange(ids.size)
     if obs_ids is not None:
         wanted = np.asarray(list(obs_ids), dtype=np.int64)
-        unknown = np.setdiff1d(wanted, runs[OBS_DIM].values)
+        unknown = np.setdiff1d(wanted, ids)
         if unknown.size:
             raise DataStoreError(f"OBS_IDs not in the data store: {unknown.tolist()}")
-        out = out.sel({OBS_DIM: wanted})
+        row_of = {obs_id: i for i, obs_id in enumerate(ids.tolist())}
+        rows = np.array([row_of[obs_id] for obs_id in wanted.tolist()], dtype=np.intp)
     for key, (lo, hi) in (ranges or {}).items():
         absolute = key.startswith("|") and key.endswith("|")
         name = coord_name(key.strip("|"))
-        if name not in out:
-            available = sorted(map(str, out.data_vars))
+        if name not in columns:
+            available = sorted(str(c) for c in columns if c != OBS_DIM)
             raise DataStoreError(
                 f"cannot select on {key!r}: no such run column; available: {available}"
             )
-        values = out[name].values.astype(np.float64)
+        values = np.asarray(columns[name])[rows].astype(np.float64)
         if absolute:
             values = np.abs(values)
         keep = np.isfinite(values)
@@ -561,8 +591,8 @@ def select_runs(
             keep &= values >= lo
         if hi is not None:
             keep &= values < hi
-        out = out.isel({OBS_DIM: keep})
-    return out
+        rows = rows[keep]
+    return rows
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -209,6 +209,7 @@ def build_background(
     progress: Callable[[int, int, int], None] | None = None,
     skip_bad_runs: bool = False,
     verify: bool = True,
+    verified: Collection[str] = (),
 ) -> Background:
     """Build grouped raw and smoothed background models from runs.
 
@@ -236,8 +237,9 @@ def build_background(
         Build without the runs that cannot be used instead of stopping at the
         first; they are listed, with the reason, in
         ``cube.attrs["skipped_runs"]`` (JSON) and in the archive.
-    verify
-        Check the gzip checksum of every event file (:func:`xbkg.cube.make_run_cube`).
+    verify, verified
+        Check the gzip checksum of every event file, except those already
+        ``verified`` (:func:`xbkg.cube.make_run_cube`).
 
     Raises
     ------
@@ -261,6 +263,7 @@ def build_background(
         progress=progress,
         skip_bad_runs=skip_bad_runs,
         verify=verify,
+        verified=verified,
     )
     cube.attrs["options"] = options.to_json()
     groups = group_definitions(options.grouping)
