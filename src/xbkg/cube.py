@@ -156,6 +156,12 @@ def _regions_key(regions: xr.Dataset) -> RegionsKey:
     )
 
 
+@functools.lru_cache(maxsize=4)
+def _regions(key: RegionsKey) -> xr.Dataset:
+    """The exclusion circles of a key, built once per process rather than once per pointing."""
+    return exclusion.exclusion_circles(*key)
+
+
 @functools.lru_cache(maxsize=1024)
 def _exclusion_geometry(
     key: RegionsKey,
@@ -169,7 +175,7 @@ def _exclusion_geometry(
     Cached: many runs share a pointing (wobble positions), and the geometry
     does not depend on the events.
     """
-    regions = exclusion.exclusion_circles(*key) if key[0] else None
+    regions = _regions(key) if key[0] else None
     edges = np.asarray(offset_edges)
     fraction = np.zeros(len(edges) - 1)
     if regions is None:
