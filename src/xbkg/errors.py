@@ -18,6 +18,7 @@ Warnings that do not stop a job (runs not used, ...) are :class:`XbkgWarning`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 __all__ = [
@@ -74,6 +75,7 @@ class RunsFailedError(DataStoreError):
 
     def __init__(self, failures: Mapping[int, str], *, skipping: bool = False) -> None:
         self.failures = dict(failures)
+        self.skipping = skipping
         lines = [f"{len(self.failures)} run(s) could not be used:"]
         lines += [f"  {message}" for message in self.failures.values()]
         lines.append(
@@ -82,6 +84,10 @@ class RunsFailedError(DataStoreError):
             else "fix or deselect these runs, or pass --skip-bad-runs to build without them"
         )
         super().__init__("\n".join(lines))
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Sent back from worker processes: rebuilt from the failures, not the message.
+        return (functools.partial(RunsFailedError, skipping=self.skipping), (self.failures,))
 
 
 def describe(exc: BaseException) -> str:

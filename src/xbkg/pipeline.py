@@ -45,7 +45,7 @@ from xbkg.grouping import (
     nearest_group,
     write_group_def,
 )
-from xbkg.io.outputs import all_or_nothing, check_outputs
+from xbkg.io.outputs import all_or_nothing, alongside, check_outputs
 from xbkg.model import SmoothingMethod, SolidAngle, compute_rate, smooth, stack_groups
 
 __all__ = [
@@ -540,14 +540,15 @@ def write_background(
         names = [*names, *(run_model_filename(int(o)) for o in run_models[OBS_DIM].values)]
 
     def write(stage: Path) -> None:
-        write_model_files(bkg, stage)
-        if run_models is not None:
-            write_run_model_files(bkg, run_models, stage)
-        make_hdu_index(store, out_dir, files, files_dir=stage).write(
-            stage / HDU_INDEX_FILE, "HDU_INDEX"
-        )
-        make_obs_index(store).write(stage / OBS_INDEX_FILE, "OBS_INDEX")
-        write_archive(bkg, stage / ARCHIVE_FILE, all_runs=all_runs)
+        # The archive and the FITS files take about as long: written side by side.
+        with alongside(lambda: write_archive(bkg, stage / ARCHIVE_FILE, all_runs=all_runs)):
+            write_model_files(bkg, stage)
+            if run_models is not None:
+                write_run_model_files(bkg, run_models, stage)
+            make_hdu_index(store, out_dir, files, files_dir=stage).write(
+                stage / HDU_INDEX_FILE, "HDU_INDEX"
+            )
+            make_obs_index(store).write(stage / OBS_INDEX_FILE, "OBS_INDEX")
 
     all_or_nothing(out_dir, names, overwrite, write)
     return {"out_dir": out_dir, "files": names, "reassigned": moved}

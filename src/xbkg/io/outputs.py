@@ -10,14 +10,18 @@ Ctrl-C or SIGTERM leave the output folder complete and new, or as it was.
 from __future__ import annotations
 
 import contextlib
+import os
+import pickle
 import shutil
+import signal
 import tempfile
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from xbkg.errors import OutputError, OutputExistsError, XbkgError, describe
 
-__all__ = ["all_or_nothing", "check_outputs"]
+__all__ = ["all_or_nothing", "alongside", "check_outputs"]
 
 
 def check_outputs(
@@ -127,3 +131,68 @@ def _swap_in(stage: Path, out_dir: Path, names: Sequence[str]) -> None:
         for name in set_aside:
             (previous / name).replace(out_dir / name)
         raise
+
+
+@contextlib.contextmanager
+def alongside(task: Callable[[], object]) -> Iterator[None]:
+    """Run ``task`` in a forked process while the body of the ``with`` runs.
+
+    Two independent groups of outputs (the archive, the FITS files) are
+    written at the same time on two processor cores. Leaving the body waits
+    for ``task`` and raises its exception, if any; an exception in the body
+    (Ctrl-C included) stops ``task`` at once. Where forking is not possible,
+    or not safe because other threads are running (a forked thread's locks
+    stay held), ``task`` runs first, in this process.
+    """
+    if not _can_fork():
+        task()
+        yield
+        return
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: whatever happens, it ends here, never in the caller's code
+        status = 1
+        try:
+            os.close(read_end)
+            try:
+                task()
+                status = 0
+            except BaseException as exc:
+                with os.fdopen(write_end, "wb") as out:
+                    out.write(_pickled(exc))
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    try:
+        yield
+    except BaseException:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(read_end)
+        raise
+    with os.fdopen(read_end, "rb") as result:
+        error = result.read()
+    _, status = os.waitpid(pid, 0)
+    if error:
+        raise _unpickled(error)
+    if status != 0:
+        raise OSError(f"the process writing alongside ended with status {status}")
+
+
+def _can_fork() -> bool:
+    return hasattr(os, "fork") and threading.active_count() == 1
+
+
+def _pickled(exc: BaseException) -> bytes:
+    try:
+        data = pickle.dumps(exc)
+        pickle.loads(data)  # exceptions with their own __init__ may not load
+    except Exception:
+        kind = XbkgError if isinstance(exc, XbkgError) else OSError
+        data = pickle.dumps(kind(f"{type(exc).__name__}: {exc}"))
+    return data
+
+
+def _unpickled(data: bytes) -> BaseException:
+    error = pickle.loads(data)
+    return error if isinstance(error, BaseException) else OSError(str(error))
