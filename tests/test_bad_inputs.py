@@ -522,10 +522,13 @@ def test_interrupt_while_binning(store, tmp_path, capsys, monkeypatch):
 
 _SLOW_MAKE = textwrap.dedent(
     """
-    import sys, time
+    import signal, sys, time
     from pathlib import Path
     from xbkg import cli, cube
 
+    # Ctrl-C acts as in a terminal even if the test runner was started with
+    # SIGINT ignored (as a background job), which its children would inherit.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     real = cube.bin_run
 
     def slow(spec, **kwargs):

@@ -1,5 +1,6 @@
 """The command line: options, summary, and clean failures on bad input."""
 
+import gc
 import gzip
 import shutil
 import subprocess
@@ -56,6 +57,37 @@ def test_version_is_the_installed_one(capsys):
     assert xbkg.__version__ == version("xbkg")
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"xbkg {xbkg.__version__}"
+
+
+def test_program_imports_with_the_collector_paused(crab4_dir, tmp_path):
+    """In its own process, ``make`` builds with the imported modules frozen out of the
+    garbage collector and the collector running; :func:`main` leaves the collector alone."""
+    script = """
+import gc, sys
+import xbkg.cli, xbkg.pipeline as pipeline
+build = pipeline.build_background
+def spy(*args, **kwargs):
+    print(gc.isenabled(), gc.get_freeze_count())
+    return build(*args, **kwargs)
+pipeline.build_background = spy
+sys.argv = ["xbkg", *sys.argv[1:]]
+sys.exit(xbkg.cli.program())
+"""
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-c", script, "make", str(crab4_dir), str(out), "-q"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    enabled, frozen = result.stdout.split()
+    assert enabled == "True"
+    assert int(frozen) > 30_000  # numpy, pandas, xarray, ...
+    assert (out / "background.nc").is_file()
+    frozen_before = gc.get_freeze_count()
+    assert run("make", crab4_dir, tmp_path / "in-process", "-q") == 0
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == frozen_before
 
 
 def test_make_preset_and_summary(crab4_dir, gammacat_path, tmp_path, capsys):

@@ -83,6 +83,7 @@ def test_stopping_at_once_leaves_no_process(store):
     assert intact <= set(paths)
     assert not multiprocessing.active_children()
     assert checks.stop() == frozenset()  # stopping twice is harmless
+    assert GzipChecks([], 2).stop(wait=True) == frozenset()
 
 
 def test_verified_files_are_not_checked_again(store):

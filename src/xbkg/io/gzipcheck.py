@@ -81,7 +81,7 @@ class GzipChecks:
         self._workers: list[tuple[Any, Connection]] = []
         # Plain processes and pipes, no threads: the process may fork again later.
         context = multiprocessing.get_context("fork")
-        for first in range(max(1, min(processes, len(self._paths)))):
+        for first in range(min(processes, len(self._paths))):
             receive, send = context.Pipe(duplex=False)
             worker = context.Process(
                 target=_check, args=(self._paths, first, processes, send), daemon=True
