@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import multiprocessing
+import os
 import shutil
 import subprocess
 import sys
@@ -84,6 +86,26 @@ def test_stopping_at_once_leaves_no_process(store):
     assert not multiprocessing.active_children()
     assert checks.stop() == frozenset()  # stopping twice is harmless
     assert GzipChecks([], 2).stop(wait=True) == frozenset()
+
+
+def test_no_process_left_when_starting_fails(store, monkeypatch):
+    """A limit on processes reached while starting: the started ones are stopped."""
+    start = multiprocessing.get_context("fork").Process.start
+    started = []
+
+    def limited(self):
+        if started:
+            raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+        started.append(self)
+        start(self)
+
+    monkeypatch.setattr(multiprocessing.get_context("fork").Process, "start", limited)
+    paths = [str(event_file(store, o)) for o in RUNS] * 50
+    with pytest.raises(OSError, match="temporarily unavailable"):
+        GzipChecks(paths, 2)
+    assert len(started) == 1
+    assert not started[0].is_alive()
+    assert not multiprocessing.active_children()
 
 
 def test_verified_files_are_not_checked_again(store):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -81,6 +82,14 @@ def test_an_error_in_the_body_stops_the_task(tmp_path):
         raise KeyboardInterrupt
     assert time.monotonic() - start < 10
     assert not marker.exists()
+
+
+def test_a_killed_task_is_an_error():
+    def task() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    with pytest.raises(OSError, match="killed by signal 9"), alongside(task):
+        pass
 
 
 def test_with_other_threads_the_task_runs_first_in_this_process():

@@ -395,7 +395,8 @@ def _start_gzip_checks(args: argparse.Namespace) -> Any:
     Returns a :class:`xbkg.io.gzipcheck.GzipChecks`, or None when there is
     nothing to gain: no checks asked for, runs binned elsewhere, the data model
     already imported (called from Python), threads running (forking is unsafe),
-    or a data store the build will report as bad anyway.
+    or a data store the build will report as bad anyway. The build opens the
+    store again: the checks never report anything, the build does.
     """
     import threading
 
@@ -427,7 +428,10 @@ def _start_gzip_checks(args: argparse.Namespace) -> Any:
         return None
     # The order of the binning pass, so that what is checked in time is binned first.
     paths = [str(locations[i][0]) for i in sorted(ids[rows].tolist()) if i in locations]
-    return gzipcheck.GzipChecks(paths, args.workers or _default_workers(len(paths)))
+    try:
+        return gzipcheck.GzipChecks(paths, args.workers or _default_workers(len(paths)))
+    except OSError:  # no more processes allowed: the files are checked while read
+        return None
 
 
 def _make(args: argparse.Namespace, checks: Any) -> int:

@@ -81,19 +81,26 @@ class GzipChecks:
         self._workers: list[tuple[Any, Connection]] = []
         # Plain processes and pipes, no threads: the process may fork again later.
         context = multiprocessing.get_context("fork")
-        for first in range(min(processes, len(self._paths))):
-            receive, send = context.Pipe(duplex=False)
-            worker = context.Process(
-                target=_check, args=(self._paths, first, processes, send), daemon=True
-            )
-            worker.start()
-            send.close()
-            self._workers.append((worker, receive))
+        try:
+            for first in range(min(processes, len(self._paths))):
+                receive, send = context.Pipe(duplex=False)
+                worker = context.Process(
+                    target=_check, args=(self._paths, first, processes, send), daemon=True
+                )
+                self._workers.append((worker, receive))
+                worker.start()
+                send.close()
+        except BaseException:
+            self.stop()  # the processes started so far (a limit on processes reached)
+            raise
 
     def stop(self, *, wait: bool = False) -> frozenset[str]:
         """Stop the checks (or with ``wait``, let them finish); the files found intact."""
         intact = set()
         for worker, receive in self._workers:
+            if worker.pid is None:  # never started
+                receive.close()
+                continue
             if not wait:
                 worker.terminate()
             worker.join()

@@ -175,8 +175,10 @@ def alongside(task: Callable[[], object]) -> Iterator[None]:
     _, status = os.waitpid(pid, 0)
     if error:
         raise _unpickled(error)
-    if status != 0:
-        raise OSError(f"the process writing alongside ended with status {status}")
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        how = f"was killed by signal {-code}" if code < 0 else f"ended with status {code}"
+        raise OSError(f"the process writing part of the outputs {how}")
 
 
 def _can_fork() -> bool:
