@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import gzip
 import json
 import multiprocessing
 import os
@@ -86,6 +87,24 @@ def test_stopping_at_once_leaves_no_process(store):
     assert not multiprocessing.active_children()
     assert checks.stop() == frozenset()  # stopping twice is harmless
     assert GzipChecks([], 2).stop(wait=True) == frozenset()
+
+
+def test_waiting_for_more_results_than_a_pipe_holds(tmp_path):
+    """Thousands of results fill the pipe: waiting must read while the worker writes."""
+    tiny = tmp_path / "tiny.gz"
+    tiny.write_bytes(gzip.compress(b"x", mtime=0))
+    script = (
+        "import sys; from xbkg.io.gzipcheck import GzipChecks; "
+        "print(sorted(GzipChecks([sys.argv[1]] * 20000, 1).stop(wait=True)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tiny)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert result.stdout.strip() == repr([str(tiny)])
 
 
 def test_no_process_left_when_starting_fails(store, monkeypatch):

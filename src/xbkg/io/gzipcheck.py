@@ -103,13 +103,15 @@ class GzipChecks:
                 continue
             if not wait:
                 worker.terminate()
-            worker.join()
+            # Read up to the end of the pipe (the worker ended): a worker that
+            # filled the pipe waits for this reading before it can end.
             with contextlib.suppress(EOFError, OSError):
-                while receive.poll():
+                while True:
                     message = receive.recv_bytes()
                     if len(message) == 4:
                         intact.add(self._paths[int.from_bytes(message, "little")])
             receive.close()
+            worker.join()
         self._workers = []
         return frozenset(intact)
 
