@@ -71,17 +71,47 @@ def _fail_runs() -> None:
 
 
 def test_an_error_in_the_body_stops_the_task(tmp_path):
-    marker = tmp_path / "late"
+    pid_file = tmp_path / "pid"
 
     def task() -> None:
+        pid_file.write_text(str(os.getpid()))
         time.sleep(30)
-        marker.write_text("")
+
+    def body_fails() -> None:
+        with alongside(task):
+            while not pid_file.exists() or not pid_file.read_text():
+                time.sleep(0.01)
+            raise KeyboardInterrupt
 
     start = time.monotonic()
-    with pytest.raises(KeyboardInterrupt), alongside(task):
-        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        body_fails()
     assert time.monotonic() - start < 10
-    assert not marker.exists()
+    with pytest.raises(ProcessLookupError):  # killed and reaped
+        os.kill(int(pid_file.read_text()), 0)
+
+
+def test_an_interrupt_while_waiting_stops_the_task(tmp_path):
+    pid_file = tmp_path / "pid"
+
+    def task() -> None:
+        pid_file.write_text(str(os.getpid()))
+        time.sleep(30)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    start = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt), alongside(task):
+            signal.setitimer(signal.ITIMER_REAL, 0.3)  # rings once the body is done
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert time.monotonic() - start < 10
+    with pytest.raises(ProcessLookupError):  # killed and reaped, not left sleeping
+        os.kill(int(pid_file.read_text()), 0)
 
 
 def test_a_killed_task_is_an_error():

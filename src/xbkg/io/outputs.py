@@ -158,21 +158,30 @@ def alongside(task: Callable[[], object]) -> Iterator[None]:
                 task()
                 status = 0
             except BaseException as exc:
-                with os.fdopen(write_end, "wb") as out:
-                    out.write(_pickled(exc))
+                data = memoryview(_pickled(exc))
+                while data:
+                    data = data[os.write(write_end, data) :]
         finally:
             os._exit(status)
     os.close(write_end)
+    reaped = False
     try:
         yield
+        chunks = []
+        while chunk := os.read(read_end, 1 << 16):
+            chunks.append(chunk)
+        _, status = os.waitpid(pid, 0)
+        reaped = True
     except BaseException:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        os.close(read_end)
+        # An error or Ctrl-C here, in the body or while waiting: the task must not
+        # go on writing into a folder that is about to be removed.
+        if not reaped:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
         raise
-    with os.fdopen(read_end, "rb") as result:
-        error = result.read()
-    _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(read_end)
+    error = b"".join(chunks)
     if error:
         raise _unpickled(error)
     code = os.waitstatus_to_exitcode(status)
