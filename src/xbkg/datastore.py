@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gzip
 import json
 import os
 import shutil
@@ -31,6 +30,7 @@ from xbkg.conventions import HDU_INDEX_FILE, OBS_DIM, OBS_INDEX_FILE, coord_name
 from xbkg.errors import DataStoreError, XbkgWarning, describe
 from xbkg.io.eventfile import DamagedFile, read_table, read_table_columns
 from xbkg.io.fitsfile import open_fits, read_errors, write_table
+from xbkg.io.gzipcheck import check_gzip_file
 from xbkg.io.outputs import all_or_nothing
 
 if TYPE_CHECKING:
@@ -721,7 +721,7 @@ def read_events(path: str | Path, hdu: str = "EVENTS", *, verify: bool = True) -
             }
             cards = {k: v for k, v in table.header.items() if k not in ("COMMENT", "HISTORY", "")}
         if verify:
-            _check_gzip_file(path)
+            check_gzip_file(path)
     except DataStoreError:
         raise
     except read_errors() as exc:
@@ -729,16 +729,6 @@ def read_events(path: str | Path, hdu: str = "EVENTS", *, verify: bool = True) -
             f"{path}: cannot read the events ({describe(exc)}); {DAMAGED}"
         ) from exc
     return _events_from_columns(columns, cards, path)
-
-
-def _check_gzip_file(path: Path) -> None:
-    """Decompress a gzip file to its end, where gzip checks its CRC-32 and length."""
-    with open(path, "rb") as f:
-        if f.read(2) != b"\x1f\x8b":
-            return
-    with gzip.open(path, "rb") as stream:
-        while stream.read(1 << 22):
-            pass
 
 
 def _check_table_size(header: fits.Header, path: Path) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import multiprocessing
+import os
 import signal
 import zlib
 from collections.abc import Sequence
@@ -26,13 +27,32 @@ from multiprocessing.connection import Connection
 from types import TracebackType
 from typing import Any
 
-__all__ = ["GzipChecks", "available", "gzip_intact"]
+__all__ = ["GzipChecks", "available", "check_gzip_file", "gzip_intact"]
 
 _CHUNK = 1 << 22
 
 
+def check_gzip_file(path: str | os.PathLike[str]) -> None:
+    """Decompress a gzip file to its end, where gzip checks its CRC-32 and length.
+
+    Nothing to check in a file that is not gzip-compressed.
+
+    Raises
+    ------
+    OSError, EOFError, zlib.error
+        If the file cannot be read, is truncated or its checksum or length
+        does not match.
+    """
+    with open(path, "rb") as f:
+        if f.read(2) != b"\x1f\x8b":
+            return
+    with gzip.open(path, "rb") as stream:
+        while stream.read(_CHUNK):
+            pass
+
+
 def gzip_intact(path: str) -> bool:
-    """Whether the file decompresses to its end with matching CRC-32 and length.
+    """Whether the file is gzip-compressed and passes :func:`check_gzip_file`.
 
     False for a file that is not gzip-compressed, missing or unreadable:
     nothing is learned about it, and the reader checks it as usual.
@@ -41,9 +61,7 @@ def gzip_intact(path: str) -> bool:
         with open(path, "rb") as f:
             if f.read(2) != b"\x1f\x8b":
                 return False
-        with gzip.open(path, "rb") as stream:
-            while stream.read(_CHUNK):
-                pass
+        check_gzip_file(path)
     except (OSError, EOFError, zlib.error):
         return False
     return True
