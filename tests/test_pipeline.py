@@ -3,9 +3,12 @@
 import numpy as np
 import pytest
 import xarray as xr
+from astropy.coordinates import SkyCoord
+from astropy.io import fits
 from astropy.table import Table
 
 from xbkg import exclusion
+from xbkg.cube import _vincenty_offset
 from xbkg.datastore import open_datastore, run_table
 from xbkg.io.gadf import read_bkg
 from xbkg.io.netcdf import read_archive
@@ -69,6 +72,49 @@ def test_gammapy06_wedge_exclusion(crab4, gammacat_path):
     assert int(cube["n_excluded"].sum()) > 0
     kept = cube["counts"].sum() + cube["n_excluded"].sum() + cube["n_outside"].sum()
     assert int(kept) == int(cube["n_events"].sum())
+
+
+def test_gammapy06_offsets_are_astropy_separations():
+    """The preset's offsets are astropy's Vincenty separations, poles and antipodes included."""
+    rng = np.random.default_rng(5)
+    ra = rng.uniform(0, 360, 5000).astype(np.float32).astype(np.float64)
+    dec = np.degrees(np.arcsin(rng.uniform(-1, 1, 5000))).astype(np.float32).astype(np.float64)
+    ra[:3], dec[:3] = [10.0, 190.0, 123.0], [-20.0, 20.0, 90.0]  # same point, antipode, pole
+    expected = SkyCoord(ra, dec, unit="deg").separation(SkyCoord(10.0, -20.0, unit="deg")).deg
+    got = _vincenty_offset(10.0, -20.0, ra, dec)
+    np.testing.assert_allclose(got, expected, rtol=1e-15, atol=1e-13)
+    assert got[0] == 0.0
+    assert got[1] == pytest.approx(180.0, rel=1e-15)
+
+
+def test_gammapy06_counts_equal_astropy_histogram_on_dr1(dr1_dir):
+    """On the 4 DR1 Crab runs every event is in the bin Gammapy 0.6 put it in.
+
+    Gammapy 0.6 binned ``numpy.histogramdd`` of (ENERGY, offset) with the offset
+    from astropy's ``SkyCoord.separation`` between the float32 RA/DEC columns
+    (as float64) and the EVENTS header's RA_PNT/DEC_PNT; all events, without
+    exclusion or safe-energy cut. The haversine of the default binning, or the
+    obs-index pointing (float32), would move some events near a bin edge.
+    """
+    options = PRESETS["gammapy-0.6"]
+    assert not options.safe_energy  # all events, as the reference below
+    store = open_datastore(dr1_dir)
+    crab = [23523, 23526, 23559, 23592]
+    cube = build_background(store, run_table(store).sel(obs_id=crab), options=options).cube
+    energy_edges, offset_edges = np.asarray(options.energy_edges), np.asarray(options.offset_edges)
+    total = 0
+    for obs_id in crab:
+        path = dr1_dir / "data" / f"hess_dl3_dr1_obs_id_{obs_id:06d}.fits.gz"
+        with fits.open(path) as hdul:
+            events, header = hdul["EVENTS"].data, hdul["EVENTS"].header
+            ra, dec = (np.asarray(events[c], dtype=np.float64) for c in ("RA", "DEC"))
+            energy = np.asarray(events["ENERGY"], dtype=np.float64)
+            pointing = SkyCoord(header["RA_PNT"], header["DEC_PNT"], unit="deg")
+        offset = SkyCoord(ra, dec, unit="deg").separation(pointing).deg
+        reference, _, _ = np.histogram2d(energy, offset, bins=[energy_edges, offset_edges])
+        np.testing.assert_array_equal(cube["counts"].sel(obs_id=obs_id).values, reference)
+        total += int(reference.sum())
+    assert total > 20_000
 
 
 def test_default_exact_exclusion_removes_every_source(crab4, gammacat_path):

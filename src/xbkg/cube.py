@@ -145,6 +145,51 @@ def _haversine_edges(offset_edges: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.sin(0.5 * np.deg2rad(offset_edges)) ** 2
 
 
+def _vincenty_offset(
+    ra0: float, dec0: float, ra: NDArray[np.float64], dec: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Offset (deg) of events from the pointing, as Gammapy 0.6 computed it.
+
+    Gammapy 0.6 took ``events.separation(pointing)`` from astropy: the Vincenty
+    formula with the event as the first point and the pointing as the second,
+    differences of longitude taken in degrees before the conversion to
+    radians. The same operations in the same order give the same float64
+    values, so the events next to a bin edge fall on the same side as in the
+    original (the haversine of :func:`_haversine` differs in the last bits).
+    """
+    dlon = np.deg2rad(ra0 - ra)
+    sdlon, cdlon = np.sin(dlon), np.cos(dlon)
+    lat1, lat2 = np.deg2rad(dec), np.deg2rad(dec0)
+    slat1, clat1 = np.sin(lat1), np.cos(lat1)
+    slat2, clat2 = np.sin(lat2), np.cos(lat2)
+    num1 = clat2 * sdlon
+    num2 = clat1 * slat2 - slat1 * clat2 * cdlon
+    denominator = slat1 * slat2 + clat1 * clat2 * cdlon
+    return np.rad2deg(np.arctan2(np.hypot(num1, num2), denominator))
+
+
+def _gammapy06_pointing(events: EventList, spec: RunSpec) -> tuple[float, float]:
+    """The pointing Gammapy 0.6 used: ``RA_PNT``/``DEC_PNT`` of the EVENTS header.
+
+    The obs-index columns often hold the same pointing rounded to float32;
+    the run table's pointing is the fallback for headers without it.
+    """
+    try:
+        ra, dec = float(events.header["RA_PNT"]), float(events.header["DEC_PNT"])
+    except (KeyError, TypeError, ValueError):
+        return spec.ra_pnt, spec.dec_pnt
+    if not (np.isfinite(ra) and np.isfinite(dec)):
+        return spec.ra_pnt, spec.dec_pnt
+    return ra, dec
+
+
+def _histogram_index(values: NDArray[np.float64], edges: NDArray[np.float64]) -> NDArray[np.intp]:
+    """Bin index as ``numpy.histogramdd`` gives it: half-open bins, the last one closed."""
+    idx = _bin_index(values, edges)
+    idx[values == edges[-1]] = len(edges) - 2
+    return idx
+
+
 RegionsKey = tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]
 
 
@@ -220,7 +265,12 @@ def bin_events(
         ``"exact"``: remove events inside every circle overlapping the field of
         view and reduce each ring's exposure by the excluded fraction of that
         ring. ``"gammapy-0.6"``: remove the azimuthal wedge of the nearest
-        source only and reduce the exposure of all bins by the wedge fraction.
+        source only and reduce the exposure of all bins by the wedge fraction;
+        and bin as Gammapy 0.6 did, offsets from astropy's angular separation
+        (Vincenty formula, float64) and the last energy and offset bins closed
+        (``numpy.histogramdd``), both from the EVENTS header's pointing, so
+        that events on or next to a bin edge land in the same bin as in the
+        original.
     """
     n_e, n_t = len(energy_edges) - 1, len(offset_edges) - 1
     n_events = int(events.ra.size)
@@ -231,24 +281,35 @@ def bin_events(
         events = dataclasses.replace(
             events, ra=events.ra[valid], dec=events.dec[valid], energy=events.energy[valid]
         )
+    ra_pnt, dec_pnt = spec.ra_pnt, spec.dec_pnt
+    if method == "gammapy-0.6":
+        ra_pnt, dec_pnt = _gammapy06_pointing(events, spec)
     keep = np.ones(events.ra.shape, dtype=bool)
     ring_fraction = np.zeros(n_t)
     if regions is not None and regions.sizes.get("source", 0) > 0:
         near, wedge, ring_fraction = _exclusion_geometry(
-            _regions_key(regions), spec.ra_pnt, spec.dec_pnt, tuple(offset_edges), method
+            _regions_key(regions), ra_pnt, dec_pnt, tuple(offset_edges), method
         )
         if near is not None:
             keep = exclusion.outside_regions(events.ra, events.dec, near)
         elif wedge is not None:
-            keep = exclusion.wedge_keep(events.ra, events.dec, spec.ra_pnt, spec.dec_pnt, wedge)
+            keep = exclusion.wedge_keep(events.ra, events.dec, ra_pnt, dec_pnt, wedge)
     n_excluded = int(np.count_nonzero(~keep))
 
-    e_idx = _bin_index(events.energy, energy_edges)
-    # Bin in haversine space, a monotonic function of the offset: the same bins
-    # without the arcsin and square root of every event's offset.
-    t_idx = _bin_index(
-        _haversine(spec.ra_pnt, spec.dec_pnt, events.ra, events.dec), _haversine_edges(offset_edges)
-    )
+    if method == "gammapy-0.6":
+        # Exactly as Gammapy 0.6: astropy's separation, numpy.histogramdd's bins.
+        e_idx = _histogram_index(events.energy, energy_edges)
+        t_idx = _histogram_index(
+            _vincenty_offset(ra_pnt, dec_pnt, events.ra, events.dec), offset_edges
+        )
+    else:
+        e_idx = _bin_index(events.energy, energy_edges)
+        # Bin in haversine space, a monotonic function of the offset: the same bins
+        # without the arcsin and square root of every event's offset.
+        t_idx = _bin_index(
+            _haversine(spec.ra_pnt, spec.dec_pnt, events.ra, events.dec),
+            _haversine_edges(offset_edges),
+        )
     inside = keep & (e_idx >= 0) & (t_idx >= 0)
     n_outside = int(np.count_nonzero(keep & ~((e_idx >= 0) & (t_idx >= 0))))
     counts = np.bincount(e_idx[inside] * n_t + t_idx[inside], minlength=n_e * n_t).reshape(n_e, n_t)
