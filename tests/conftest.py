@@ -5,35 +5,72 @@ GADF example files) are found through the ``XBKG_DATA`` environment variable,
 by default ``../shared/data`` next to the project. Outside CI a missing data
 folder skips the tests that need it, with the reason; in CI (``CI=true``) it is
 an error, so that a green CI run always means the real-data checks ran.
+
+The same holds for the packages of the test extra (Gammapy, cf-xarray, dask,
+hypothesis, the documentation tools): tests get them through :func:`require`,
+never through ``pytest.importorskip``.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
+from types import ModuleType
+from typing import NoReturn
 
 import pytest
-from hypothesis import settings
-
-# Property and fuzz tests draw the same examples on every run, so that a CI
-# result does not depend on luck; no example database is written.
-settings.register_profile("xbkg", derandomize=True, database=None, deadline=None)
-settings.load_profile("xbkg")
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("XBKG_DATA", ROOT.parent / "shared" / "data")).resolve()
 
 
+def in_ci() -> bool:
+    """True when running in CI (``CI=true``): what is missing is then a failure."""
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def _missing(reason: str) -> NoReturn:
+    """Skip with ``reason`` (also a whole module, at import), or fail in CI."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: required)", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def require(module_name: str) -> ModuleType:
+    """Import a package of the test extra: skip without it, but fail in CI.
+
+    Use it instead of ``pytest.importorskip``, in a test or at module level
+    (``hypothesis = require("hypothesis")``): a green CI run then means that
+    every check ran.
+    """
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        _missing(
+            f"{module_name} is not importable ({exc}); it comes with the test extra: "
+            "pip install -e '.[test]'"
+        )
+
+
+try:
+    from hypothesis import settings
+except ImportError:  # the modules that use it say so through require("hypothesis")
+    pass
+else:
+    # Property and fuzz tests draw the same examples on every run, so that a CI
+    # result does not depend on luck; no example database is written.
+    settings.register_profile("xbkg", derandomize=True, database=None, deadline=None)
+    settings.load_profile("xbkg")
+
+
 def _data_path(*parts: str) -> Path:
     path = DATA_DIR.joinpath(*parts)
     if not path.exists():
-        reason = (
+        _missing(
             f"test data not found at {path}; set XBKG_DATA to the folder holding "
             "hess-dl3-dr1, hess-crab4-hd-hap-prod2, catalogs and gadf-examples"
         )
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
     return path
 
 

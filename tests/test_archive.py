@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from conftest import require
 from xbkg.axes import edges
 from xbkg.cli import main
 from xbkg.conventions import model_filename
@@ -22,7 +23,7 @@ from xbkg.pipeline import (
 )
 from xbkg.simulate import simulate_datastore
 
-cf_xarray = pytest.importorskip("cf_xarray")
+cf_xarray = require("cf_xarray")
 
 
 @pytest.fixture(scope="module")

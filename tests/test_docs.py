@@ -4,10 +4,13 @@ import os
 import subprocess
 import sys
 
-from conftest import DATA_DIR, ROOT
+from conftest import DATA_DIR, ROOT, require
 
 
 def test_docs_build_without_warnings(dr1_dir, gammacat_path, tmp_path):
+    # Sphinx runs in a subprocess: without these it would fail with an unclear error
+    for module in ("sphinx", "myst_nb", "jupytext"):
+        require(module)
     out = tmp_path / "html"
     env = {**os.environ, "XBKG_DATA": str(DATA_DIR)}
     result = subprocess.run(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATA_DIR, ROOT
+from conftest import DATA_DIR, ROOT, require
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 
@@ -35,7 +35,7 @@ def test_example_runs(path, dr1_dir, gammacat_path, tmp_path):
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_example_is_a_notebook(path):
-    jupytext = pytest.importorskip("jupytext")
+    jupytext = require("jupytext")
     notebook = jupytext.read(path)
     kinds = [cell.cell_type for cell in notebook.cells]
     assert kinds[0] == "markdown"

@@ -13,13 +13,16 @@ import pytest
 from astropy import units as u
 from astropy.io import fits
 from astropy.table import Table
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
+from conftest import require
 from xbkg import datastore
 from xbkg.exclusion import _from_astropy, _read_fits_fast, _read_source_table, read_catalog
 from xbkg.io.eventfile import read_table
 from xbkg.io.fitsfile import _card_text, format_card, table_bytes, write_table
+
+hypothesis = require("hypothesis")
+st = require("hypothesis.strategies")
+given, settings = hypothesis.given, hypothesis.settings
 
 PRINTABLE = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=70)
 VALUES = st.one_of(

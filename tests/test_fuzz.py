@@ -31,16 +31,19 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
+from conftest import require
 from xbkg import axes
 from xbkg.datastore import open_datastore, read_events
 from xbkg.errors import CatalogError, ConfigError, DataStoreError
 from xbkg.exclusion import read_catalog
 from xbkg.io.eventfile import read_table_columns
 from xbkg.io.gadf import read_bkg, write_bkg_2d
+
+hypothesis = require("hypothesis")
+st = require("hypothesis.strategies")
+hnp = require("hypothesis.extra.numpy")
+HealthCheck, given, settings = hypothesis.HealthCheck, hypothesis.given, hypothesis.settings
 
 #: The smallest run of DR1 (Arp 220, 4513 events): EVENTS, GTI and all IRFs.
 DR1_RUN = "hess_dl3_dr1_obs_id_026791.fits.gz"

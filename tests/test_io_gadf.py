@@ -12,6 +12,7 @@ import pytest
 import xarray as xr
 from astropy.io import fits
 
+from conftest import require
 from xbkg import conventions
 from xbkg.axes import binned_coords, edges
 from xbkg.io.gadf import bkg_2d_hdu, read_bkg, write_bkg_2d, write_bkg_2d_files
@@ -473,7 +474,7 @@ def assert_gammapy_equal(da: xr.DataArray, rate: xr.DataArray) -> None:
 
 
 def _gammapy_background(rate: xr.DataArray):
-    pytest.importorskip("gammapy")
+    require("gammapy")
     from gammapy.irf import Background2D
     from gammapy.maps import MapAxis
 
@@ -483,7 +484,7 @@ def _gammapy_background(rate: xr.DataArray):
 
 
 def test_we_read_what_gammapy_writes(tmp_path):
-    pytest.importorskip("gammapy")
+    require("gammapy")
     rate = make_rate(4, 7)
     path = tmp_path / "gammapy.fits.gz"
     _gammapy_background(rate).write(path)
@@ -497,7 +498,7 @@ def test_we_read_what_gammapy_writes(tmp_path):
 
 
 def test_square_file_from_gammapy_needs_axis_order(tmp_path):
-    pytest.importorskip("gammapy")
+    require("gammapy")
     rate = make_rate(5, 5)
     path = tmp_path / "gammapy_square.fits"
     hdu = _gammapy_background(rate).to_table_hdu()
@@ -510,7 +511,7 @@ def test_square_file_from_gammapy_needs_axis_order(tmp_path):
 
 
 def test_gammapy_reads_what_we_write(tmp_path):
-    pytest.importorskip("gammapy")
+    require("gammapy")
     import astropy.units as u
     from gammapy.irf import Background2D
 
@@ -533,7 +534,7 @@ def test_gammapy_misreads_square_gadf_layout(tmp_path, caplog):
     H.E.S.S. DR1's) Gammapy returns the transpose and only logs an error. If this
     test starts failing, Gammapy has learnt to read CREF: update the docs.
     """
-    pytest.importorskip("gammapy")
+    require("gammapy")
     from gammapy.irf import Background2D
 
     rate = make_rate(5, 5)
@@ -546,7 +547,7 @@ def test_gammapy_misreads_square_gadf_layout(tmp_path, caplog):
 
 def test_gammapy_reads_dr1_in_the_gadf_order(dr1_dir):
     """Gammapy takes a DR1 cell as (energy, detx, dety): the order we are told to pass."""
-    pytest.importorskip("gammapy")
+    require("gammapy")
     from gammapy.irf import Background3D
 
     path = dr1_dir / "data" / "hess_dl3_dr1_obs_id_020136.fits.gz"

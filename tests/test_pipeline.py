@@ -7,6 +7,7 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.table import Table
 
+from conftest import require
 from xbkg import exclusion
 from xbkg.cube import _vincenty_offset
 from xbkg.datastore import open_datastore, run_table
@@ -208,7 +209,7 @@ def test_dr1_hdu_index(dr1_build):
 
 
 def test_gammapy_reads_the_output_store(dr1_build):
-    gammapy_data = pytest.importorskip("gammapy.data")
+    gammapy_data = require("gammapy.data")
     import astropy.units as u
 
     _, _, bkg, out, _ = dr1_build

@@ -5,6 +5,7 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
+from conftest import require
 from xbkg import simulate
 from xbkg.cli import main
 from xbkg.conditions import run_rate
@@ -66,7 +67,7 @@ def test_every_run_points_at_its_own_model(store_path, tmp_path):
 
 
 def test_gammapy_reads_the_run_models(store_path, tmp_path):
-    gammapy_data = pytest.importorskip("gammapy.data")
+    gammapy_data = require("gammapy.data")
     import astropy.units as u
 
     store = open_datastore(store_path)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from conftest import require
 from xbkg import exclusion, simulate
 from xbkg.cli import main
 from xbkg.cube import bin_events, make_run_cube, run_specs
@@ -38,7 +39,7 @@ def test_workers_give_identical_cubes(store_and_runs, regions):
 
 
 def test_dask_cluster_gives_identical_cube(store_and_runs, regions):
-    distributed = pytest.importorskip("distributed")
+    distributed = require("distributed")
     store, runs = store_and_runs
     reference = make_run_cube(store, runs, regions=regions)
     with (

@@ -18,6 +18,7 @@ from astropy.utils import iers
 from scipy import integrate
 
 import xbkg.simulate as simulate
+from conftest import require
 from xbkg.axes import energy_edges, energy_width_mev, offset_edges, ring_solid_angle
 from xbkg.simulate import expected_counts, simulate_datastore, true_binned_rate, true_rate
 
@@ -331,7 +332,7 @@ def test_events_per_run_sets_exact_counts_and_livetime(tmp_path: Path) -> None:
 
 
 def test_gammapy_reads_the_store(store: Path, tmp_path: Path) -> None:
-    gammapy_data = pytest.importorskip("gammapy.data")
+    gammapy_data = require("gammapy.data")
     point_like = simulate_datastore(tmp_path / "s", n_runs=2, point_like=True)
     for path, irfs in [(store, ["aeff"]), (point_like, ["aeff", "rad_max"])]:
         data_store = gammapy_data.DataStore.from_dir(path)

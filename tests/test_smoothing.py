@@ -2,12 +2,15 @@
 
 import numpy as np
 import xarray as xr
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
+from conftest import require
 from xbkg import axes
 from xbkg.grouping import GroupAxis, group_definitions
 from xbkg.model import compute_rate, smooth, stack_groups
+
+hypothesis = require("hypothesis")
+st = require("hypothesis.strategies")
+given, settings = hypothesis.given, hypothesis.settings
 
 
 def make_model(counts, exposure):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from conftest import require
 from xbkg import axes, simulate
 from xbkg.exclusion import exclusion_circles, ring_excluded_fraction
 from xbkg.validation import (
@@ -139,9 +140,10 @@ def test_energy_redistribution():
 
 def test_fov_coordinates_match_gammapy():
     """DETX towards West, DETY towards North, as Gammapy's sky_to_fov for RADEC alignment."""
-    astropy_units = pytest.importorskip("astropy.units")
+    import astropy.units as astropy_units
     from astropy.coordinates import SkyCoord
-    from gammapy.utils.coordinates import sky_to_fov
+
+    sky_to_fov = require("gammapy.utils.coordinates").sky_to_fov
 
     rng = np.random.default_rng(2)
     offset = rng.uniform(0, 3, 50)
