@@ -1,0 +1,639 @@
+"""Counts a ``bkg_2d`` model predicts, computed the way Gammapy's 3D analysis computes them.
+
+A validation that integrates a model differently from the analysis that will
+use it can hide the model's defects. Gammapy (``MapDatasetMaker`` with its
+defaults, version 2.1) does not treat a ``bkg_2d`` rate as constant inside
+each bin. For every map pixel and every map energy bin it
+
+1. fills the model's missing values (exact zeros and NaN) that lie *between*
+   populated energy bins, by interpolating the log of the rate linearly in
+   bin index along energy, separately for every offset bin; leading and
+   trailing zeros stay zero (``background_interp_missing_data=True``);
+2. pads the offset axis by one bin at each end, repeating the edge values
+   (``background_pad_offset=True``): the rate is flat between 0 and the first
+   node and beyond the last node, up to one bin width past the last edge;
+3. evaluates the rate at the map's energy *edges* and the pixel's offset by
+   linear interpolation of the log of the rate between the bin centres (the
+   nodes), in log energy and linear offset, extrapolating the end cells
+   linearly (in these scales) out to the axis edges and returning 0 beyond
+   them. Rates are clipped from below at the smallest normal number of their
+   floating type before the log is taken, so an exact zero becomes a very
+   negative log value, and interpolated values below twice the smallest
+   normal float64 come back as exact zeros;
+4. integrates each map energy bin with the log-log trapezoidal rule: a power
+   law through the values at the bin's two edges, integrated exactly. A bin
+   with a zero at either edge integrates to zero;
+5. multiplies by the pixel's solid angle and the run's observation time
+   (ONTIME: the sum of its good time intervals).
+
+So a model with an exact zero next to a populated bin predicts almost nothing
+in the energy bin whose edge is interpolated towards the zero, and any
+validation that sums rate x bin width hides that. :func:`evaluate_rate` and
+:func:`integrate_log_log` are steps 3 and 4 in numpy, :func:`consumer_model`
+is steps 1 and 2, and :func:`rate_integrals` integrates the result over the
+energy x offset-ring bins of a run cube: exactly in energy (the same rule at
+the same edges) and, in offset, over the solid angle of each ring, where the
+pixel sum of the analysis is replaced by the integral it approximates.
+:func:`consumer_counts` turns that into predicted counts with the cube's
+exposure time, as :func:`xbkg.validation.predict_counts` does by default.
+
+Where this module deliberately departs from Gammapy:
+
+- a NaN rate means "no model here" and makes every prediction it takes part
+  in NaN (unpredicted); Gammapy turns non-finite evaluations into 0. Internal
+  NaN gaps along energy are filled in step 1 as Gammapy fills them;
+- a bin with a zero value at its lower edge integrates to 0; Gammapy 2.1
+  returns NaN there when the bin is wider than a factor 4 in energy (its
+  power of the energy ratio overflows), 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import xarray as xr
+from numpy.typing import ArrayLike, NDArray
+
+from xbkg.axes import binned_coords, edges
+from xbkg.conventions import ENERGY_DIM, MEV_PER_TEV, OBS_DIM, OFFSET_DIM, TIME_CONVENTIONS
+
+__all__ = [
+    "DEFAULT_SUBSTEPS",
+    "PredictionMethod",
+    "consumer_counts",
+    "consumer_model",
+    "evaluate_rate",
+    "integrate_log_log",
+    "rate_integrals",
+    "time_scale",
+]
+
+#: How predicted counts are computed: as Gammapy does (``"consumer"``) or as
+#: rate x bin width x ring solid angle (``"step"``).
+PredictionMethod = Literal["consumer", "step"]
+
+#: Sub-intervals per smooth piece of an offset ring in :func:`rate_integrals`.
+DEFAULT_SUBSTEPS = 4
+
+# Interpolated values at or below twice this come back as 0 (Gammapy evaluates in float64).
+_OUTPUT_TINY = float(np.finfo(np.float64).tiny)
+# Gammapy switches to the logarithmic integral where np.isclose(1 - index, 0), i.e. within
+# numpy's default absolute tolerance.
+_LOG_FORM_ATOL = 1e-8
+# Cube edges this close to the model's outer edges are taken as equal (rounding only).
+_EDGE_RTOL = 1e-7
+_OFFSET_ATOL = 1e-9
+# Leading rows evaluated at once in rate_integrals (bounds the memory of the sampled grid).
+_CHUNK_ROWS = 16
+
+
+# --------------------------------------------------------------------------- time conventions
+
+
+def time_scale(cube: xr.Dataset, convention: str) -> xr.DataArray:
+    """Per run, the factor turning the cube's exposure time into ``convention`` time.
+
+    The cube's ``exposure_time`` is measured in its ``attrs["time_convention"]``
+    (ONTIME or LIVETIME); a model normalised per the other duration must be
+    multiplied by the run's other duration. The factor is e.g.
+    ``livetime / ontime`` of each run (its dead-time fraction).
+    """
+    own = str(cube.attrs.get("time_convention", "ontime"))
+    for name in (own, convention):
+        if name not in TIME_CONVENTIONS:
+            raise ValueError(f"time convention must be one of {TIME_CONVENTIONS}, got {name!r}")
+    if own == convention:
+        return xr.DataArray(np.ones(cube.sizes[OBS_DIM]), dims=OBS_DIM)
+    for name in (own, convention):
+        if name not in cube.coords:
+            raise KeyError(
+                f"the run cube has no {name!r} run coordinate, needed to convert its "
+                f"{own.upper()} exposure to the model's {convention.upper()}"
+            )
+    return (cube[convention] / cube[own]).drop_vars(
+        [c for c in cube[convention].coords if c != OBS_DIM]
+    )
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _log_axis_edges(values: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Energy edges as Gammapy's log axes hold them: through log and back.
+
+    The round trip moves e.g. 0.1 to 0.10000000000000002 and 100 to
+    100.00000000000004. It decides whether a point on a model's outer edge is
+    inside it (a rate of 0 there empties the whole bin), so the model's range
+    and the points evaluated both go through it, as in the analysis, where the
+    map's energy axis is made the same way.
+    """
+    return np.exp(np.log(values))
+
+
+def _tiny_for(values: NDArray[Any]) -> float:
+    """Smallest normal number of the values' floating type (float32's for other types)."""
+    dtype = values.dtype if np.issubdtype(values.dtype, np.floating) else np.dtype(np.float32)
+    return float(np.finfo(dtype).tiny)
+
+
+def _log_values(values: NDArray[Any]) -> NDArray[np.float64]:
+    """Log of the rate as Gammapy takes it: clipped at the tiny of its own type, in that type.
+
+    The clipping level decides how small the rate next to an exact zero becomes
+    (about 1e-38 for float32 files, 1e-308 for float64 ones), and with it the
+    integral of the bin beside the zero, so it follows the stored type; the log
+    is taken in that type too, as Gammapy does, before interpolating in float64.
+    """
+    tiny = _tiny_for(values)
+    with np.errstate(invalid="ignore"):
+        clipped = np.clip(values, values.dtype.type(tiny), np.inf)
+        return np.log(clipped).astype(np.float64)
+
+
+def _cells(
+    nodes: NDArray[np.float64], x: NDArray[np.float64]
+) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.float64]]:
+    """Interpolation cell (two node indices) and fraction of ``x`` along one axis.
+
+    Points beyond the end nodes use the end cell with a fraction outside
+    [0, 1]: linear extrapolation. An axis of one node is constant along it.
+    """
+    n = nodes.size
+    if n == 1:
+        zero = np.zeros(x.shape, dtype=np.intp)
+        return zero, zero, np.zeros(x.shape)
+    with np.errstate(invalid="ignore"):
+        i0 = np.clip(np.searchsorted(nodes, x, side="right") - 1, 0, n - 2)
+        frac = (x - nodes[i0]) / (nodes[i0 + 1] - nodes[i0])
+    return i0, i0 + 1, frac
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """A rate as arrays: values along ``(*lead, energy, offset)`` and the two edge arrays."""
+
+    values: NDArray[Any]
+    energy_edges: NDArray[np.float64]
+    offset_edges: NDArray[np.float64]
+    lead_dims: tuple[str, ...]
+    lead_coords: dict[str, Any]
+
+    @property
+    def energy_nodes(self) -> NDArray[np.float64]:
+        """Log of the energy nodes: the log centres of the bins (Gammapy's ``center``)."""
+        e = self.energy_edges
+        return np.log(np.sqrt(e[:-1] * e[1:]))
+
+    @property
+    def offset_nodes(self) -> NDArray[np.float64]:
+        """Offset nodes: the linear centres of the bins."""
+        t = self.offset_edges
+        return 0.5 * (t[:-1] + t[1:])
+
+
+def _grid(rate: xr.DataArray) -> _Grid:
+    if ENERGY_DIM not in rate.dims or OFFSET_DIM not in rate.dims:
+        raise ValueError(f"rate must have 'energy' and 'offset' dimensions, got {rate.dims}")
+    ordered = rate.transpose(..., ENERGY_DIM, OFFSET_DIM)
+    lead = tuple(str(d) for d in ordered.dims[:-2])
+    coords = {
+        str(k): v.variable for k, v in ordered.coords.items() if set(v.dims) <= set(lead) and v.dims
+    }
+    values = np.asarray(ordered.values)
+    if not np.issubdtype(values.dtype, np.floating):
+        values = values.astype(np.float64)
+    return _Grid(values, edges(rate, ENERGY_DIM), edges(rate, OFFSET_DIM), lead, coords)
+
+
+def _evaluate_log(
+    log_values: NDArray[np.float64],
+    grid: _Grid,
+    energy: NDArray[np.float64],
+    offset: NDArray[np.float64],
+) -> NDArray[np.float64]:
+    """Gammapy's evaluation of log values at broadcast (energy, offset) points, NaN kept."""
+    energy, offset = np.broadcast_arrays(energy, offset)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # Energies are interpolated in log; non-positive ones lie outside the axis anyway.
+        log_e = np.log(np.clip(energy, _OUTPUT_TINY, np.inf))
+    ie0, ie1, fe = _cells(grid.energy_nodes, log_e)
+    it0, it1, ft = _cells(grid.offset_nodes, offset)
+    scaled = (
+        (1 - fe) * (1 - ft) * log_values[..., ie0, it0]
+        + fe * (1 - ft) * log_values[..., ie1, it0]
+        + (1 - fe) * ft * log_values[..., ie0, it1]
+        + fe * ft * log_values[..., ie1, it1]
+    )
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.exp(scaled)
+        # Back from the log scale, values indistinguishable from the clipping level are 0.
+        out = np.where(out <= 2 * _OUTPUT_TINY, 0.0, out)
+        # Beyond the axis edges (both included) the model is 0, as are non-finite coordinates.
+        e, t = _log_axis_edges(grid.energy_edges), grid.offset_edges
+        inside = (energy >= e[0]) & (energy <= e[-1]) & (offset >= t[0]) & (offset <= t[-1])
+    return np.where(inside, out, 0.0)
+
+
+def evaluate_rate(rate: xr.DataArray, energy: ArrayLike, offset: ArrayLike) -> NDArray[np.float64]:
+    """The rate at given energies and offsets, interpolated as Gammapy's ``Background2D``.
+
+    Linear interpolation of the log of the rate between the bin centres, in
+    log energy and linear offset; the end cells are extrapolated linearly (in
+    those scales) up to the outer bin edges, and the rate is 0 beyond them
+    (edges included in the model's range). Before the log, rates are clipped
+    at the smallest normal number of their floating type (so a float32 rate
+    and the same rate in float64 differ next to exact zeros, as in Gammapy);
+    results at or below twice the smallest normal float64 are 0. Unlike
+    Gammapy, a point whose interpolation cell has a NaN node is NaN, not 0.
+
+    Parameters
+    ----------
+    rate
+        Rate along ``(energy, offset)``, possibly with leading dimensions such
+        as ``obs_id``, with energy (TeV) and offset (deg) bin edges.
+    energy
+        Energies in TeV.
+    offset
+        Offsets in deg, broadcast against ``energy``.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``lead + broadcast(energy, offset).shape``, where ``lead`` are
+        the sizes of the rate's dimensions other than energy and offset, in
+        the rate's order; in the rate's units.
+    """
+    grid = _grid(rate)
+    e = np.asarray(energy, dtype=np.float64)
+    t = np.asarray(offset, dtype=np.float64)
+    return _evaluate_log(_log_values(grid.values), grid, e, t)
+
+
+# --------------------------------------------------------------------------- energy integral
+
+
+def integrate_log_log(values: ArrayLike, energy: ArrayLike, axis: int = 0) -> NDArray[np.float64]:
+    """Integral between consecutive energies of the power law through the values there.
+
+    The log-log trapezoidal rule, as Gammapy's ``trapz_loglog``: in each
+    interval the integrand is taken as the power law through its two end
+    values and integrated exactly, so the result is exact for a power law.
+    An interval with a zero at either end integrates to 0, one with a NaN to
+    NaN.
+
+    Parameters
+    ----------
+    values
+        Integrand at ``energy`` along ``axis``.
+    energy
+        1-D increasing positive energies, as many as ``values`` has along ``axis``.
+    axis
+        Axis of ``values`` along energy.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``values`` with ``axis`` one shorter, in units of values x energy.
+    """
+    y = np.moveaxis(np.asarray(values, dtype=np.float64), axis, 0)
+    x = np.asarray(energy, dtype=np.float64)
+    if x.ndim != 1 or x.size != y.shape[0]:
+        raise ValueError(f"energy must be 1-D with {y.shape[0]} values, got shape {x.shape}")
+    shape = (-1,) + (1,) * (y.ndim - 1)
+    e0, e1 = x[:-1].reshape(shape), x[1:].reshape(shape)
+    y0, y1 = y[:-1], y[1:]
+    log_r = np.log(e1 / e0)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        # Slope + 1 of the power law; the ratio is clipped like Gammapy's log scale.
+        ratio = np.clip(y0 / y1, _OUTPUT_TINY, np.inf)
+        exponent = 1.0 - np.log(ratio) / log_r
+        power = y0 * e0 * np.expm1(exponent * log_r) / exponent
+        flat = y0 * e0 * log_r  # the E**-1 case, where the power form is 0 / 0
+        out = np.where(np.abs(exponent) <= _LOG_FORM_ATOL, flat, power)
+    out = np.where((y0 == 0) | (y1 == 0), 0.0, out)
+    out = np.where(np.isnan(y0) | np.isnan(y1), np.nan, out)
+    return np.moveaxis(out, 0, axis)
+
+
+# --------------------------------------------------------------------------- the analysis' model
+
+
+def _fill_missing(values: NDArray[Any]) -> NDArray[Any]:
+    """Fill zeros and NaN between populated energy bins, log-linearly in bin index.
+
+    Along the second-last axis (energy) of every row; values before the first
+    and after the last populated bin are left as they are.
+    """
+    out = values.copy()
+    rows = np.moveaxis(out, -2, -1).reshape(-1, values.shape[-2])
+    filled = rows.copy()
+    missing = ~np.isfinite(rows) | (rows == 0)
+    index = np.arange(rows.shape[1])
+    for r in np.flatnonzero(missing.any(axis=1) & (~missing).any(axis=1)):
+        valid = ~missing[r]
+        known = index[valid]
+        inner = missing[r] & (index > known[0]) & (index < known[-1])
+        if not inner.any():
+            continue
+        logs = _log_values(rows[r, valid])
+        fill = np.exp(np.interp(index[inner], known, logs))
+        filled[r, inner] = np.where(fill <= 2 * _OUTPUT_TINY, 0.0, fill)
+    shaped = filled.reshape(*values.shape[:-2], values.shape[-1], values.shape[-2])
+    return np.ascontiguousarray(np.moveaxis(shaped, -1, -2)).astype(values.dtype)
+
+
+def _consumer_grid(rate: xr.DataArray, interp_missing_data: bool, pad_offset: bool) -> _Grid:
+    grid = _grid(rate)
+    values, t = grid.values, grid.offset_edges
+    if interp_missing_data:
+        values = _fill_missing(values)
+    if pad_offset:
+        # One more bin at each end, as wide as the end bin, holding the end values.
+        values = np.concatenate([values[..., :1], values, values[..., -1:]], axis=-1)
+        t = np.concatenate([[2 * t[0] - t[1]], t, [2 * t[-1] - t[-2]]])
+    return _Grid(values, grid.energy_edges, t, grid.lead_dims, grid.lead_coords)
+
+
+def consumer_model(
+    rate: xr.DataArray, *, interp_missing_data: bool = True, pad_offset: bool = True
+) -> xr.DataArray:
+    """The model as Gammapy's ``MapDatasetMaker`` prepares it before evaluating it.
+
+    Parameters
+    ----------
+    rate
+        Rate along ``(energy, offset)``, possibly with leading dimensions, with edges.
+    interp_missing_data
+        Fill zeros and NaN lying between populated energy bins by linear
+        interpolation of the log of the rate in bin index, per offset bin
+        (``background_interp_missing_data``).
+    pad_offset
+        Add one offset bin at each end, as wide as the end bin, repeating the
+        end values (``background_pad_offset``); the first padded bin reaches
+        negative offsets.
+
+    Returns
+    -------
+    xarray.DataArray
+        The prepared rate along ``(*lead, energy, offset)``, in the rate's
+        type, with offset coordinates ``offset``, ``offset_lo``, ``offset_hi``.
+    """
+    grid = _consumer_grid(rate, interp_missing_data, pad_offset)
+    t = grid.offset_edges
+    coords: dict[str, Any] = {
+        k: v for k, v in binned_coords(energy=grid.energy_edges).items() if k.startswith("energy")
+    }
+    # Padded offset edges can be negative, which binned_coords (rightly) refuses for data.
+    units = {"units": "deg"}
+    coords[OFFSET_DIM] = xr.Variable(OFFSET_DIM, 0.5 * (t[:-1] + t[1:]), units)
+    coords[f"{OFFSET_DIM}_lo"] = xr.Variable(OFFSET_DIM, t[:-1], units)
+    coords[f"{OFFSET_DIM}_hi"] = xr.Variable(OFFSET_DIM, t[1:], units)
+    coords.update(grid.lead_coords)
+    return xr.DataArray(
+        grid.values,
+        dims=(*grid.lead_dims, ENERGY_DIM, OFFSET_DIM),
+        coords=coords,
+        attrs=dict(rate.attrs),
+        name=rate.name,
+    )
+
+
+# --------------------------------------------------------------------------- ring integrals
+
+
+def _subintervals(
+    offset_edges: NDArray[np.float64], breaks: NDArray[np.float64], n_sub: int
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.intp]]:
+    """Sub-intervals of every ring: lower and upper offsets (deg) and the first of each ring.
+
+    Each ring is cut at the ``breaks`` inside it (where the interpolated rate
+    has kinks or ends), and each piece into ``n_sub`` equal parts.
+    """
+    lows, highs, starts = [], [], []
+    count = 0
+    for a, b in itertools.pairwise(offset_edges):
+        tol = 1e-12 * (b - a)
+        inner = breaks[(breaks > a + tol) & (breaks < b - tol)]
+        cuts = np.concatenate([[a], np.unique(inner), [b]])
+        starts.append(count)
+        for p0, p1 in itertools.pairwise(cuts):
+            points = np.linspace(p0, p1, n_sub + 1)
+            lows.append(points[:-1])
+            highs.append(points[1:])
+            count += n_sub
+    return np.concatenate(lows), np.concatenate(highs), np.asarray(starts, dtype=np.intp)
+
+
+def _solid_angle_integral(
+    f0: NDArray[np.float64],
+    f1: NDArray[np.float64],
+    t0: NDArray[np.float64],
+    t1: NDArray[np.float64],
+) -> NDArray[np.float64]:
+    """Integral of f over the solid angle between offsets t0 < t1 (rad), f log-linear in t.
+
+    With f = f0 exp(b (t - t0)), the integral of ``2 pi f sin t dt`` has a
+    closed form: exact where the rate falls exponentially (next to a zero,
+    where a plain quadrature would need thousands of points), second order
+    elsewhere. Written with half-angle sines so that thin rings near the
+    centre lose no precision. Where f is 0 at an end the trapezoid rule is
+    used instead (the log is undefined).
+    """
+    dt = t1 - t0
+    mid = 0.5 * (t0 + t1)
+    s = 2.0 * np.sin(0.5 * dt)
+    positive = (f0 > 0) & (f1 > 0)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        b = np.where(positive, np.log(f1 / f0) / dt, 0.0)
+        numerator = f0 * s * (np.sin(mid) + b * np.cos(mid)) + (f1 - f0) * (
+            b * np.sin(t1) - np.cos(t1)
+        )
+        exact = numerator / (1.0 + b * b)
+    trapezoid = 0.5 * (f0 + f1) * s * np.sin(mid)
+    return 2.0 * np.pi * np.where(positive, exact, trapezoid)
+
+
+def rate_integrals(
+    rate: xr.DataArray,
+    energy_edges: ArrayLike,
+    offset_edges: ArrayLike,
+    *,
+    interp_missing_data: bool = True,
+    pad_offset: bool = True,
+    n_sub: int = DEFAULT_SUBSTEPS,
+) -> xr.DataArray:
+    """The rate integrated over energy bins and offset rings as the analysis integrates it.
+
+    The rate is prepared as ``MapDatasetMaker`` prepares it
+    (:func:`consumer_model`), evaluated at the energy edges
+    (:func:`evaluate_rate`) and integrated over each energy bin with the
+    log-log rule (:func:`integrate_log_log`): exactly what Gammapy computes in
+    each pixel of a map with these energy edges. The analysis then sums
+    pixels, value at the centre x solid angle; here each ring is integrated
+    over its solid angle instead. The integrand has kinks at the model's
+    offset nodes and ends at its outer edge: each ring is cut there, each
+    piece into ``n_sub`` parts, and each part integrated in closed form with
+    the rate log-linear in offset between the part's ends (exact in the
+    model's own offset cells when the energy slope does not change with
+    offset, and exact for the steep fall next to an exact zero). With the
+    default 4 parts the H.E.S.S. DR1 models agree with 64 parts to 1e-6.
+
+    Parameters
+    ----------
+    rate
+        Rate in s-1 MeV-1 sr-1 along ``(energy, offset)``, possibly with
+        leading dimensions (``obs_id``), with edges in TeV and deg.
+    energy_edges
+        Energy edges of the bins to predict, TeV.
+    offset_edges
+        Offset edges of the rings to predict, deg.
+    interp_missing_data, pad_offset
+        ``MapDatasetMaker`` options (:func:`consumer_model`); their defaults are its defaults.
+    n_sub
+        Parts per smooth piece of a ring.
+
+    Returns
+    -------
+    xarray.DataArray
+        Along ``(*lead, energy, offset)``: events per second of the rate's
+        time convention in each bin. 0 where the analysis evaluates the rate
+        outside the model's (padded) range, NaN where the integral involves a
+        NaN rate.
+    """
+    if int(n_sub) < 1:
+        raise ValueError(f"n_sub must be >= 1, got {n_sub}")
+    coords = binned_coords(energy=energy_edges, offset=offset_edges)
+    e_edges = edges(xr.Dataset(coords=coords), ENERGY_DIM)
+    t_edges = edges(xr.Dataset(coords=coords), OFFSET_DIM)
+    grid = _consumer_grid(rate, interp_missing_data, pad_offset)
+    log_values = _log_values(grid.values)
+    breaks = np.concatenate([grid.offset_nodes, grid.offset_edges[[0, -1]]])
+    lo, hi, starts = _subintervals(t_edges, breaks, int(n_sub))
+    points, where = np.unique(np.concatenate([lo, hi]), return_inverse=True)
+    i_lo, i_hi = where[: lo.size], where[lo.size :]
+    # Parts outside the model's (padded) offset range have no rate; their ends may
+    # still be on the range's edge, where the rate is the edge value.
+    beyond = (0.5 * (lo + hi) < grid.offset_edges[0]) | (0.5 * (lo + hi) > grid.offset_edges[-1])
+    t_lo, t_hi = np.deg2rad(lo), np.deg2rad(hi)
+
+    lead_shape = grid.values.shape[:-2]
+    flat = log_values.reshape(-1, *log_values.shape[-2:])
+    out = np.empty((flat.shape[0], e_edges.size - 1, t_edges.size - 1))
+    for start in range(0, flat.shape[0], _CHUNK_ROWS):
+        chunk = flat[start : start + _CHUNK_ROWS]
+        at_edges = _evaluate_log(chunk, grid, e_edges[:, None], points[None, :])
+        per_bin = integrate_log_log(at_edges, e_edges, axis=-2)  # (rows, energy, points)
+        parts = _solid_angle_integral(per_bin[..., i_lo], per_bin[..., i_hi], t_lo, t_hi)
+        parts = np.where(beyond, 0.0, parts)
+        out[start : start + _CHUNK_ROWS] = np.add.reduceat(parts, starts, axis=-1)
+    values = out.reshape(*lead_shape, e_edges.size - 1, t_edges.size - 1) * MEV_PER_TEV
+    return xr.DataArray(
+        values,
+        dims=(*grid.lead_dims, ENERGY_DIM, OFFSET_DIM),
+        coords={**coords, **grid.lead_coords},
+        name="rate_integral",
+        attrs={"units": "s-1", "long_name": "events per second in the bin"},
+    )
+
+
+# --------------------------------------------------------------------------- run cube
+
+
+def _snap(values: NDArray[np.float64], lo: float, hi: float, atol: float) -> NDArray[np.float64]:
+    """Move values that lie outside [lo, hi] by rounding only onto the range's edges."""
+    out = values.copy()
+    below = (out < lo) & (out >= lo - abs(lo) * _EDGE_RTOL - atol)
+    above = (out > hi) & (out <= hi + abs(hi) * _EDGE_RTOL + atol)
+    out[below], out[above] = lo, hi
+    return out
+
+
+def consumer_counts(
+    rate: xr.DataArray,
+    cube: xr.Dataset,
+    *,
+    time: str | None = None,
+    interp_missing_data: bool = True,
+    pad_offset: bool = True,
+    n_sub: int = DEFAULT_SUBSTEPS,
+) -> xr.DataArray:
+    """Predicted counts of a model rate in every bin of the run cube, as the analysis predicts them.
+
+    Every run's rate is integrated over the cube's energy bins and offset
+    rings with :func:`rate_integrals` and multiplied by the cube's
+    ``exposure_time`` (run time x unexcluded fraction of the ring x safe-energy
+    mask), converted to the rate's time convention (:func:`time_scale`).
+    Taking the unexcluded fraction of a ring as a factor on the ring's integral
+    assumes the rate does not vary across the excluded part of the ring; the
+    cube keeps no more than that fraction.
+
+    Parameters
+    ----------
+    rate
+        Rate in s-1 MeV-1 sr-1 along ``(energy, offset)`` (the same for every
+        run) or ``(obs_id, energy, offset)`` (covering the cube's runs), with
+        edges. Its bins may differ from the cube's in energy and offset.
+    cube
+        Run cube with ``exposure_time``.
+    time
+        Time convention of the rate; default ``rate.attrs["time_convention"]``,
+        else the cube's.
+    interp_missing_data, pad_offset, n_sub
+        As for :func:`rate_integrals`.
+
+    Returns
+    -------
+    xarray.DataArray
+        Predicted counts along ``(obs_id, energy, offset)``, ``attrs["prediction"]
+        == "consumer"``. Zero where the cube has no exposure (below the safe
+        threshold, excluded rings); NaN in exposed bins that reach beyond the
+        model's energy or offset edges (the analysis would predict 0 there:
+        the model does not say) or whose integral involves a NaN rate.
+        Cube edges within rounding of the model's outer edges are taken as
+        equal to them.
+    """
+    convention = time or str(
+        rate.attrs.get("time_convention", cube.attrs.get("time_convention", "ontime"))
+    )
+    if OBS_DIM in rate.dims:
+        missing = np.setdiff1d(cube[OBS_DIM].values, rate[OBS_DIM].values)
+        if missing.size:
+            raise ValueError(f"the rate has no model for runs {missing.tolist()} of the cube")
+        rate = rate.sel({OBS_DIM: cube[OBS_DIM].values})
+    # The analysis' map axis would hold the cube's energy edges rounded through log, and
+    # compares them with the model's rounded the same way.
+    e_model = _log_axis_edges(edges(rate, ENERGY_DIM))
+    t_model = edges(rate, OFFSET_DIM)
+    e_cube = _log_axis_edges(edges(cube, ENERGY_DIM))
+    t_cube = edges(cube, OFFSET_DIM)
+    e_eval = _snap(e_cube, e_model[0], e_model[-1], 0.0)
+    t_eval = _snap(t_cube, t_model[0], t_model[-1], _OFFSET_ATOL)
+    per_second = rate_integrals(
+        rate,
+        e_eval,
+        t_eval,
+        interp_missing_data=interp_missing_data,
+        pad_offset=pad_offset,
+        n_sub=n_sub,
+    ).values
+    covered_e = (e_eval[:-1] >= e_model[0]) & (e_eval[1:] <= e_model[-1])
+    covered_t = (t_eval[:-1] >= t_model[0]) & (t_eval[1:] <= t_model[-1])
+    per_second = np.where(covered_e[:, None] & covered_t[None, :], per_second, np.nan)
+    if per_second.ndim == 2:
+        per_second = np.broadcast_to(per_second, (cube.sizes[OBS_DIM], *per_second.shape))
+    exposure = (cube["exposure_time"] * time_scale(cube, convention)).transpose(
+        OBS_DIM, ENERGY_DIM, OFFSET_DIM
+    )
+    predicted = np.where(exposure.values > 0, per_second * exposure.values, 0.0)
+    dims = (OBS_DIM, ENERGY_DIM, OFFSET_DIM)
+    keep = {k: v.variable for k, v in cube.coords.items() if set(v.dims) <= set(dims)}
+    return xr.DataArray(
+        predicted,
+        dims=dims,
+        coords=keep,
+        name="predicted",
+        attrs={"units": "1", "long_name": "predicted counts", "prediction": "consumer"},
+    )
