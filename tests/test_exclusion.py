@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import astropy.units as u
 import numpy as np
@@ -260,6 +261,13 @@ def test_read_gammacat(gammacat_path):
     assert big.sum() > 0
     np.testing.assert_allclose(regions.radius.values[big], sigma[big], rtol=1e-7)
     np.testing.assert_array_equal(regions.radius.values[~big], 0.3)
+
+
+def test_read_catalog_missing_file_is_a_catalog_error(tmp_path):
+    """As documented: a CatalogError (a ValueError) naming the file, like every other problem."""
+    path = tmp_path / "no-such-catalogue.fits.gz"
+    with pytest.raises(CatalogError, match=re.escape(str(path)) + ": catalogue file not found"):
+        ex.read_catalog(path)
 
 
 def test_read_gammacat_without_minimum(gammacat_path):

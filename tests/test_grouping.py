@@ -61,6 +61,43 @@ def test_group_def_file_roundtrip(tmp_path):
         g.write_group_def(groups, path)
 
 
+def test_group_def_not_in_row_major_order_is_refused(tmp_path):
+    from astropy.table import Table
+
+    # Gammapy 0.6's layout, but group 0 is the upper zenith range
+    path = tmp_path / "group-def.fits"
+    Table({"GROUP_ID": [0, 1], "ZEN_PNT_MIN": [49, 0], "ZEN_PNT_MAX": [90, 49]}).write(path)
+    with pytest.raises(xbkg.ConfigError) as info:
+        g.read_group_def(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "row 0 (GROUP_ID 0) is ZEN_PNT_MIN 49, ZEN_PNT_MAX 90" in message
+    assert "in row-major order is ZEN_PNT_MIN 0, ZEN_PNT_MAX 49" in message
+    assert "write_group_def" in message
+    # the same groups in row-major order are read as they are
+    Table({"GROUP_ID": [0, 1], "ZEN_PNT_MIN": [0, 49], "ZEN_PNT_MAX": [49, 90]}).write(
+        path, overwrite=True
+    )
+    assert g.read_group_def(path)["zen_pnt_min"].values.tolist() == [0, 49]
+    # two axes: the second axis must vary fastest
+    Table(
+        {
+            "GROUP_ID": [0, 1, 2, 3],
+            "ZEN_PNT_MIN": [0, 49, 0, 49],
+            "ZEN_PNT_MAX": [49, 90, 49, 90],
+            "N_TELS": [3, 3, 4, 4],
+        }
+    ).write(path, overwrite=True)
+    with pytest.raises(xbkg.ConfigError, match=r"row 1 \(GROUP_ID 1\) is ZEN_PNT_MIN 49"):
+        g.read_group_def(path)
+    # GROUP_IDs that do not count 0, 1, ... are refused too
+    Table({"GROUP_ID": [1, 0], "ZEN_PNT_MIN": [0, 49], "ZEN_PNT_MAX": [49, 90]}).write(
+        path, overwrite=True
+    )
+    with pytest.raises(xbkg.ConfigError, match=r"GROUP_IDs \[1, 0\] are not.*row-major order"):
+        g.read_group_def(path)
+
+
 def test_nearest_group():
     groups = g.group_definitions([g.GroupAxis("ZEN_PNT", edges=(0, 20, 40, 60))])
     r = runs(zen_pnt=[10.0, 30.0, 70.0, 45.0])

@@ -567,12 +567,10 @@ def read_catalog(
 
     Raises
     ------
-    FileNotFoundError
-        If ``path`` does not exist.
     xbkg.errors.CatalogError
-        Naming the file: if it is damaged or truncated, lacks usable columns
-        (naming the missing and the accepted ones), or has rows with missing
-        or invalid positions or radii.
+        Naming the file: if it does not exist, is damaged or truncated, lacks
+        usable columns (naming the missing and the accepted ones), or has rows
+        with missing or invalid positions or radii.
     xbkg.errors.ConfigError
         If ``min_radius`` or ``default_radius`` cannot work. Both errors are
         ``ValueError`` subclasses.

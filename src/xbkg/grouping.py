@@ -273,7 +273,17 @@ def read_group_def(path: str | Path) -> xr.Dataset:
     """Read a ``group-def.fits`` (ours or Gammapy 0.6's) into group definitions.
 
     The groups must form a full cartesian grid of their axes, with GROUP_IDs
-    in row-major order; anything else is refused rather than re-numbered.
+    in row-major order (first axis slowest, edges increasing, values in the
+    order they first appear); anything else is refused rather than
+    re-numbered, since the GROUP_IDs of a file give models and runs their
+    meaning.
+
+    Raises
+    ------
+    ConfigError
+        If there is no GROUP_ID column, or the rows are not that grid in that
+        order (e.g. group 0 is not the first range); the message names the
+        file, the first row that differs and how to fix it.
     """
     from astropy.io import fits
 
@@ -296,9 +306,40 @@ def read_group_def(path: str | Path) -> xr.Dataset:
             axes.append(GroupAxis(n, values=tuple(dict.fromkeys(table[n].tolist()))))
     groups = group_definitions(axes)
     expected = groups[GROUP_DIM].values
+    fix = (
+        "write the rows as the full grid of the axes with GROUP_ID = 0, 1, ... in row-major "
+        "order (first axis slowest, edges increasing), e.g. with xbkg.grouping.write_group_def, "
+        "and rebuild the models that use the old numbering"
+    )
     if not np.array_equal(np.asarray(table["GROUP_ID"]), expected):
         raise ConfigError(
             f"{path}: GROUP_IDs {table['GROUP_ID'].tolist()} are not the row-major cartesian "
-            f"grid {expected.tolist()} of the axes {grouping_description(axes)}"
+            f"grid {expected.tolist()} of the axes {grouping_description(axes)}; {fix}"
+        )
+    # The same GROUP_IDs must also mean the same cells: a file whose group 0 is
+    # not the first range would otherwise be renumbered silently.
+    columns = {
+        str(var.attrs.get("gadf_name", str(name).upper())): var.values
+        for name, var in groups.coords.items()
+        if name != GROUP_DIM
+    }
+    differs = np.zeros(expected.size, dtype=bool)
+    for column, values in columns.items():
+        differs |= np.asarray(table[column]).astype(values.dtype) != values
+    if differs.any():
+        row = int(np.argmax(differs))
+
+        def cell(get: Any) -> str:
+            shown = {c: get(c) for c in columns}
+            return ", ".join(
+                f"{c} {v:g}" if isinstance(v, (int, float, np.number)) else f"{c} {v}"
+                for c, v in shown.items()
+            )
+
+        raise ConfigError(
+            f"{path}: row {row} (GROUP_ID {expected[row]}) is {cell(lambda c: table[c][row])}, "
+            f"but GROUP_ID {expected[row]} of the grid {grouping_description(axes)} in row-major "
+            f"order is {cell(lambda c: columns[c][row])}: the groups are not numbered in "
+            f"row-major order and reading the file would renumber them; {fix}"
         )
     return groups
