@@ -9,12 +9,25 @@ the run time x the unexcluded fraction of each ring x the safe-energy mask,
 and its ``counts`` are the events outside the exclusion regions. So for a
 model given as a rate along ``(energy, offset)``
 
-``predicted = rate x exposure_time x (solid angle x energy width)``
+``predicted = (rate integrated over the bin) x exposure_time``
 
 with the exposure converted to the model's time convention (ONTIME or
-LIVETIME, run by run). Field-of-view templates (``bkg_3d``, e.g. the per-run
-templates shipped in H.E.S.S. DR1) are integrated over the unexcluded part of
-each ring on a fine polar grid (:func:`template_counts`).
+LIVETIME, run by run). How the rate is integrated over a bin is the
+``prediction`` option:
+
+- ``"consumer"`` (default): as Gammapy's 3D analysis integrates a ``bkg_2d``
+  model (:mod:`xbkg.prediction`): the rate interpolated log-log between the
+  bin centres, integrated log-log between the energy edges and over each
+  ring's solid angle. A model that looks right bin by bin but misbehaves in
+  the analysis (an exact zero next to a populated bin empties that bin)
+  shows here as it will there;
+- ``"step"``: rate x energy width x ring solid angle, the rate taken as
+  constant inside each of its bins (the model's own bin integrals).
+
+Field-of-view templates (``bkg_3d``, e.g. the per-run templates shipped in
+H.E.S.S. DR1) are integrated over the unexcluded part of each ring on a fine
+polar grid, constant inside each template pixel (:func:`template_counts`),
+whatever the option.
 
 The per-run table (:func:`validate`) is a Dataset along ``obs_id``:
 
@@ -76,12 +89,13 @@ from xbkg.conventions import (
     MEV_PER_TEV,
     OBS_DIM,
     OFFSET_DIM,
-    TIME_CONVENTIONS,
 )
+from xbkg.prediction import PredictionMethod, consumer_counts, time_scale
 
 __all__ = [
     "DEFAULT_OFFSET_MAX",
     "ModelBuilder",
+    "PredictionMethod",
     "crossval",
     "crossval_predictions",
     "energy_redistribution",
@@ -119,31 +133,6 @@ _EDGE_RTOL = 1e-9
 
 
 # --------------------------------------------------------------------------- predictions
-
-
-def time_scale(cube: xr.Dataset, convention: str) -> xr.DataArray:
-    """Per run, the factor turning the cube's exposure time into ``convention`` time.
-
-    The cube's ``exposure_time`` is measured in its ``attrs["time_convention"]``
-    (ONTIME or LIVETIME); a model normalised per the other duration must be
-    multiplied by the run's other duration. The factor is e.g.
-    ``livetime / ontime`` of each run (its dead-time fraction).
-    """
-    own = str(cube.attrs.get("time_convention", "ontime"))
-    for name in (own, convention):
-        if name not in TIME_CONVENTIONS:
-            raise ValueError(f"time convention must be one of {TIME_CONVENTIONS}, got {name!r}")
-    if own == convention:
-        return xr.DataArray(np.ones(cube.sizes[OBS_DIM]), dims=OBS_DIM)
-    for name in (own, convention):
-        if name not in cube.coords:
-            raise KeyError(
-                f"the run cube has no {name!r} run coordinate, needed to convert its "
-                f"{own.upper()} exposure to the model's {convention.upper()}"
-            )
-    return (cube[convention] / cube[own]).drop_vars(
-        [c for c in cube[convention].coords if c != OBS_DIM]
-    )
 
 
 def energy_redistribution(
@@ -210,7 +199,11 @@ def _same_edges(a: NDArray[np.float64], b: NDArray[np.float64]) -> bool:
 
 
 def predict_counts(
-    rate: xr.DataArray, cube: xr.Dataset, *, time: str | None = None
+    rate: xr.DataArray,
+    cube: xr.Dataset,
+    *,
+    time: str | None = None,
+    prediction: PredictionMethod = "consumer",
 ) -> xr.DataArray:
     """Predicted counts of a model rate in every bin of the run cube.
 
@@ -219,22 +212,37 @@ def predict_counts(
     rate
         Background rate in s-1 MeV-1 sr-1 along ``(energy, offset)`` (the
         same for every run) or ``(obs_id, energy, offset)`` (one per run of the
-        cube), with energy and offset edges. The offset edges must be the
-        cube's; the energy edges may differ (the rate is then redistributed
-        with :func:`energy_redistribution`, exact where bins nest). NaN (no
-        model) propagates to the prediction.
+        cube), with energy and offset edges. NaN (no model) propagates to the
+        prediction.
     cube
         Run cube with ``exposure_time``.
     time
         Time convention of the rate; default ``rate.attrs["time_convention"]``,
         else the cube's.
+    prediction
+        ``"consumer"``: integrated as Gammapy's 3D analysis integrates the
+        model (:func:`xbkg.prediction.consumer_counts`); the model's bins may
+        differ from the cube's in energy and offset. ``"step"``: rate x energy
+        width x ring solid angle; the offset edges must be the cube's, the
+        energy edges may differ (the rate is then redistributed with
+        :func:`energy_redistribution`, exact where bins nest).
 
     Returns
     -------
     xarray.DataArray
         Predicted counts along ``(obs_id, energy, offset)``; zero where the cube
-        has no exposure (below the safe threshold, excluded rings).
+        has no exposure (below the safe threshold, excluded rings). The method
+        is in ``attrs["prediction"]``.
     """
+    if prediction == "consumer":
+        return consumer_counts(rate, cube, time=time)
+    if prediction != "step":
+        raise ValueError(f"prediction must be 'consumer' or 'step', got {prediction!r}")
+    return _step_counts(rate, cube, time=time)
+
+
+def _step_counts(rate: xr.DataArray, cube: xr.Dataset, *, time: str | None) -> xr.DataArray:
+    """Rate x energy width x ring solid angle x exposure (:func:`predict_counts`, ``"step"``)."""
     convention = time or str(
         rate.attrs.get("time_convention", cube.attrs.get("time_convention", "ontime"))
     )
@@ -286,7 +294,7 @@ def predict_counts(
             {k: v for k, v in cube.coords.items() if k in (ENERGY_DIM, OFFSET_DIM, OBS_DIM)}
         )
         .rename("predicted")
-        .assign_attrs(units="1", long_name="predicted counts")
+        .assign_attrs(units="1", long_name="predicted counts", prediction="step")
     )
 
 
@@ -549,6 +557,7 @@ def template_predictions(
     time: str | None = None,
     n_radial: int = DEFAULT_RADIAL_STEPS,
     n_azimuth: int = DEFAULT_AZIMUTH_STEPS,
+    prediction: PredictionMethod = "consumer",
 ) -> xr.DataArray:
     """Predicted counts of per-run templates in every bin of the run cube.
 
@@ -557,7 +566,7 @@ def template_predictions(
     templates
         One template per run of the cube, in the cube's ``obs_id`` order:
         ``bkg_3d`` (integrated with :func:`template_counts`) or ``bkg_2d``
-        (:func:`predict_counts`).
+        (:func:`predict_counts` with ``prediction``).
     cube
         Run cube (its ``ra_pnt``, ``dec_pnt`` and ``excluded_fraction`` are used).
     regions
@@ -565,16 +574,27 @@ def template_predictions(
     time
         Time convention of the templates: default the ``BKGTIME`` header
         keyword, else ``"livetime"`` (H.E.S.S. DR1).
+    n_radial, n_azimuth
+        Polar grid of :func:`template_counts` (``bkg_3d``).
+    prediction
+        How ``bkg_2d`` templates are integrated (:func:`predict_counts`).
+        ``bkg_3d`` templates are always integrated as constant inside each
+        pixel (:func:`template_counts`), a step prediction.
 
     Returns
     -------
     xarray.DataArray
-        Predicted counts along ``(obs_id, energy, offset)``.
+        Predicted counts along ``(obs_id, energy, offset)``; ``attrs["prediction"]``
+        says how they were integrated (``"step"`` for ``bkg_3d`` templates,
+        ``"mixed"`` if ``bkg_2d`` and ``bkg_3d`` ones were integrated differently).
     """
+    if prediction not in ("consumer", "step"):
+        raise ValueError(f"prediction must be 'consumer' or 'step', got {prediction!r}")
     if len(templates) != cube.sizes[OBS_DIM]:
         raise ValueError(f"need one template per run: {len(templates)} for {cube.sizes[OBS_DIM]}")
     e_edges, t_edges = edges(cube, ENERGY_DIM), edges(cube, OFFSET_DIM)
     out = []
+    used = set()
     for i, template in enumerate(templates):
         run = cube.isel({OBS_DIM: [i]})
         convention = (time or str(template.attrs.get("BKGTIME", DEFAULT_TEMPLATE_TIME))).lower()
@@ -596,13 +616,18 @@ def template_predictions(
                 dims=(OBS_DIM, ENERGY_DIM, OFFSET_DIM),
                 coords={OBS_DIM: run[OBS_DIM].values},
             ).where(run["exposure_time"].values > 0, 0.0)
+            used.add("step")
         else:
-            pred = predict_counts(template, run, time=convention)
+            pred = predict_counts(template, run, time=convention, prediction=prediction)
+            used.add(prediction)
         out.append(pred.drop_vars([c for c in pred.coords if c != OBS_DIM]))
     predicted = xr.concat(out, dim=OBS_DIM).assign_coords(
         {k: v for k, v in cube.coords.items() if set(v.dims) <= {ENERGY_DIM, OFFSET_DIM}}
     )
-    return predicted.rename("predicted").assign_attrs(units="1", long_name="predicted counts")
+    method = used.pop() if len(used) == 1 else "mixed"
+    return predicted.rename("predicted").assign_attrs(
+        units="1", long_name="predicted counts", prediction=method
+    )
 
 
 # --------------------------------------------------------------------------- validation
@@ -638,6 +663,7 @@ def validate(
     *,
     offset_max: float = DEFAULT_OFFSET_MAX,
     merge_rings: int = DEFAULT_MERGE_RINGS,
+    prediction: str | None = None,
 ) -> xr.Dataset:
     """Per-run comparison of observed and predicted counts, with the summary in ``attrs``.
 
@@ -662,6 +688,12 @@ def validate(
         fraction of an event is dominated by noise and hides shape errors),
         and fine enough to see the radial profile. Counts and predictions are
         summed over the exposed part of each validation ring only.
+    prediction
+        How ``predicted`` was computed (``"consumer"``, ``"step"``), recorded
+        in the summary; default ``predicted.attrs["prediction"]`` (set by
+        :func:`predict_counts`, :func:`template_predictions`,
+        :func:`crossval_predictions`), else ``"unknown"``. The counts are
+        given, so this only labels them; it must agree with the attribute.
 
     Returns
     -------
@@ -673,10 +705,18 @@ def validate(
         ``predicted_energy``, ``ratio_energy``; along ``(obs_id, energy,
         offset)`` (validation rings): ``residual`` (Pearson residual after
         per-run normalisation, NaN where unused); the run coordinates of the
-        cube; the summary of :func:`summarize` in ``attrs``.
+        cube; the summary of :func:`summarize` in ``attrs``, with
+        ``prediction``, ``offset_max`` and ``merge_rings``.
     """
     if merge_rings < 1:
         raise ValueError(f"merge_rings must be >= 1, got {merge_rings}")
+    labelled = predicted.attrs.get("prediction")
+    if prediction is not None and labelled is not None and prediction != labelled:
+        raise ValueError(
+            f"prediction={prediction!r}, but the predicted counts were computed with "
+            f"{labelled!r} (attrs['prediction'])"
+        )
+    method = str(prediction or labelled or "unknown")
     predicted = predicted.transpose(OBS_DIM, ENERGY_DIM, OFFSET_DIM)
     pred = predicted.reindex({OBS_DIM: cube[OBS_DIM].values})
     mask = validation_mask(cube, offset_max)
@@ -732,7 +772,9 @@ def validate(
     energy_coords = {k: v.variable for k, v in cube.coords.items() if v.dims == (ENERGY_DIM,)}
     table = table.assign_coords({**run_coords, **energy_coords})
     table.attrs = summarize(table, pearson.values[positive.values])
-    table.attrs.update({"offset_max": float(offset_max), "merge_rings": int(merge_rings)})
+    table.attrs.update(
+        {"offset_max": float(offset_max), "merge_rings": int(merge_rings), "prediction": method}
+    )
     return table
 
 
@@ -808,7 +850,12 @@ def fold_assignment(obs_ids: ArrayLike, k: int = 5, seed: int = 0) -> xr.DataArr
 
 
 def crossval_predictions(
-    cube: xr.Dataset, builder: ModelBuilder, *, k: int = 5, seed: int = 0
+    cube: xr.Dataset,
+    builder: ModelBuilder,
+    *,
+    k: int = 5,
+    seed: int = 0,
+    prediction: PredictionMethod = "consumer",
 ) -> xr.DataArray:
     """Held-out predicted counts of every run: each from a model built on the other folds.
 
@@ -821,12 +868,15 @@ def crossval_predictions(
         (e.g. :func:`grouped_builder`, :func:`xbkg.conditions.conditions_builder`).
     k, seed
         Folds (:func:`fold_assignment`).
+    prediction
+        How the rates are integrated over the cube's bins (:func:`predict_counts`).
 
     Returns
     -------
     xarray.DataArray
         Predicted counts along ``(obs_id, energy, offset)`` in the cube's run
-        order, with the ``fold`` of every run as a coordinate.
+        order, with the ``fold`` of every run as a coordinate and ``k``,
+        ``seed``, ``prediction`` in ``attrs``.
     """
     folds = fold_assignment(cube[OBS_DIM].values, k, seed)
     predictions = []
@@ -835,9 +885,9 @@ def crossval_predictions(
         train_cube = cube.isel({OBS_DIM: np.flatnonzero(~test)})
         test_cube = cube.isel({OBS_DIM: np.flatnonzero(test)})
         rate = builder(train_cube, test_cube)
-        predictions.append(predict_counts(rate, test_cube))
+        predictions.append(predict_counts(rate, test_cube, prediction=prediction))
     predicted = xr.concat(predictions, dim=OBS_DIM).reindex({OBS_DIM: cube[OBS_DIM].values})
-    return predicted.assign_coords(fold=folds).assign_attrs(k=k, seed=seed)
+    return predicted.assign_coords(fold=folds).assign_attrs(k=k, seed=seed, prediction=prediction)
 
 
 def crossval(
@@ -847,6 +897,7 @@ def crossval(
     k: int = 5,
     seed: int = 0,
     offset_max: float = DEFAULT_OFFSET_MAX,
+    prediction: PredictionMethod = "consumer",
 ) -> xr.Dataset:
     """k-fold cross-validation by run: build on k-1 folds, validate on the held-out one.
 
@@ -861,15 +912,17 @@ def crossval(
         Folds (:func:`fold_assignment`).
     offset_max
         As for :func:`validate`.
+    prediction
+        How the rates are integrated over the cube's bins (:func:`predict_counts`).
 
     Returns
     -------
     xarray.Dataset
         The :func:`validate` table of the held-out predictions of all runs
         (:func:`crossval_predictions`), with a ``fold`` coordinate and
-        ``k``/``seed`` in ``attrs``.
+        ``k``/``seed``/``prediction`` in ``attrs``.
     """
-    predicted = crossval_predictions(cube, builder, k=k, seed=seed)
+    predicted = crossval_predictions(cube, builder, k=k, seed=seed, prediction=prediction)
     table = validate(cube, predicted, offset_max=offset_max)
     table = table.assign_coords(fold=predicted["fold"])
     table.attrs.update({"k": k, "seed": seed})
