@@ -612,6 +612,15 @@ def _add_validation_commands(sub: Any) -> None:
             default=2.0,
             help="largest offset of the validation bins, deg (default: %(default)s)",
         )
+        cmd.add_argument(
+            "--prediction",
+            choices=["consumer", "step"],
+            default="consumer",
+            help="'consumer': integrate bkg_2d models as Gammapy's 3D analysis does (rate "
+            "interpolated log-log between bin centres, log-log energy integral; default); "
+            "'step': rate x bin width x ring solid angle. bkg_3d templates are always "
+            "integrated as constant per pixel",
+        )
         cmd.add_argument("--output", type=Path, help="write the per-run table (netCDF)")
         cmd.add_argument("--plot", type=Path, help="write the validation plots (PNG)")
         cmd.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
@@ -676,7 +685,8 @@ def _validation_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 def _report(table: Any, args: argparse.Namespace, title: str) -> None:
     s = table.attrs
     print(
-        f"{title}: {s['n_runs']} runs, offsets <= {s['offset_max']:g} deg: normalisation "
+        f"{title}: {s['n_runs']} runs, offsets <= {s['offset_max']:g} deg, prediction "
+        f"{s.get('prediction', 'unknown')}: normalisation "
         f"{s['normalisation']:.3f}, scatter of obs/pred {s['scatter']:.3f} (Poisson alone "
         f"{s['poisson_scatter']:.3f}), mean shape chi2/dof {s['chi2_dof']:.3f}, residual "
         f"significance {s['significance_mean']:.2f} +- {s['significance_width']:.2f}"
@@ -714,7 +724,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     store, cube, regions = _validation_inputs(args)
     templates = read_run_templates(store, cube["obs_id"].values)
-    predicted = template_predictions(templates, cube, regions)
+    predicted = template_predictions(templates, cube, regions, prediction=args.prediction)
     _report(validate(cube, predicted, offset_max=args.offset_max), args, "xbkg validate")
     return _report_skipped(cube)
 
@@ -729,7 +739,14 @@ def _cmd_crossval(args: argparse.Namespace) -> int:
         builder = conditions_builder(smoothing=args.smoothing)
     else:
         builder = grouped_builder(_grouping(args) or default_grouping(), smoothing=args.smoothing)
-    table = crossval(cube, builder, k=args.k, seed=args.seed, offset_max=args.offset_max)
+    table = crossval(
+        cube,
+        builder,
+        k=args.k,
+        seed=args.seed,
+        offset_max=args.offset_max,
+        prediction=args.prediction,
+    )
     _report(table, args, f"xbkg crossval ({args.model}, k={args.k}, seed={args.seed})")
     return _report_skipped(cube)
 
