@@ -111,7 +111,8 @@ def test_to_fits(bkg, tmp_path):
     np.testing.assert_array_equal(back.values, bkg.smoothed["rate"].sel(group=1).fillna(0).values)
     header = model_fits_header(bkg.smoothed.sel(group=1))
     assert back.attrs["GROUP_ID"] == 1
-    assert back.attrs["SMOOTHED"] == "adaptive" == header["SMOOTHED"][0]
+    assert back.attrs["SMOOTHED"] == "poisson" == header["SMOOTHED"][0]
+    assert back.attrs["NFILLED"] == int(bkg.smoothed["filled"].sel(group=1).sum())
     assert back.attrs["BKGTIME"] == "ONTIME"
     assert back.attrs["ZEN_PNT_MIN"] == 49.0
     with pytest.raises(ValueError, match="choose the one to write with group="):

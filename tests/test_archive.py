@@ -57,7 +57,7 @@ def test_archive_holds_everything(archive):
         assert ds.attrs["xbkg_version"]
         assert ds.attrs["source"] == f"xbkg {ds.attrs['xbkg_version']}"
         assert ds.attrs["xbkg_schema_version"] == ARCHIVE_VERSION
-        assert '"smoothing": "adaptive"' in ds.attrs["options"]
+        assert '"smoothing": "poisson"' in ds.attrs["options"]
         assert ds.attrs["region_catalog"] == "gammacat.fits.gz"
         # runs used per group
         assert int((ds["group_id"] == 0).sum()) == int(ds["n_runs"].sel(group=0))
@@ -129,11 +129,17 @@ def test_run_without_exposure_is_flagged(crab4_dir):
 def test_export_is_byte_identical_to_make(dr1_make_dir, archive, tmp_path, capsys):
     out = tmp_path / "exported"
     assert main(["export", str(archive), str(out)]) == 0
-    assert "wrote 5 files" in capsys.readouterr().out
+    # Every model file make wrote, per-run models included: all but the two indexes
+    # and the archive itself.
+    made = sorted(p.name for p in dr1_make_dir.iterdir())
+    expected = [
+        n for n in made if n not in ("background.nc", "hdu-index.fits.gz", "obs-index.fits.gz")
+    ]
+    assert f"wrote {len(expected)} files" in capsys.readouterr().out
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted(
-        ["group-def.fits"] + [model_filename(g, s) for g in (0, 1) for s in (False, True)]
-    )
+    assert names == expected
+    assert {model_filename(g, s) for g in (0, 1) for s in (False, True)} <= set(names)
+    assert sum(n.startswith("background_run_") for n in names) == 105
     for name in names:
         assert (out / name).read_bytes() == (dr1_make_dir / name).read_bytes(), name
     # refuses to overwrite, then does with --overwrite
@@ -161,7 +167,7 @@ def test_unknown_schema_version_is_refused(archive, tmp_path, capsys):
     with netCDF4.Dataset(future, "a") as nc:
         nc.xbkg_schema_version = np.int64(ARCHIVE_VERSION + 1)
     message = (
-        f"not an xbkg archive of schema version {ARCHIVE_VERSION} "
+        f"not an xbkg archive of schema version 2 or {ARCHIVE_VERSION} "
         rf"\(found schema 'xbkg-background-archive', version {ARCHIVE_VERSION + 1}\)"
     )
     with pytest.raises(ValueError, match=message):

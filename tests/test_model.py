@@ -157,3 +157,76 @@ def test_smooth_requires_rate():
         smooth(model)
     with pytest.raises(ValueError, match="method must be"):
         smooth(compute_rate(model), "boxcar")
+
+
+def _power_law_rate(index: float = -2.5) -> xr.DataArray:
+    from xbkg.axes import binned_coords
+
+    coords = binned_coords(None, None)
+    energy = np.sqrt(coords["energy_lo"].values * coords["energy_hi"].values)
+    offset = 0.5 * (coords["offset_lo"].values + coords["offset_hi"].values)
+    values = 1e-3 * energy[:, None] ** index * np.exp(-(offset[None, :] ** 2) / 2)
+    return xr.DataArray(values, dims=("energy", "offset"), coords=coords)
+
+
+def test_fill_continues_a_power_law_exactly():
+    from xbkg.model import fill_unconstrained
+
+    truth = _power_law_rate()
+    holed = truth.copy()
+    holed[:3] = 0.0  # below a threshold
+    holed[-2:] = np.nan  # beyond the last counts
+    holed[8] = 0.0  # an empty row inside
+    filled_rate, filled = fill_unconstrained(holed)
+    assert filled.dtype == bool
+    np.testing.assert_array_equal(
+        filled.values.any(axis=1), np.isin(np.arange(15), [0, 1, 2, 8, 13, 14])
+    )
+    np.testing.assert_allclose(filled_rate.values, truth.values, rtol=1e-9)
+    # constrained bins keep their value exactly, and the input is not modified
+    kept = ~filled.values
+    np.testing.assert_array_equal(filled_rate.values[kept], holed.values[kept])
+    assert np.all(holed[:3].values == 0)
+
+
+def test_fill_inside_a_row_and_limits():
+    from xbkg.model import fill_unconstrained
+
+    truth = _power_law_rate(index=-0.2)  # rising above: clipped to a falling continuation
+    holed = truth.copy()
+    holed[5, 40:50] = 0.0
+    holed[12:] = 0.0
+    mask = xr.ones_like(holed, dtype=bool)
+    mask[0] = False  # constrained explicitly excluded, although positive
+    filled_rate, filled = fill_unconstrained(holed, mask)
+    assert np.all(filled_rate.values > 0)
+    assert np.all(np.isfinite(filled_rate.values))
+    assert filled.values[0].all()
+    assert filled.values[5, 40:50].all()
+    assert filled.values[12:].all()
+    # log-linear along offset between the row's neighbours
+    centres = truth["offset"].values
+    ends = np.log(holed.values[5, [39, 50]])
+    expected = np.interp(centres[40:50], centres[[39, 50]], ends)
+    np.testing.assert_allclose(np.log(filled_rate.values[5, 40:50]), expected, rtol=1e-12)
+    # above the data the rate falls at least as E^-1
+    ratio = filled_rate.values[13] / filled_rate.values[12]
+    width = float(truth["energy"][13] / truth["energy"][12])
+    assert np.all(ratio <= width**-1 * (1 + 1e-12))
+    # a plane without any constrained bin is returned as it is, not marked
+    empty = xr.zeros_like(holed)
+    same, none = fill_unconstrained(empty)
+    assert not none.values.any()
+    assert np.all(same.values == 0)
+
+
+def test_fill_keeps_other_dimensions():
+    from xbkg.model import fill_unconstrained
+
+    one = _power_law_rate()
+    many = xr.concat([one, 2 * one], dim="group").assign_coords(group=[0, 1]).copy()
+    many[1, :2] = 0.0
+    rate, filled = fill_unconstrained(many.transpose("offset", "group", "energy"))
+    assert rate.dims == ("offset", "group", "energy")
+    assert int(filled.sel(group=0).sum()) == 0
+    np.testing.assert_allclose(rate.sel(group=1).values, 2 * one.T.values, rtol=1e-9)

@@ -11,11 +11,13 @@ from conftest import require
 from xbkg import exclusion
 from xbkg.cube import _vincenty_offset
 from xbkg.datastore import open_datastore, run_table
+from xbkg.grouping import GroupAxis
 from xbkg.io.gadf import read_bkg
 from xbkg.io.netcdf import read_archive
 from xbkg.pipeline import (
     PRESETS,
     BackgroundWarning,
+    Options,
     build_background,
     options_for,
     write_background,
@@ -143,7 +145,8 @@ def dr1_build(dr1_dir, gammacat_path, tmp_path_factory):
     store = open_datastore(dr1_dir)
     runs = run_table(store)
     regions = exclusion.read_catalog(gammacat_path)
-    bkg = build_background(store, runs, regions=regions)
+    # The group models in the index (the default gives every run a model of its own).
+    bkg = build_background(store, runs, regions=regions, options=Options(model="groups"))
     out = tmp_path_factory.mktemp("dr1") / "model"
     result = write_background(bkg, store, out, all_runs=runs)
     return store, runs, bkg, out, result
@@ -183,7 +186,14 @@ def test_dr1_model_and_files(dr1_build):
     raw = read_bkg(out / "background_2D_group_000_table.fits.gz")
     smooth = read_bkg(out / "smooth_background_2D_group_000_table.fits.gz")
     assert not np.array_equal(raw.values, smooth.values)  # the Gammapy 0.6 files were identical
-    np.testing.assert_allclose(raw.values, bkg.model["rate"].sel(group=0).fillna(0).values)
+    # Bins the data constrain hold the raw rate; the others a positive continuation.
+    measured = bkg.model["rate"].sel(group=0)
+    constrained = (measured > 0).values
+    np.testing.assert_allclose(raw.values[constrained], measured.values[constrained], rtol=1e-12)
+    assert np.all(raw.values > 0)
+    assert np.all(smooth.values > 0)
+    assert raw.attrs["NFILLED"] == int((~constrained).sum())
+    assert smooth.attrs["NFILLED"] == int(bkg.smoothed["filled"].sel(group=0).sum())
     assert raw.attrs["BKGTIME"] == "ONTIME"
     assert raw.attrs["HDUCLAS4"] == "BKG_2D"
 
@@ -254,21 +264,48 @@ def test_outputs_are_reproducible_and_not_overwritten(crab4, tmp_path):
 def test_runs_without_model_get_nearest_group(crab4, tmp_path):
     store, runs = crab4
     # Build from group-0 runs only: run 23523 (group 1) must still get a model.
-    options = options_for("default", missing_group="nearest")
+    options = options_for("default", missing_group="nearest", model="groups")
     bkg = build_background(store, runs.sel(obs_id=[23526, 23559]), options=options)
-    with pytest.warns(BackgroundWarning, match="OBS_ID 23523 is in group 1"):
+    with pytest.warns(BackgroundWarning, match=r"1 run of the data store \(1 in a group without"):
         result = write_background(bkg, store, tmp_path / "m", all_runs=runs)
     assert result["reassigned"] == [(23523, 1, 0)]
     hdu = Table.read(tmp_path / "m" / "hdu-index.fits.gz")
     row = hdu[(hdu["OBS_ID"] == 23523) & (hdu["HDU_TYPE"] == "bkg")]
     assert row["FILE_NAME"][0] == "smooth_background_2D_group_000_table.fits.gz"
+    # The full list is in the archive.
+    with xr.open_dataset(tmp_path / "m" / "background.nc") as ds:
+        assert ds["obs_id_reassigned"].values.tolist() == [23523]
+        assert ds["reassigned_own_group"].values.tolist() == [1]
+        assert ds["reassigned_model_group"].values.tolist() == [0]
 
     strict = build_background(
-        store, runs.sel(obs_id=[23526]), options=options_for(missing_group="error")
+        store,
+        runs.sel(obs_id=[23526]),
+        options=options_for(missing_group="error", model="groups"),
     )
-    with pytest.raises(ValueError, match=r"\(23523, 1\)"):
+    with pytest.raises(ValueError, match="OBS_IDs 23523"):
         write_background(strict, store, tmp_path / "strict", all_runs=runs)
     assert not (tmp_path / "strict").exists() or not any((tmp_path / "strict").iterdir())
+
+
+def test_runs_in_no_group_are_reported_once_and_get_the_nearest_group(crab4, tmp_path):
+    """Runs outside every group: one warning, the group nearest in zenith, not in number."""
+    store, runs = crab4
+    # Zenith angles: 23559 45.8, 23526 46.8, 23592 49.0, 23523 49.4 deg.
+    grouping = [GroupAxis("ZEN_PNT", edges=(10.0, 20.0, 46.0, 47.0))]
+    options = options_for(grouping=grouping)
+    assert options.model == "groups"  # asking for groups means wanting their models
+    bkg = build_background(store, runs, options=options)
+    with pytest.warns(BackgroundWarning) as record:
+        result = write_background(bkg, store, tmp_path / "m", all_runs=runs)
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert "2 runs of the data store (2 in no group" in message
+    assert "nearest group with runs in the grouping variables" in message
+    assert "23523" in message
+    assert "23592" in message
+    # Group 2 ([46, 47)) is the nearest to 49 deg, although group 1 holds run 23559.
+    assert sorted(result["reassigned"]) == [(23523, -1, 2), (23592, -1, 2)]
 
 
 def test_options_validation():

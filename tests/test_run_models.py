@@ -50,8 +50,17 @@ def test_every_run_points_at_its_own_model(store_path, tmp_path):
     obs_id = int(runs["obs_id"][3])
     rate = read_bkg(out / run_model_filename(obs_id))
     expected = run_rate(bkg.conditions, runs.sel(obs_id=[obs_id]), time="ontime")[0]
-    np.testing.assert_allclose(rate.values, expected.fillna(0.0).values, rtol=1e-12)
+    filled = result["background"].run_models["filled"].sel(obs_id=obs_id)
+    np.testing.assert_allclose(
+        rate.values[~filled.values], expected.values[~filled.values], rtol=1e-12
+    )
+    # below the run's own safe threshold every bin is a continuation, marked as filled
+    below = (rate["energy_hi"] <= float(runs["safe_energy_lo"].sel(obs_id=obs_id))).values
+    assert below.any()
+    assert filled.values[below].all()
+    assert np.all(rate.values > 0)
     header = fits.getheader(out / run_model_filename(obs_id), "BACKGROUND")
+    assert header["NFILLED"] == int(filled.sum())
     assert header["OBS_ID"] == obs_id
     assert header["BKGTIME"] == "ONTIME"
     assert header["BKGMODEL"] == "conditions"
@@ -107,14 +116,17 @@ def test_raw_index_and_livetime(store_path, tmp_path):
     assert rate.attrs["BKGTIME"] == "LIVETIME"
     raw = bkg.conditions.assign(rate=bkg.conditions["rate_raw"])
     expected = run_rate(raw, runs.sel(obs_id=[obs_id]), time="livetime")[0]
-    np.testing.assert_allclose(rate.values, expected.fillna(0.0).values, rtol=1e-12)
+    constrained = (rate.attrs["DATA_ELO"] <= rate["energy_lo"].values)[:, None]
+    constrained = constrained & (expected.values > 0)  # raw: bins without counts are filled
+    np.testing.assert_allclose(rate.values[constrained], expected.values[constrained], rtol=1e-12)
 
 
 def test_cli_make_defaults(store_path, tmp_path, capsys):
     out = tmp_path / "default"
     assert main(["make", str(store_path), str(out)]) == 0
     text = capsys.readouterr().out
-    assert "runs get a model of their own" in text
+    assert "per-run models of the condition model" in text
+    assert "for 8 runs of the data store" in text
     assert all(name.startswith("background_run_") for name in bkg_rows(out).values())
     # asking for groups, or for the Gammapy 0.6 preset, keeps the group models in the index
     for extra in (
@@ -126,3 +138,16 @@ def test_cli_make_defaults(store_path, tmp_path, capsys):
         assert main(["make", str(store_path), str(out), "-q", *extra]) == 0
         assert not list(out.glob("background_run_*"))
         assert all("_group_" in name for name in bkg_rows(out).values())
+
+
+def test_python_example_and_cli_write_the_same_files(store_path, tmp_path):
+    """One set of defaults: ``Options()`` and ``xbkg make`` build the same models."""
+    assert main(["make", str(store_path), str(tmp_path / "cli"), "-q"]) == 0
+    store = open_datastore(store_path)
+    bkg = build_background(store, run_table(store))
+    write_background(bkg, store, tmp_path / "python")
+    names = sorted(p.name for p in (tmp_path / "cli").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "python").iterdir())
+    assert any(n.startswith("background_run_") for n in names)
+    for name in names:
+        assert (tmp_path / "cli" / name).read_bytes() == (tmp_path / "python" / name).read_bytes()

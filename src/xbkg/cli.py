@@ -8,13 +8,12 @@ Heavy modules are imported inside the commands so that ``xbkg --help`` is fast.
 from __future__ import annotations
 
 import argparse
-import gc
 import signal
 import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from xbkg.errors import XbkgError, XbkgWarning
 
@@ -335,22 +334,6 @@ def _progress(quiet: bool):
     return show
 
 
-def _hide_dask() -> None:
-    """Keep xarray from importing dask in a command that does not use it.
-
-    When dask is installed, xarray imports it (and dask.array, and with it much
-    of scipy) the first time it checks whether an array is a dask array: about
-    as long as binning all runs of a small release. Without ``--scheduler``
-    nothing in ``xbkg make`` is a dask array, so in a fresh process the command
-    tells Python that dask is unavailable before xarray is first imported, and
-    xarray then treats dask as absent. When xarray is already loaded (the
-    command called from Python), nothing is changed: xarray has already decided.
-    """
-    if "xarray" not in sys.modules:
-        for name in ("dask", "distributed"):
-            sys.modules.setdefault(name, None)  # type: ignore[arg-type]
-
-
 def _grouping(args: argparse.Namespace) -> list[Any] | None:
     from xbkg.grouping import GroupAxis
 
@@ -371,73 +354,8 @@ def _grouping(args: argparse.Namespace) -> list[Any] | None:
     return axes or None
 
 
-def _default_model(args: argparse.Namespace) -> str:
-    """Condition model unless the user asked for groups or for the Gammapy 0.6 preset."""
-    if args.preset == "gammapy-0.6" or args.group or args.group_values:
-        return "groups"
-    return "conditions"
-
-
 def _cmd_make(args: argparse.Namespace) -> int:
-    if args.scheduler is None:
-        _hide_dask()
-    checks = _start_gzip_checks(args)
-    try:
-        return _make(args, checks)
-    finally:
-        if checks is not None:
-            checks.stop()
-
-
-def _start_gzip_checks(args: argparse.Namespace) -> Any:
-    """Check the gzip streams of the event files while the data model is imported.
-
-    Returns a :class:`xbkg.io.gzipcheck.GzipChecks`, or None when there is
-    nothing to gain: no checks asked for, runs binned elsewhere, the data model
-    already imported (called from Python), threads running (forking is unsafe),
-    or a data store the build will report as bad anyway. The build opens the
-    store again: the checks never report anything, the build does.
-    """
-    import threading
-
-    from xbkg.io import gzipcheck
-
-    if (
-        args.no_verify
-        or args.scheduler is not None
-        or "xarray" in sys.modules
-        or threading.active_count() > 1
-        or not gzipcheck.available()
-    ):
-        return None
-    import numpy as np
-
-    from xbkg.conventions import coord_name
-    from xbkg.datastore import event_locations, open_datastore, selected_rows
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the build warns
-            store = open_datastore(args.data_store)
-            obs = store.obs_index
-            columns = {coord_name(c): obs[c] for c in obs.colnames}
-            ids = np.asarray(obs["OBS_ID"], dtype=np.int64)
-            rows = selected_rows(ids, columns, args.obs_id, dict(args.select or []))
-            locations = event_locations(store)
-    except (XbkgError, OSError, ValueError, KeyError):
-        return None
-    # The order of the binning pass, so that what is checked in time is binned first.
-    paths = [str(locations[i][0]) for i in sorted(ids[rows].tolist()) if i in locations]
-    try:
-        return gzipcheck.GzipChecks(paths, args.workers or _default_workers(len(paths)))
-    except OSError:  # no more processes allowed: the files are checked while read
-        return None
-
-
-def _make(args: argparse.Namespace, checks: Any) -> int:
     from xbkg.pipeline import build_background, options_for, write_background
-
-    _imports_done()
 
     options = options_for(
         args.preset,
@@ -449,7 +367,7 @@ def _make(args: argparse.Namespace, checks: Any) -> int:
         min_radius=args.min_radius,
         index_model=args.index_model,
         missing_group=args.missing_group,
-        model=args.model or _default_model(args),
+        model=args.model,
     )
     store, all_runs, runs, regions = _store_runs_regions(args, options.min_radius)
 
@@ -469,7 +387,6 @@ def _make(args: argparse.Namespace, checks: Any) -> int:
         progress=_progress(args.quiet),
         skip_bad_runs=args.skip_bad_runs,
         verify=not args.no_verify,
-        verified=checks.stop() if checks is not None else (),
     )
     result = write_background(bkg, store, args.out_dir, all_runs=all_runs, overwrite=args.overwrite)
     if not args.quiet:
@@ -492,45 +409,72 @@ def _report_skipped(cube: Any) -> int:
     return 0
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _first(ids: Sequence[int], n: int = 5) -> str:
+    more = f" and {len(ids) - n} more" if len(ids) > n else ""
+    return ", ".join(str(i) for i in ids[:n]) + more
+
+
 def _print_summary(bkg: Any, result: dict[str, Any], n_runs: int) -> None:
     from xbkg.pipeline import group_summary
 
+    # The runs without a model of their group were reported once, as a warning.
+    bkg = result["background"]
     cube = bkg.cube
+    options = bkg.options
     n_used = cube.sizes["obs_id"]
     skipped = f" ({n_runs - n_used} skipped)" if n_used < n_runs else ""
-    print(
-        f"xbkg make: {n_used} runs{skipped}, {int(cube['n_events'].sum())} events read "
-        f"(time {bkg.options.time.upper()}, {bkg.options.exclusion_method} exclusion, "
-        f"{bkg.options.smoothing} smoothing)"
+    fill = (
+        "unconstrained bins filled"
+        if options.fill_unconstrained
+        else "zeros kept where the data say nothing, as Gammapy 0.6 wrote them"
     )
-    if bkg.conditions is not None:
-        n_own = sum(1 for name in result["files"] if name.startswith("background_run_"))
+    print(
+        f"xbkg make: models from {_plural(n_used, 'selected run')}{skipped}, "
+        f"{int(cube['n_events'].sum())} events read (time {options.time.upper()}, "
+        f"{options.exclusion_method} exclusion, {options.smoothing} smoothing, {fill})"
+    )
+    if bkg.run_models is not None:
+        n_own = bkg.run_models.sizes["obs_id"]
         print(
-            f"  condition model ({', '.join(map(str, bkg.conditions['condition'].values))}, "
-            f"{bkg.conditions.attrs['smoothing']} smoothing): {n_own} runs get a model of their own"
+            f"  index: per-run models of the condition model "
+            f"({', '.join(map(str, bkg.conditions['condition'].values))}) for "
+            f"{_plural(n_own, 'run')} of the data store (every run with known conditions, "
+            "selected or not); the group models are written too (--model groups to use them)"
         )
+    else:
+        print("  index: every run gets the model of its group")
     for row in group_summary(bkg):
         ranges = ", ".join(
             f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in row["range"].items()
         )
         print(
-            f"  group {row['group']:3d} ({ranges}): {len(row['runs'])} runs, {row['counts']} counts"
+            f"  group {row['group']:3d} ({ranges}): {_plural(len(row['runs']), 'run')}, "
+            f"{row['counts']} counts"
         )
     no_group = [int(o) for o in cube["obs_id"].values[cube["group_id"].values < 0]]
-    print(f"  runs in no group (not used): {len(no_group)}" + (f" {no_group}" if no_group else ""))
+    if no_group:
+        print(
+            f"  selected runs in no group (not in any group model): {len(no_group)}: "
+            f"{_first(no_group)}"
+        )
     print(
         f"  events left out: {int(cube['n_excluded'].sum())} in exclusion regions, "
         f"{int(cube['n_unsafe'].sum())} outside the safe energy range, "
         f"{int(cube['n_outside'].sum())} outside the binning, "
         f"{int(cube['n_invalid'].sum())} with NaN or infinite values"
     )
-    for name, what in (("n_invalid", "NaN or infinite values (dropped)"),):
-        for obs_id, n in zip(cube["obs_id"].values, cube[name].values, strict=True):
-            if n:
-                print(f"    OBS_ID {int(obs_id)}: {int(n)} events with {what}")
-    for obs_id, own, used in result["reassigned"]:
-        where = f"group {own}" if own >= 0 else "no group"
-        print(f"  index: OBS_ID {obs_id} ({where}, no model) uses group {used}'s model")
+    invalid = [
+        (int(o), int(n))
+        for o, n in zip(cube["obs_id"].values, cube["n_invalid"].values, strict=True)
+        if n
+    ]
+    if invalid:
+        listed = ", ".join(f"{o} ({n})" for o, n in invalid[:5])
+        print(f"    runs with NaN or infinite values (events dropped): {listed}")
     print(f"  wrote {len(result['files'])} files to {result['out_dir']}")
 
 
@@ -751,40 +695,9 @@ def _cmd_crossval(args: argparse.Namespace) -> int:
     return _report_skipped(cube)
 
 
-def program() -> int:
-    """The ``xbkg`` program (its script and ``python -m xbkg``): :func:`main`, then exit.
-
-    Importing numpy, pandas and xarray creates some 60,000 objects that the
-    cyclic garbage collector tracks, and no garbage, yet the collector walks
-    them again and again while they are created, and once more when the
-    interpreter exits: 0.3-0.5 s of a run of ``xbkg make`` on H.E.S.S. DR1,
-    about a fifth. In its own process, the command therefore imports with the
-    collector paused, then freezes what it imported out of the collector's
-    reach (:func:`gc.freeze`) and resumes it; at exit everything left is
-    frozen, since the process ends. :func:`main` alone leaves the collector as
-    it is, for use in a longer-lived process.
-    """
-    global _collector_paused
-    gc.disable()
-    _collector_paused = True
-    try:
-        return main()
-    finally:
-        _imports_done()
-        gc.freeze()
-
-
-#: Whether :func:`program` paused the garbage collector until the command's imports are done.
-_collector_paused = False
-
-
-def _imports_done() -> None:
-    """Resume the collector paused by :func:`program`, leaving the imported modules out of it."""
-    global _collector_paused
-    if _collector_paused:
-        _collector_paused = False
-        gc.freeze()
-        gc.enable()
+def program() -> NoReturn:
+    """The ``xbkg`` program (its script and ``python -m xbkg``): :func:`main`, then exit."""
+    sys.exit(main())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -808,8 +721,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "validate": _cmd_validate,
         "crossval": _cmd_crossval,
     }
-    if args.command != "make":
-        _imports_done()  # the other commands import with the collector on
     previous = _handle_termination()
     try:
         with warnings.catch_warnings():

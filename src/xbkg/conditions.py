@@ -82,7 +82,14 @@ import xarray as xr
 from numpy.typing import NDArray
 
 from xbkg.conventions import ENERGY_DIM, OBS_DIM, OFFSET_DIM, RATE_UNIT
-from xbkg.model import SmoothingMethod, SolidAngle, bin_volume, compute_rate, smooth
+from xbkg.model import (
+    DEFAULT_SMOOTHING,
+    SmoothingMethod,
+    SolidAngle,
+    bin_volume,
+    compute_rate,
+    smooth,
+)
 
 __all__ = [
     "CONDITIONS",
@@ -488,7 +495,7 @@ def fit_conditions(
     *,
     conditions: Sequence[str] = DEFAULT_CONDITIONS,
     shape_conditions: Sequence[str] = DEFAULT_SHAPE_CONDITIONS,
-    smoothing: SmoothingMethod = "poisson",
+    smoothing: SmoothingMethod = DEFAULT_SMOOTHING,
     solid_angle: SolidAngle = "exact",
     energy_smoothness: float = DEFAULT_ENERGY_SMOOTHNESS,
     period_days: float | None = DEFAULT_PERIOD_DAYS,

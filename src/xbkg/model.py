@@ -24,10 +24,12 @@ from xbkg.conventions import ENERGY_DIM, GROUP_DIM, OBS_DIM, OFFSET_DIM, RATE_UN
 from xbkg.grouping import assign_groups
 
 __all__ = [
+    "DEFAULT_SMOOTHING",
     "SmoothingMethod",
     "SolidAngle",
     "bin_volume",
     "compute_rate",
+    "fill_unconstrained",
     "smooth",
     "stack_groups",
 ]
@@ -35,6 +37,9 @@ __all__ = [
 SolidAngle = Literal["exact", "flat"]
 SmoothingMethod = Literal["poisson", "adaptive", "gammapy-0.6"]
 SMOOTHING_METHODS: tuple[str, ...] = ("poisson", "adaptive", "gammapy-0.6")
+#: The one default smoothing, read by :func:`smooth`, the condition model,
+#: :class:`xbkg.pipeline.Options`, the command line and cross-validation.
+DEFAULT_SMOOTHING: SmoothingMethod = "poisson"
 
 #: Penalty weights of the "poisson" smoothing: squared second differences of the
 #: log rate along offset bins and along energy bins (see :func:`smooth`).
@@ -133,7 +138,7 @@ def compute_rate(model: xr.Dataset, *, solid_angle: SolidAngle | None = None) ->
     return out
 
 
-def smooth(model: xr.Dataset, method: SmoothingMethod = "poisson") -> xr.Dataset:
+def smooth(model: xr.Dataset, method: SmoothingMethod = DEFAULT_SMOOTHING) -> xr.Dataset:
     """Smooth the rate of a model; returns a new model.
 
     Parameters
@@ -485,3 +490,147 @@ def _smooth_rows_gammapy06(
         k /= k.sum()
         out[i] = ndimage.convolve(r2[i], k, mode="reflect")  # exactly as Gammapy 0.6
     return out.reshape(counts.shape)
+
+
+#: Spectral index of the continuation along energy when a model has a single
+#: constrained energy row (about that of the cosmic-ray background).
+DEFAULT_CONTINUATION_INDEX = -2.7
+#: Bounds of the continuation slopes d log(rate) / d log(E): below the
+#: constrained range anything the data show (a steep fall or the turn-on at
+#: threshold), above it always falling, as a background spectrum does.
+_LOW_SLOPE_RANGE = (-8.0, 8.0)
+_HIGH_SLOPE_RANGE = (-8.0, -1.0)
+
+
+def fill_unconstrained(
+    rate: xr.DataArray,
+    constrained: xr.DataArray | None = None,
+    *,
+    solid_angle: SolidAngle = "exact",
+) -> tuple[xr.DataArray, xr.DataArray]:
+    """Replace the bins that the data do not constrain by a smooth, positive continuation.
+
+    Science tools do not read a ``bkg_2d`` model as steps: Gammapy integrates
+    each energy bin log-log between values interpolated from the model's
+    nodes, and interpolates along offset. An exact zero (or NaN written as
+    zero) next to a populated bin therefore takes almost all of the lower or
+    upper half of that bin with it. This function gives every such bin a
+    value that continues the model smoothly, so that the consumer's
+    interpolation between a filled and a constrained node follows the
+    constrained model:
+
+    - inside an energy row that has constrained bins, missing offsets are
+      interpolated linearly in log(rate) along offset, and continued with the
+      nearest constrained value beyond them;
+    - energy rows without any constrained bin between two constrained rows
+      are interpolated log-log per offset; rows below (above) the constrained
+      range continue the nearest constrained row's radial shape with a power
+      law whose index is the slope between the two nearest constrained rows
+      (their solid-angle weighted mean rates), clipped to
+      [-8, 8] below and to [-8, -1] above (a background spectrum falls at high
+      energies); with a single constrained row the index is
+      :data:`DEFAULT_CONTINUATION_INDEX`.
+
+    Constrained bins keep their value exactly.
+
+    Parameters
+    ----------
+    rate
+        Rate along ``(..., energy, offset)`` with edge coordinates; other
+        dimensions (``group``, ``obs_id``) are filled plane by plane.
+    constrained
+        Boolean mask of the bins the data constrain, broadcastable to
+        ``rate``; default: bins with a finite, positive rate. Bins outside the
+        mask, or whose rate is not finite and positive, are filled.
+    solid_angle
+        Ring solid angle used to weight offsets in the mean rates.
+
+    Returns
+    -------
+    rate, filled : xarray.DataArray
+        The filled rate (same dims, coords and attrs) and the boolean mask of
+        the bins filled (``long_name`` says so). A plane with no constrained
+        bin at all is returned unchanged and not marked as filled.
+    """
+    ok = np.isfinite(rate) & (rate > 0)
+    if constrained is not None:
+        ok = ok & constrained.astype(bool)
+    ok = ok.broadcast_like(rate).transpose(*rate.dims)
+    order = (*[d for d in rate.dims if d not in (ENERGY_DIM, OFFSET_DIM)], ENERGY_DIM, OFFSET_DIM)
+    values = rate.transpose(*order).values.astype(np.float64)
+    mask = ok.transpose(*order).values
+    log_energy = np.log(np.sqrt(_edges_of(rate, ENERGY_DIM)[:-1] * _edges_of(rate, ENERGY_DIM)[1:]))
+    offset_edges = _edges_of(rate, OFFSET_DIM)
+    offset_centres = 0.5 * (offset_edges[:-1] + offset_edges[1:])
+    weights = ring_solid_angle(rate, flat=solid_angle == "flat").values
+    planes = values.reshape(-1, *values.shape[-2:])
+    masks = mask.reshape(-1, *mask.shape[-2:])
+    filled_values = np.empty_like(planes)
+    filled_mask = np.zeros(planes.shape, dtype=bool)
+    for i, (plane, plane_ok) in enumerate(zip(planes, masks, strict=True)):
+        if plane_ok.any():
+            log_plane = _fill_log_plane(plane, plane_ok, log_energy, offset_centres, weights)
+            filled_values[i] = np.where(plane_ok, plane, np.exp(log_plane))
+            filled_mask[i] = ~plane_ok
+        else:
+            filled_values[i] = plane
+    out = rate.transpose(*order).copy(data=filled_values.reshape(values.shape))
+    filled = xr.DataArray(
+        filled_mask.reshape(values.shape),
+        dims=order,
+        coords=out.coords,
+        name="filled",
+        attrs={
+            "long_name": "bin not constrained by the data: rate filled by a smooth continuation",
+        },
+    )
+    return out.transpose(*rate.dims), filled.transpose(*rate.dims)
+
+
+def _edges_of(obj: xr.DataArray, dim: str) -> NDArray[np.float64]:
+    from xbkg.axes import edges
+
+    return edges(obj, dim)
+
+
+def _fill_log_plane(
+    rate: NDArray[np.float64],
+    ok: NDArray[np.bool_],
+    log_energy: NDArray[np.float64],
+    offset: NDArray[np.float64],
+    weights: NDArray[np.float64],
+) -> NDArray[np.float64]:
+    """Log of one (energy, offset) plane with its unconstrained bins filled."""
+    log_rate = np.full(rate.shape, np.nan)
+    rows = np.flatnonzero(ok.any(axis=1))
+    # Along offset, within each row that has constrained bins.
+    for e in rows:
+        good = ok[e]
+        log_rate[e] = np.interp(offset, offset[good], np.log(rate[e, good]))
+    # Along energy: rows between constrained rows, per offset, log-log.
+    first, last = rows[0], rows[-1]
+    inner = np.arange(first, last + 1)
+    missing = np.setdiff1d(inner, rows)
+    for t in range(rate.shape[1]):
+        log_rate[missing, t] = np.interp(log_energy[missing], log_energy[rows], log_rate[rows, t])
+    # Beyond the constrained rows: the nearest row's radial shape times a power law.
+    mean_log = np.log(np.exp(log_rate[rows]) @ weights / weights.sum())
+    for edge, neighbour, beyond, (low, high) in (
+        (first, rows[1] if rows.size > 1 else None, np.arange(first), _LOW_SLOPE_RANGE),
+        (
+            last,
+            rows[-2] if rows.size > 1 else None,
+            np.arange(last + 1, rate.shape[0]),
+            _HIGH_SLOPE_RANGE,
+        ),
+    ):
+        if beyond.size == 0:
+            continue
+        if neighbour is None:
+            slope = DEFAULT_CONTINUATION_INDEX
+        else:
+            i, j = np.searchsorted(rows, [edge, neighbour])
+            slope = (mean_log[j] - mean_log[i]) / (log_energy[neighbour] - log_energy[edge])
+        slope = float(np.clip(slope, low, high))
+        log_rate[beyond] = log_rate[edge] + slope * (log_energy[beyond] - log_energy[edge])[:, None]
+    return log_rate

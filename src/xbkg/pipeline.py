@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import warnings
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,14 +21,17 @@ import numpy as np
 import xarray as xr
 
 from xbkg import __version__
-from xbkg.axes import energy_edges, offset_edges
+from xbkg.axes import edges, energy_edges, offset_edges
 from xbkg.conventions import (
     ARCHIVE_FILE,
+    DEFAULT_MIN_RADIUS,
+    ENERGY_DIM,
     GROUP_DEF_FILE,
     GROUP_DIM,
     HDU_INDEX_FILE,
     OBS_DIM,
     OBS_INDEX_FILE,
+    OFFSET_DIM,
     TIME_KEYWORD,
     TimeConvention,
     coord_name,
@@ -45,8 +48,16 @@ from xbkg.grouping import (
     nearest_group,
     write_group_def,
 )
-from xbkg.io.outputs import all_or_nothing, alongside, check_outputs
-from xbkg.model import SmoothingMethod, SolidAngle, compute_rate, smooth, stack_groups
+from xbkg.io.outputs import all_or_nothing, check_outputs
+from xbkg.model import (
+    DEFAULT_SMOOTHING,
+    SmoothingMethod,
+    SolidAngle,
+    compute_rate,
+    fill_unconstrained,
+    smooth,
+    stack_groups,
+)
 
 __all__ = [
     "PRESETS",
@@ -59,7 +70,7 @@ __all__ = [
     "model_fits_header",
     "options_for",
     "run_model_filename",
-    "run_model_rates",
+    "run_models",
     "write_background",
     "write_model_files",
     "write_model_fits",
@@ -92,8 +103,9 @@ class Options:
     solid_angle
         ``"exact"`` spherical ring area or Gammapy 0.6's ``"flat"``.
     smoothing
-        Smoothing of the group models: ``"adaptive"``, ``"poisson"`` or
-        ``"gammapy-0.6"`` (see :func:`xbkg.model.smooth`).
+        Smoothing of the group models and of the condition model's reference
+        rate: ``"poisson"`` (default), ``"adaptive"`` or ``"gammapy-0.6"``
+        (see :func:`xbkg.model.smooth`).
     min_radius
         Smallest exclusion radius (deg) for catalogue sources.
     index_model
@@ -102,11 +114,21 @@ class Options:
         A run whose group has no model: ``"nearest"`` populated group (with a
         warning) or ``"error"``.
     model
-        What each run's entry in the HDU index points at: ``"groups"``, its
-        group's model; ``"conditions"``, a model of its own from
-        :func:`xbkg.conditions.fit_conditions` (zenith angle and muon
-        efficiency per energy bin, Poisson smoothing), written as one
-        ``bkg_2d`` file per run. The group models are written in both cases.
+        What each run's entry in the HDU index points at: ``"conditions"``, a
+        model of its own from :func:`xbkg.conditions.fit_conditions` (zenith
+        angle, muon efficiency and threshold per energy bin), written as one
+        ``bkg_2d`` file per run; ``"groups"``, its group's model. The group
+        models are written in both cases. Default (None): ``"groups"`` when a
+        grouping other than the default is given (asking for groups means
+        wanting their models), else ``"conditions"``.
+    fill_unconstrained
+        Give the bins of the written models that the data do not constrain
+        (below the safe threshold, without exposure or counts) a smooth,
+        positive continuation (:func:`xbkg.model.fill_unconstrained`), so that
+        science tools interpolating between bins (Gammapy integrates log-log in
+        energy) predict the right counts next to them. The filled bins are
+        recorded (``filled`` in the models and the archive, ``NFILLED`` in the
+        FITS headers). False keeps exact zeros, as Gammapy 0.6 wrote them.
     """
 
     energy_edges: tuple[float, ...] = field(default_factory=lambda: tuple(energy_edges()))
@@ -116,11 +138,34 @@ class Options:
     safe_energy: bool = True
     exclusion_method: ExclusionMethod = "exact"
     solid_angle: SolidAngle = "exact"
-    smoothing: SmoothingMethod = "adaptive"
-    min_radius: float = 0.3
+    smoothing: SmoothingMethod = DEFAULT_SMOOTHING
+    min_radius: float = DEFAULT_MIN_RADIUS
     index_model: Literal["smooth", "raw"] = "smooth"
     missing_group: Literal["nearest", "error"] = "nearest"
-    model: Literal["groups", "conditions"] = "groups"
+    model: Literal["groups", "conditions"] | None = None
+    fill_unconstrained: bool = True
+
+    def __post_init__(self) -> None:
+        if self.model is None:
+            # Resolved here, once, so that the command line, the Python API and
+            # the archive all record the same choice.
+            chosen = "conditions" if self.grouping == tuple(default_grouping()) else "groups"
+            object.__setattr__(self, "model", chosen)
+
+    def __repr__(self) -> str:
+        # Edges as ranges: the full tuples are hundreds of numbers.
+        parts = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("energy_edges", "offset_edges"):
+                unit = "TeV" if f.name == "energy_edges" else "deg"
+                text = f"<{len(value) - 1} bins {value[0]:g}-{value[-1]:g} {unit}>"
+            elif f.name == "grouping":
+                text = repr(_describe(value))
+            else:
+                text = repr(value)
+            parts.append(f"{f.name}={text}")
+        return f"Options({', '.join(parts)})"
 
     def to_json(self) -> str:
         """The options as a JSON string (stored in file headers and the archive)."""
@@ -141,6 +186,8 @@ PRESETS: dict[str, Options] = {
         solid_angle="flat",
         smoothing="gammapy-0.6",
         min_radius=0.0,
+        model="groups",
+        fill_unconstrained=False,
     ),
 }
 
@@ -163,6 +210,12 @@ def options_for(preset: str = "default", **overrides: Any) -> Options:
     for key in ("energy_edges", "offset_edges", "grouping"):
         if key in overrides:
             overrides[key] = tuple(overrides[key])
+    if (
+        "grouping" in overrides
+        and "model" not in overrides
+        and PRESETS[preset].model == "conditions"
+    ):
+        overrides["model"] = None  # chosen again for the new grouping (Options.model)
     return dataclasses.replace(PRESETS[preset], **overrides)
 
 
@@ -187,6 +240,10 @@ class Background:
     conditions
         The condition-dependent model (:func:`xbkg.conditions.fit_conditions`)
         when ``options.model == "conditions"``, else None.
+    run_models
+        The per-run models written for the data store's runs
+        (:func:`run_models`), once written (:func:`write_background` makes
+        them for every run of the store) or read from an archive; else None.
     """
 
     cube: xr.Dataset
@@ -196,6 +253,7 @@ class Background:
     regions: xr.Dataset | None
     options: Options
     conditions: xr.Dataset | None = None
+    run_models: xr.Dataset | None = None
 
 
 def build_background(
@@ -209,7 +267,6 @@ def build_background(
     progress: Callable[[int, int, int], None] | None = None,
     skip_bad_runs: bool = False,
     verify: bool = True,
-    verified: Collection[str] = (),
 ) -> Background:
     """Build grouped raw and smoothed background models from runs.
 
@@ -237,9 +294,8 @@ def build_background(
         Build without the runs that cannot be used instead of stopping at the
         first; they are listed, with the reason, in
         ``cube.attrs["skipped_runs"]`` (JSON) and in the archive.
-    verify, verified
-        Check the gzip checksum of every event file, except those already
-        ``verified`` (:func:`xbkg.cube.make_run_cube`).
+    verify
+        Check the gzip checksum of every event file (:func:`xbkg.cube.make_run_cube`).
 
     Raises
     ------
@@ -263,7 +319,6 @@ def build_background(
         progress=progress,
         skip_bad_runs=skip_bad_runs,
         verify=verify,
-        verified=verified,
     )
     cube.attrs["options"] = options.to_json()
     groups = group_definitions(options.grouping)
@@ -282,13 +337,32 @@ def build_background(
     model = compute_rate(stack_groups(cube, groups), solid_angle=options.solid_angle)
     model.attrs["options"] = options.to_json()
     smoothed = smooth(model, options.smoothing)
+    if options.fill_unconstrained:
+        smoothed = fill_model(smoothed, solid_angle=options.solid_angle)
     conditions = None
     if options.model == "conditions":
         from xbkg.conditions import fit_conditions
 
-        conditions = fit_conditions(cube, solid_angle=options.solid_angle)
+        conditions = fit_conditions(
+            cube, smoothing=options.smoothing, solid_angle=options.solid_angle
+        )
         conditions.attrs["options"] = options.to_json()
     return Background(cube, groups, model, smoothed, regions, options, conditions)
+
+
+def fill_model(model: xr.Dataset, *, solid_angle: SolidAngle = "exact") -> xr.Dataset:
+    """A model whose unconstrained bins hold a smooth continuation, and a ``filled`` mask.
+
+    The bins with exposure and a positive rate are kept; the others are
+    filled by :func:`xbkg.model.fill_unconstrained`, their ``rate_error``
+    set to NaN (the data say nothing there).
+    """
+    exposed = model["exposure_time"] > 0
+    rate, filled = fill_unconstrained(model["rate"], exposed, solid_angle=solid_angle)
+    out = model.assign(rate=rate.assign_attrs(model["rate"].attrs), filled=filled)
+    if "rate_error" in model:
+        out["rate_error"] = model["rate_error"].where(~filled)
+    return out
 
 
 def _describe(grouping: Sequence[GroupAxis]) -> str:
@@ -331,6 +405,8 @@ def model_fits_header(model: xr.Dataset) -> dict[str, Any]:
             "run duration normalising the rate",
         )
     header["SMOOTHED"] = (str(model.attrs.get("smoothing", "none")), "smoothing method")
+    if "filled" in model:
+        header.update(fill_cards(model["filled"]))
     version = model.attrs.get("xbkg_version", __version__)
     header["CREATOR"] = (f"xbkg {version}", "program that wrote this file")
     for name, var in model.coords.items():
@@ -345,6 +421,27 @@ def model_fits_header(model: xr.Dataset) -> dict[str, Any]:
             "group range",
         )
     return header
+
+
+def fill_cards(filled: xr.DataArray) -> dict[str, tuple[Any, str]]:
+    """Header keywords recording which bins of one model were filled.
+
+    ``BKGFILL`` (how), ``NFILLED`` (how many bins) and ``DATA_ELO`` /
+    ``DATA_EHI``: the energy range (TeV) of the rows holding bins that the
+    data constrain; outside it every bin is a continuation. The full mask is
+    in the archive (``filled``).
+    """
+    mask = filled.transpose(ENERGY_DIM, OFFSET_DIM).values
+    cards: dict[str, tuple[Any, str]] = {
+        "BKGFILL": ("loglog", "unconstrained bins: smooth continuation"),
+        "NFILLED": (int(mask.sum()), "bins filled (not constrained by the data)"),
+    }
+    rows = np.flatnonzero(~mask.all(axis=1))
+    if rows.size:
+        bin_edges = edges(filled, ENERGY_DIM)
+        cards["DATA_ELO"] = (float(bin_edges[rows[0]]), "[TeV] lowest energy constrained by data")
+        cards["DATA_EHI"] = (float(bin_edges[rows[-1] + 1]), "[TeV] highest energy constrained")
+    return cards
 
 
 def write_model_fits(
@@ -394,6 +491,8 @@ def model_files(bkg: Background) -> list[str]:
     names = [GROUP_DEF_FILE]
     for g in populated_groups(bkg):
         names += [model_filename(g, smooth=False), model_filename(g, smooth=True)]
+    if bkg.run_models is not None:
+        names += [run_model_filename(int(o)) for o in bkg.run_models[OBS_DIM].values]
     return names
 
 
@@ -412,11 +511,16 @@ def write_model_files(bkg: Background, directory: str | Path) -> list[Path]:
     """
     directory = Path(directory)
     written = [write_group_def(bkg.groups, directory / GROUP_DEF_FILE)]
+    raw = bkg.model
+    if bkg.options.fill_unconstrained:
+        raw = fill_model(raw, solid_angle=bkg.options.solid_angle)
     for g in populated_groups(bkg):
-        for model, is_smooth in ((bkg.model, False), (bkg.smoothed, True)):
+        for model, is_smooth in ((raw, False), (bkg.smoothed, True)):
             written.append(
                 write_model_fits(model, directory / model_filename(g, smooth=is_smooth), group=g)
             )
+    if bkg.run_models is not None:
+        written += write_run_model_files(bkg, bkg.run_models, directory)
     return written
 
 
@@ -467,6 +571,29 @@ def index_assignment(
     return {int(o): int(g) for o, g in zip(runs[OBS_DIM].values, used, strict=True)}, moved
 
 
+def reassignment_summary(bkg: Background, moved: Sequence[tuple[int, int, int]]) -> str:
+    """One sentence on the runs whose group has no model: how many, the rule, the first few.
+
+    ``moved`` is the list of :func:`index_assignment`; the full list is in the
+    archive (``obs_id_reassigned``).
+    """
+    n_none = sum(1 for _, own, _ in moved if own < 0)
+    where = []
+    if n_none:
+        where.append(f"{n_none} in no group")
+    if len(moved) > n_none:
+        where.append(f"{len(moved) - n_none} in a group without runs")
+    first = ", ".join(str(o) for o, _, _ in moved[:5])
+    more = f" and {len(moved) - 5} more" if len(moved) > 5 else ""
+    used = sorted({u for _, _, u in moved})
+    return (
+        f"{_runs(len(moved))} of the data store ({', '.join(where)} of the grouping "
+        f"{_describe(bkg.options.grouping)}) have no model of their group: each uses the model "
+        f"of the nearest group with runs in the grouping variables (group(s) {used}); "
+        f"OBS_IDs {first}{more} (all listed in the archive)"
+    )
+
+
 def output_files(bkg: Background) -> list[str]:
     """Names of the files :func:`write_background` writes."""
     return [*model_files(bkg), OBS_INDEX_FILE, HDU_INDEX_FILE, ARCHIVE_FILE]
@@ -499,7 +626,9 @@ def write_background(
     Returns
     -------
     dict
-        What was written and which runs got another group's model.
+        ``out_dir``, ``files`` (names written), ``reassigned`` (``(obs_id,
+        own group, group used)`` of the runs whose group has no model) and
+        ``background``: ``bkg`` with its per-run models.
 
     Raises
     ------
@@ -514,44 +643,38 @@ def write_background(
     from xbkg.io.netcdf import write_archive
 
     out_dir = Path(out_dir)
-    names = output_files(bkg)
-    check_outputs(out_dir, names, overwrite)
+    check_outputs(out_dir, output_files(bkg), overwrite)
     if all_runs is None:
         all_runs = run_table(store)
+    if bkg.run_models is None and bkg.conditions is not None:
+        bkg = dataclasses.replace(bkg, run_models=run_models(bkg, all_runs))
+    names = output_files(bkg)
     assignment, moved = index_assignment(bkg, all_runs)
+    if bkg.run_models is not None:  # runs with a model of their own keep it
+        own = set(bkg.run_models[OBS_DIM].values.tolist())
+        moved = [m for m in moved if m[0] not in own]
     if moved and bkg.options.missing_group == "error":
         raise ConfigError(
-            "runs whose group has no model (obs_id, group): "
-            + ", ".join(f"({o}, {g})" for o, g, _ in moved)
-            + "; add runs to those groups, change the grouping, or allow the nearest group's model"
+            f"{reassignment_summary(bkg, moved)}; add runs to those groups, change the "
+            "grouping, or let such runs use the nearest group's model (missing_group='nearest')"
         )
-    for obs_id, own, used in moved:
-        where = f"group {own}" if own >= 0 else "no group"
-        warnings.warn(
-            f"OBS_ID {obs_id} is in {where}, which has no model; it uses group {used}'s model",
-            BackgroundWarning,
-            stacklevel=2,
-        )
+    if moved:
+        warnings.warn(reassignment_summary(bkg, moved), BackgroundWarning, stacklevel=2)
     smooth_index = bkg.options.index_model == "smooth"
     files = {o: model_filename(g, smooth=smooth_index) for o, g in assignment.items()}
-    run_models = run_model_rates(bkg, all_runs) if bkg.conditions is not None else None
-    if run_models is not None:
-        files.update({int(o): run_model_filename(int(o)) for o in run_models[OBS_DIM].values})
-        names = [*names, *(run_model_filename(int(o)) for o in run_models[OBS_DIM].values)]
+    if bkg.run_models is not None:
+        files.update({int(o): run_model_filename(int(o)) for o in bkg.run_models[OBS_DIM].values})
 
     def write(stage: Path) -> None:
-        # The archive and the FITS files take about as long: written side by side.
-        with alongside(lambda: write_archive(bkg, stage / ARCHIVE_FILE, all_runs=all_runs)):
-            write_model_files(bkg, stage)
-            if run_models is not None:
-                write_run_model_files(bkg, run_models, stage)
-            make_hdu_index(store, out_dir, files, files_dir=stage).write(
-                stage / HDU_INDEX_FILE, "HDU_INDEX"
-            )
-            make_obs_index(store).write(stage / OBS_INDEX_FILE, "OBS_INDEX")
+        write_archive(bkg, stage / ARCHIVE_FILE, all_runs=all_runs, reassigned=moved)
+        write_model_files(bkg, stage)
+        make_hdu_index(store, out_dir, files, files_dir=stage).write(
+            stage / HDU_INDEX_FILE, "HDU_INDEX"
+        )
+        make_obs_index(store).write(stage / OBS_INDEX_FILE, "OBS_INDEX")
 
     all_or_nothing(out_dir, names, overwrite, write)
-    return {"out_dir": out_dir, "files": names, "reassigned": moved}
+    return {"out_dir": out_dir, "files": names, "reassigned": moved, "background": bkg}
 
 
 def run_model_filename(obs_id: int) -> str:
@@ -559,15 +682,26 @@ def run_model_filename(obs_id: int) -> str:
     return f"background_run_{obs_id:06d}.fits.gz"
 
 
-def run_model_rates(bkg: Background, runs: xr.Dataset) -> xr.DataArray | None:
-    """Each run's own rate from the condition model, in the options' time convention.
+def run_models(bkg: Background, runs: xr.Dataset) -> xr.Dataset | None:
+    """Each run's own model from the condition model, in the options' time convention.
 
     The smoothed rate, or the raw one if ``options.index_model == "raw"``.
+    With ``options.fill_unconstrained`` the bins that the data do not
+    constrain for that run (no training exposure, or outside the run's own
+    safe energy range) are filled (:func:`xbkg.model.fill_unconstrained`)
+    and marked in ``filled``.
 
     Runs whose conditions are unknown (no finite zenith angle or muon efficiency)
     are left out with a :class:`BackgroundWarning`; they keep their group's model.
+
+    Returns
+    -------
+    xarray.Dataset or None
+        ``rate`` (and ``filled``) along ``(obs_id, energy, offset)``; None
+        without a condition model.
     """
     from xbkg.conditions import CONDITIONS, COVARIATE_DIM, run_rate
+    from xbkg.cube import safe_energy_mask
 
     if bkg.conditions is None:
         return None
@@ -584,8 +718,8 @@ def run_model_rates(bkg: Background, runs: xr.Dataset) -> xr.DataArray | None:
     left_out = runs[OBS_DIM].values[~usable].tolist()
     if left_out:
         warnings.warn(
-            f"OBS_IDs {left_out} lack the conditions {names} of the condition model; "
-            "they use their group's model",
+            f"{_runs(len(left_out))} lack the conditions {names} of the condition model "
+            f"(OBS_IDs {left_out}); they use their group's model",
             BackgroundWarning,
             stacklevel=2,
         )
@@ -593,38 +727,56 @@ def run_model_rates(bkg: Background, runs: xr.Dataset) -> xr.DataArray | None:
     model = bkg.conditions
     if bkg.options.index_model == "raw":
         model = model.assign(rate=model["rate_raw"])
-    return run_rate(model, chosen, time=bkg.options.time)
+    rate = run_rate(model, chosen, time=bkg.options.time)
+    run_coords = [c for c in rate.coords if OBS_DIM in rate[c].dims and c != OBS_DIM]
+    rate = rate.drop_vars(run_coords)
+    rate.attrs["smoothing"] = str(bkg.conditions.attrs.get("smoothing", "none"))
+    if not bkg.options.fill_unconstrained:
+        return xr.Dataset({"rate": rate})
+    constrained = np.ones(rate.shape, dtype=bool)
+    if bkg.options.safe_energy:
+        energy = edges(rate, ENERGY_DIM)
+        nan = np.full(chosen.sizes[OBS_DIM], np.nan)
+        lo = chosen["safe_energy_lo"].values if "safe_energy_lo" in chosen else nan
+        hi = chosen["safe_energy_hi"].values if "safe_energy_hi" in chosen else nan
+        for i, (a, b) in enumerate(zip(lo, hi, strict=True)):
+            constrained[i] = safe_energy_mask(energy, float(a), float(b))[:, None]
+    mask = rate.copy(data=constrained)
+    filled_rate, filled = fill_unconstrained(rate, mask, solid_angle=bkg.options.solid_angle)
+    return xr.Dataset({"rate": filled_rate.assign_attrs(rate.attrs), "filled": filled})
 
 
-def write_run_model_files(
-    bkg: Background, rates: xr.DataArray, directory: str | Path
-) -> list[Path]:
-    """Write each run's own ``bkg_2d`` model (:func:`run_model_rates`) into ``directory``.
+def _runs(n: int) -> str:
+    return f"{n} run" if n == 1 else f"{n} runs"
 
-    Bins no training run exposed are written as 0, as in the group files. The
-    header holds ``OBS_ID``, ``BKGTIME``, ``SMOOTHED``, ``BKGMODEL =
-    'conditions'`` and ``CREATOR``.
+
+def write_run_model_files(bkg: Background, models: xr.Dataset, directory: str | Path) -> list[Path]:
+    """Write each run's own ``bkg_2d`` model (:func:`run_models`) into ``directory``.
+
+    Bins without a rate are written as 0 (only without filling). The header
+    holds ``OBS_ID``, ``BKGTIME``, ``SMOOTHED``, ``BKGMODEL = 'conditions'``,
+    the fill keywords (:func:`fill_cards`) and ``CREATOR``.
     """
     from xbkg.io.gadf import write_bkg_2d_files
 
-    assert bkg.conditions is not None
     directory = Path(directory)
     version = bkg.cube.attrs.get("xbkg_version", __version__)
-    smoothing = str(bkg.conditions.attrs.get("smoothing", "none"))
-    obs_ids = [int(o) for o in rates[OBS_DIM].values]
-    headers = [
-        {
+    smoothing = str(models["rate"].attrs.get("smoothing", "none"))
+    obs_ids = [int(o) for o in models[OBS_DIM].values]
+    headers = []
+    for obs_id in obs_ids:
+        header: dict[str, Any] = {
             "OBS_ID": (obs_id, "run this model is for"),
             TIME_KEYWORD: (bkg.options.time.upper(), "run duration normalising the rate"),
             "SMOOTHED": (smoothing, "smoothing method"),
             "BKGMODEL": ("conditions", "rate for the run's own observing conditions"),
-            "CREATOR": (f"xbkg {version}", "program that wrote this file"),
         }
-        for obs_id in obs_ids
-    ]
-    run_coords = [c for c in rates.coords if OBS_DIM in rates[c].dims and c != OBS_DIM]
+        if "filled" in models:
+            header.update(fill_cards(models["filled"].sel({OBS_DIM: obs_id})))
+        header["CREATOR"] = (f"xbkg {version}", "program that wrote this file")
+        headers.append(header)
     return write_bkg_2d_files(
-        rates.drop_vars(run_coords).fillna(0.0),
+        models["rate"].fillna(0.0),
         OBS_DIM,
         [directory / run_model_filename(o) for o in obs_ids],
         headers,

@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,7 +65,12 @@ __all__ = [
 ARCHIVE_SCHEMA = "xbkg-background-archive"
 #: Version 2 added the provenance variables (run_status, obs_id_not_selected)
 #: and the CF attributes listed in ``xbkg_archive_attrs``.
-ARCHIVE_VERSION = 2
+ARCHIVE_VERSION = 3
+#: Older versions still read: 2 lacks the fill masks and the per-run models
+#: (its models were written without filling).
+_READABLE_VERSIONS = (2, 3)
+_RUN_MODEL_DIM = "obs_id_model"
+_RUN_MODEL_RENAMES = {"rate": "run_model_rate", "filled": "run_model_filled"}
 
 #: Flag values of ``run_status`` and their meanings.
 RUN_STATUS: dict[int, str] = {0: "used", 1: "in_no_group", 2: "no_exposure"}
@@ -72,9 +78,14 @@ _ADDED = "xbkg_archive_attrs"
 _NOT_SELECTED = "obs_id_not_selected"
 _SKIPPED = "obs_id_skipped"
 _SKIP_REASON = "skip_reason"
+_REASSIGNED = "obs_id_reassigned"
 
 _RUN_RENAMES = {"counts": "run_counts", "exposure_time": "run_exposure_time"}
-_SMOOTH_RENAMES = {"rate": "smoothed_rate", "rate_error": "smoothed_rate_error"}
+_SMOOTH_RENAMES = {
+    "rate": "smoothed_rate",
+    "rate_error": "smoothed_rate_error",
+    "filled": "smoothed_filled",
+}
 _REGION_PREFIX = "region_"
 _SMOOTH_RENAMES_PAIRS = (("smoothed_rate", "smoothed_rate_error"),)
 
@@ -119,7 +130,12 @@ def _drop_added_attrs(ds: xr.Dataset) -> xr.Dataset:
     return ds
 
 
-def to_archive(bkg: Background, *, all_runs: xr.Dataset | None = None) -> xr.Dataset:
+def to_archive(
+    bkg: Background,
+    *,
+    all_runs: xr.Dataset | None = None,
+    reassigned: Sequence[tuple[int, int, int]] = (),
+) -> xr.Dataset:
     """One Dataset holding everything of a background build (in-memory form).
 
     Parameters
@@ -129,12 +145,21 @@ def to_archive(bkg: Background, *, all_runs: xr.Dataset | None = None) -> xr.Dat
     all_runs
         The run table of the whole data store, to record which runs the
         selection left out (``obs_id_not_selected``); optional.
+    reassigned
+        ``(obs_id, own group, group used)`` of the runs whose group has no
+        model, recorded as ``obs_id_reassigned`` with ``reassigned_own_group``
+        and ``reassigned_model_group`` (own group -1: in no group).
     """
     cube = bkg.cube.rename(_RUN_RENAMES)
-    smoothed = bkg.smoothed[list(_SMOOTH_RENAMES)].rename(_SMOOTH_RENAMES)
-    for name in _SMOOTH_RENAMES.values():
+    renames = {k: v for k, v in _SMOOTH_RENAMES.items() if k in bkg.smoothed}
+    smoothed = bkg.smoothed[list(renames)].rename(renames)
+    for name in renames.values():
         smoothed[name].attrs["smoothing"] = bkg.smoothed.attrs.get("smoothing", "")
     ds = xr.merge([cube, bkg.model, smoothed], compat="identical", join="exact")
+    if bkg.run_models is not None:
+        own = bkg.run_models.rename({OBS_DIM: _RUN_MODEL_DIM, **_RUN_MODEL_RENAMES})
+        ds = ds.merge(own, compat="identical", join="exact", combine_attrs="override")
+        ds[_RUN_MODEL_DIM].attrs["long_name"] = "OBS_ID of the run a per-run model is for"
     if bkg.regions is not None:
         regions = bkg.regions.rename({k: f"{_REGION_PREFIX}{k}" for k in bkg.regions.variables})
         ds = ds.merge(regions, combine_attrs="override")
@@ -156,6 +181,21 @@ def to_archive(bkg: Background, *, all_runs: xr.Dataset | None = None) -> xr.Dat
             left_out.astype(np.int64),
             dims=_NOT_SELECTED,
             attrs={"long_name": "OBS_IDs of the data store left out by the run selection"},
+        )
+    if reassigned:
+        table = np.asarray(reassigned, dtype=np.int64).reshape(-1, 3)
+        ds[_REASSIGNED] = xr.DataArray(
+            table[:, 0],
+            dims=_REASSIGNED,
+            attrs={"long_name": "OBS_IDs whose group has no model (the index uses another)"},
+        )
+        ds["reassigned_own_group"] = xr.DataArray(
+            table[:, 1], dims=_REASSIGNED, attrs={"long_name": "GROUP_ID of the run (-1: none)"}
+        )
+        ds["reassigned_model_group"] = xr.DataArray(
+            table[:, 2],
+            dims=_REASSIGNED,
+            attrs={"long_name": "GROUP_ID of the model the HDU index gives the run"},
         )
     skipped = json.loads(bkg.cube.attrs.get(SKIPPED_ATTR, "{}"))
     if skipped:
@@ -186,19 +226,36 @@ def from_archive(ds: xr.Dataset, source: str = "archive") -> Background:
     from xbkg.pipeline import Background, Options
 
     version = ds.attrs.get("xbkg_schema_version")
-    if ds.attrs.get("xbkg_schema") != ARCHIVE_SCHEMA or version != ARCHIVE_VERSION:
+    if ds.attrs.get("xbkg_schema") != ARCHIVE_SCHEMA or version not in _READABLE_VERSIONS:
         found = version.item() if isinstance(version, np.generic) else version
         raise ValueError(
-            f"{source}: not an xbkg archive of schema version {ARCHIVE_VERSION} "
+            f"{source}: not an xbkg archive of schema version "
+            f"{' or '.join(map(str, _READABLE_VERSIONS))} "
             f"(found schema {ds.attrs.get('xbkg_schema')!r}, version {found!r}); "
             "read it with the xbkg version that wrote it"
         )
+    run_models = None
+    run_model_vars = [v for v in _RUN_MODEL_RENAMES.values() if v in ds.variables]
+    if run_model_vars:
+        run_models = _drop_added_attrs(ds[run_model_vars]).rename(
+            {_RUN_MODEL_DIM: OBS_DIM, **{v: k for k, v in _RUN_MODEL_RENAMES.items()}}
+        )
+        run_models = run_models.drop_vars(
+            [
+                c
+                for c in run_models.coords
+                if c not in ("energy", "offset", OBS_DIM)
+                and not str(c).startswith(("energy_", "offset_"))
+            ]
+        )
+        run_models.attrs = {}
+        ds = ds.drop_dims(_RUN_MODEL_DIM)
     skipped = {}
     if _SKIPPED in ds.variables:
         reasons = ds[_SKIP_REASON].values.tolist()
         skipped = dict(zip(ds[_SKIPPED].values.tolist(), reasons, strict=True))
     ds = _drop_added_attrs(ds).drop_vars(["run_status", _NOT_SELECTED], errors="ignore")
-    for dim in (_NOT_SELECTED, _SKIPPED):
+    for dim in (_NOT_SELECTED, _SKIPPED, _REASSIGNED):
         if dim in ds.dims:
             ds = ds.drop_dims(dim)
     raw: dict[str, Any] = json.loads(ds.attrs["options"])
@@ -212,6 +269,8 @@ def from_archive(ds: xr.Dataset, source: str = "archive") -> Background:
     )
     for key in ("energy_edges", "offset_edges"):
         raw[key] = tuple(raw[key])
+    if version == 2:  # written before models were filled
+        raw.setdefault("fill_unconstrained", False)
     options = Options(**raw)
     attrs = {
         k: v
@@ -237,19 +296,18 @@ def from_archive(ds: xr.Dataset, source: str = "archive") -> Background:
         cube.attrs[SKIPPED_ATTR] = json.dumps({str(k): v for k, v in skipped.items()})
     model_all = ds[group_vars]
     model_all = model_all.drop_vars([c for c in model_all.coords if OBS_DIM in model_all[c].dims])
-    model = model_all.drop_vars(list(_SMOOTH_RENAMES.values()))
+    present = {k: v for k, v in _SMOOTH_RENAMES.items() if v in model_all.variables}
+    model = model_all.drop_vars(list(present.values()))
     model.attrs = {**attrs, "smoothing": "none"}
-    smoothed = model.assign(
-        {k: model_all[v] for k, v in _SMOOTH_RENAMES.items()},
-    )
-    for k in _SMOOTH_RENAMES:
+    smoothed = model.assign({k: model_all[v] for k, v in present.items()})
+    for k in present:
         smoothed[k].attrs = {a: b for a, b in smoothed[k].attrs.items() if a != "smoothing"}
     smoothed.attrs = {**attrs, "smoothing": ds.attrs.get("smoothing", "")}
     # The group definitions are the group coordinates that describe a cell (gadf_name).
     definition = [c for c in model.coords if c == GROUP_DIM or "gadf_name" in model.coords[c].attrs]
     groups = xr.Dataset(coords={c: model.coords[c].variable for c in definition})
     groups.attrs["grouping"] = attrs.get("grouping", "")
-    return Background(cube, groups, model, smoothed, regions, options)
+    return Background(cube, groups, model, smoothed, regions, options, run_models=run_models)
 
 
 def write_archive(
@@ -257,6 +315,7 @@ def write_archive(
     path: str | Path,
     *,
     all_runs: xr.Dataset | None = None,
+    reassigned: Sequence[tuple[int, int, int]] = (),
     overwrite: bool = False,
 ) -> Path:
     """Write the archive (netCDF-4) through a temporary file and one rename.
@@ -269,6 +328,8 @@ def write_archive(
         Output file.
     all_runs
         Run table of the whole data store (records the runs not selected).
+    reassigned
+        Runs whose group has no model (:func:`to_archive`).
     overwrite
         Replace an existing file.
     """
@@ -277,7 +338,7 @@ def write_archive(
         raise FileExistsError(
             f"{path}: file exists; pass overwrite=True (--overwrite) to replace it"
         )
-    ds = to_cf_bounds(to_archive(bkg, all_runs=all_runs))
+    ds = to_cf_bounds(to_archive(bkg, all_runs=all_runs, reassigned=reassigned))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
