@@ -94,6 +94,7 @@ from xbkg.prediction import PredictionMethod, consumer_counts, time_scale
 
 __all__ = [
     "DEFAULT_OFFSET_MAX",
+    "HELD_OUT_OBS_IDS",
     "ModelBuilder",
     "PredictionMethod",
     "crossval",
@@ -102,6 +103,7 @@ __all__ = [
     "fold_assignment",
     "fov_coordinates",
     "grouped_builder",
+    "held_out_validation",
     "plot_validation",
     "predict_counts",
     "read_run_templates",
@@ -1004,3 +1006,43 @@ def plot_validation(table: xr.Dataset, *, label: str | None = None, axes: Any = 
     ax[3].set_xlabel("energy (TeV)")
     ax[3].set_ylabel("observed / predicted (mean, std over runs)")
     return ax
+
+
+# --------------------------------------------------------------------------- held-out runs
+
+#: H.E.S.S. DR1 runs kept out of all tuning: every 5th of the 61 off-plane runs
+#: (``|GLAT_PNT| > 10`` deg, as in ``benchmarks/crossval_dr1.py``) sorted by OBS_ID,
+#: starting with the 5th. Defaults and options are chosen by cross-validation on
+#: the other runs; these score a model trained on all the others
+#: (:func:`held_out_validation`), once the choices are made. Never tune on them.
+HELD_OUT_OBS_IDS: tuple[int, ...] = (
+    20915, 21851, 23143, 23736, 26791, 28967, 29177, 29683, 33791, 33796, 33801, 47828,
+)  # fmt: skip
+
+
+def held_out_validation(
+    cube: xr.Dataset,
+    builder: ModelBuilder,
+    held_out: Sequence[int] = HELD_OUT_OBS_IDS,
+    *,
+    offset_max: float = DEFAULT_OFFSET_MAX,
+    prediction: PredictionMethod = "consumer",
+) -> xr.Dataset:
+    """The :func:`validate` table of the ``held_out`` runs, predicted by a model of all others.
+
+    ``builder(train_cube, test_cube)`` is given the cube's other runs to build
+    from and the held-out runs of the cube to predict (as for :func:`crossval`).
+    ``attrs["n_train"]`` is the number of runs the model was built from.
+    """
+    test = np.isin(cube[OBS_DIM].values, np.asarray(held_out, dtype=np.int64))
+    if test.all() or not test.any():
+        raise ValueError(
+            f"the cube's {test.size} runs include {int(test.sum())} of the held-out runs: "
+            "need some of them and some others to build from"
+        )
+    train_cube = cube.isel({OBS_DIM: np.flatnonzero(~test)})
+    test_cube = cube.isel({OBS_DIM: np.flatnonzero(test)})
+    predicted = predict_counts(builder(train_cube, test_cube), test_cube, prediction=prediction)
+    table = validate(test_cube, predicted, offset_max=offset_max)
+    table.attrs["n_train"] = int(train_cube.sizes[OBS_DIM])
+    return table
