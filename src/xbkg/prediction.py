@@ -88,6 +88,11 @@ _EDGE_RTOL = 1e-7
 _OFFSET_ATOL = 1e-9
 # Leading rows evaluated at once in rate_integrals (bounds the memory of the sampled grid).
 _CHUNK_ROWS = 16
+# Where the log of the rate changes fast along offset (next to an exact zero it drops by
+# some 700 across a cell), a ring piece gets parts over which it changes by at most this
+# much, up to _MAX_PARTS parts.
+_MAX_LOG_STEP = 0.5
+_MAX_PARTS = 1024
 
 
 # --------------------------------------------------------------------------- time conventions
@@ -131,6 +136,30 @@ def _log_axis_edges(values: NDArray[np.float64]) -> NDArray[np.float64]:
     map's energy axis is made the same way.
     """
     return np.exp(np.log(values))
+
+
+def _snap(values: NDArray[np.float64], lo: float, hi: float, atol: float) -> NDArray[np.float64]:
+    """Move values that lie outside [lo, hi] by rounding only onto the range's edges."""
+    out = np.array(values, dtype=np.float64)
+    below = (out < lo) & (out >= lo - abs(lo) * _EDGE_RTOL - atol)
+    above = (out > hi) & (out <= hi + abs(hi) * _EDGE_RTOL + atol)
+    out[below], out[above] = lo, hi
+    return out
+
+
+def _map_energy_edges(
+    values: NDArray[np.float64], model_edges: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Energy edges of the bins to predict, as a map axis of the analysis would hold them.
+
+    Rounded through log like the model's (:func:`_log_axis_edges`). An outer
+    edge that then lies outside the model's range by rounding only (the round
+    trip is not always idempotent, and edges computed in different ways differ
+    in the last digits) is put on the range's edge: otherwise the rate would be
+    0 there, and the whole bin with it, for a difference of 1e-16.
+    """
+    model = _log_axis_edges(model_edges)
+    return _snap(_log_axis_edges(values), model[0], model[-1], 0.0)
 
 
 def _tiny_for(values: NDArray[Any]) -> float:
@@ -229,8 +258,9 @@ def _evaluate_log(
     )
     with np.errstate(over="ignore", invalid="ignore"):
         out = np.exp(scaled)
-        # Back from the log scale, values indistinguishable from the clipping level are 0.
-        out = np.where(out <= 2 * _OUTPUT_TINY, 0.0, out)
+        # Back from the log scale, values indistinguishable from the clipping level are 0;
+        # so are overflows (extrapolating away from a zero node can exceed the float range).
+        out = np.where((out <= 2 * _OUTPUT_TINY) | np.isinf(out), 0.0, out)
         # Beyond the axis edges (both included) the model is 0, as are non-finite coordinates.
         e, t = _log_axis_edges(grid.energy_edges), grid.offset_edges
         inside = (energy >= e[0]) & (energy <= e[-1]) & (offset >= t[0]) & (offset <= t[-1])
@@ -246,8 +276,13 @@ def evaluate_rate(rate: xr.DataArray, energy: ArrayLike, offset: ArrayLike) -> N
     (edges included in the model's range). Before the log, rates are clipped
     at the smallest normal number of their floating type (so a float32 rate
     and the same rate in float64 differ next to exact zeros, as in Gammapy);
-    results at or below twice the smallest normal float64 are 0. Unlike
-    Gammapy, a point whose interpolation cell has a NaN node is NaN, not 0.
+    results at or below twice the smallest normal float64 are 0, and so are
+    results that overflow. Unlike Gammapy, a point whose interpolation cell
+    has a NaN node is NaN, not 0.
+
+    Extrapolating a cell with a zero node away from it (between the last node
+    and the outer edge) makes the rate rise steeply, up to absurd values: the
+    analysis does this too, and so does this function.
 
     Parameters
     ----------
@@ -405,13 +440,27 @@ def consumer_model(
 
 
 def _subintervals(
-    offset_edges: NDArray[np.float64], breaks: NDArray[np.float64], n_sub: int
+    offset_edges: NDArray[np.float64], grid: _Grid, log_values: NDArray[np.float64], n_sub: int
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.intp]]:
     """Sub-intervals of every ring: lower and upper offsets (deg) and the first of each ring.
 
-    Each ring is cut at the ``breaks`` inside it (where the interpolated rate
-    has kinks or ends), and each piece into ``n_sub`` equal parts.
+    Each ring is cut at the model's offset nodes and outer edges inside it
+    (where the interpolated rate has kinks or ends), and each piece into
+    ``n_sub`` equal parts, or more where the rate changes fast along offset:
+    the closed form of :func:`_solid_angle_integral` is exact for each energy
+    edge's rate, but the energy integral between two edges whose rates fall
+    at different speeds is not log-linear, and needs finer parts there.
     """
+    nodes = grid.offset_nodes
+    breaks = np.concatenate([nodes, grid.offset_edges[[0, -1]]])
+    if nodes.size > 1:
+        # Largest change of the log rate across each offset cell, over energies and runs.
+        step = np.abs(np.diff(log_values, axis=-1)).reshape(-1, nodes.size - 1)
+        with np.errstate(invalid="ignore"):
+            finite = np.where(np.isfinite(step), step, 0.0)
+        change = finite.max(axis=0) / np.diff(nodes)  # per deg
+    else:
+        change = np.zeros(1)
     lows, highs, starts = [], [], []
     count = 0
     for a, b in itertools.pairwise(offset_edges):
@@ -420,10 +469,13 @@ def _subintervals(
         cuts = np.concatenate([[a], np.unique(inner), [b]])
         starts.append(count)
         for p0, p1 in itertools.pairwise(cuts):
-            points = np.linspace(p0, p1, n_sub + 1)
+            cell = np.clip(np.searchsorted(nodes, 0.5 * (p0 + p1)) - 1, 0, change.size - 1)
+            needed = int(np.ceil(change[cell] * (p1 - p0) / _MAX_LOG_STEP))
+            parts = min(max(n_sub, needed), max(n_sub, _MAX_PARTS))
+            points = np.linspace(p0, p1, parts + 1)
             lows.append(points[:-1])
             highs.append(points[1:])
-            count += n_sub
+            count += parts
     return np.concatenate(lows), np.concatenate(highs), np.asarray(starts, dtype=np.intp)
 
 
@@ -506,12 +558,11 @@ def rate_integrals(
     if int(n_sub) < 1:
         raise ValueError(f"n_sub must be >= 1, got {n_sub}")
     coords = binned_coords(energy=energy_edges, offset=offset_edges)
-    e_edges = edges(xr.Dataset(coords=coords), ENERGY_DIM)
-    t_edges = edges(xr.Dataset(coords=coords), OFFSET_DIM)
     grid = _consumer_grid(rate, interp_missing_data, pad_offset)
+    e_edges = _map_energy_edges(edges(xr.Dataset(coords=coords), ENERGY_DIM), grid.energy_edges)
+    t_edges = edges(xr.Dataset(coords=coords), OFFSET_DIM)
     log_values = _log_values(grid.values)
-    breaks = np.concatenate([grid.offset_nodes, grid.offset_edges[[0, -1]]])
-    lo, hi, starts = _subintervals(t_edges, breaks, int(n_sub))
+    lo, hi, starts = _subintervals(t_edges, grid, log_values, int(n_sub))
     points, where = np.unique(np.concatenate([lo, hi]), return_inverse=True)
     i_lo, i_hi = where[: lo.size], where[lo.size :]
     # Parts outside the model's (padded) offset range have no rate; their ends may
@@ -540,15 +591,6 @@ def rate_integrals(
 
 
 # --------------------------------------------------------------------------- run cube
-
-
-def _snap(values: NDArray[np.float64], lo: float, hi: float, atol: float) -> NDArray[np.float64]:
-    """Move values that lie outside [lo, hi] by rounding only onto the range's edges."""
-    out = values.copy()
-    below = (out < lo) & (out >= lo - abs(lo) * _EDGE_RTOL - atol)
-    above = (out > hi) & (out <= hi + abs(hi) * _EDGE_RTOL + atol)
-    out[below], out[above] = lo, hi
-    return out
 
 
 def consumer_counts(
@@ -603,23 +645,20 @@ def consumer_counts(
         if missing.size:
             raise ValueError(f"the rate has no model for runs {missing.tolist()} of the cube")
         rate = rate.sel({OBS_DIM: cube[OBS_DIM].values})
-    # The analysis' map axis would hold the cube's energy edges rounded through log, and
-    # compares them with the model's rounded the same way.
-    e_model = _log_axis_edges(edges(rate, ENERGY_DIM))
-    t_model = edges(rate, OFFSET_DIM)
-    e_cube = _log_axis_edges(edges(cube, ENERGY_DIM))
-    t_cube = edges(cube, OFFSET_DIM)
-    e_eval = _snap(e_cube, e_model[0], e_model[-1], 0.0)
+    e_model, t_model = edges(rate, ENERGY_DIM), edges(rate, OFFSET_DIM)
+    e_cube, t_cube = edges(cube, ENERGY_DIM), edges(cube, OFFSET_DIM)
     t_eval = _snap(t_cube, t_model[0], t_model[-1], _OFFSET_ATOL)
     per_second = rate_integrals(
         rate,
-        e_eval,
+        e_cube,
         t_eval,
         interp_missing_data=interp_missing_data,
         pad_offset=pad_offset,
         n_sub=n_sub,
     ).values
-    covered_e = (e_eval[:-1] >= e_model[0]) & (e_eval[1:] <= e_model[-1])
+    # Covered: inside the model's range as the analysis sees both (see _map_energy_edges).
+    e_map, e_range = _map_energy_edges(e_cube, e_model), _log_axis_edges(e_model[[0, -1]])
+    covered_e = (e_map[:-1] >= e_range[0]) & (e_map[1:] <= e_range[1])
     covered_t = (t_eval[:-1] >= t_model[0]) & (t_eval[1:] <= t_model[-1])
     per_second = np.where(covered_e[:, None] & covered_t[None, :], per_second, np.nan)
     if per_second.ndim == 2:
