@@ -191,3 +191,30 @@ def test_edges_round_trip_exactly(archive):
         np.testing.assert_array_equal(
             ds["offset_bounds"].values[:, 0], edges(bkg.model, "offset")[:-1]
         )
+
+
+def test_products_of_an_opened_archive_are_those_of_the_fits_model(archive):
+    """``ds.bkg`` on a plain ``xr.open_dataset``: the smoothed model (as in the FITS files)."""
+    import xbkg  # noqa: F401  (registers the accessor)
+
+    bkg = read_archive(archive)
+    with xr.open_dataset(archive) as ds:
+        smoothed = ds.bkg.acceptance_curve(energy=1.0)
+        raw = ds.bkg.acceptance_curve(energy=1.0, model="raw")
+        spectrum = ds.bkg.spectrum(offset=slice(0, 1))
+        with pytest.raises(ValueError, match="'smoothed' or 'raw'"):
+            ds.bkg.image(model="best")
+    np.testing.assert_allclose(
+        smoothed.values, bkg.smoothed.bkg.acceptance_curve(energy=1.0).values, rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        raw.values, bkg.model.bkg.acceptance_curve(energy=1.0).values, rtol=1e-12
+    )
+    assert not np.allclose(smoothed.values, raw.values)
+    np.testing.assert_allclose(
+        spectrum.values, bkg.smoothed.bkg.spectrum(offset=slice(0, 1)).values, rtol=1e-12
+    )
+    # the raw view of a smoothed model in memory is its observed counts
+    np.testing.assert_allclose(
+        bkg.smoothed.bkg.acceptance_curve(energy=1.0, model="raw").values, raw.values, rtol=1e-12
+    )

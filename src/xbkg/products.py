@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
@@ -67,6 +67,11 @@ __all__ = [
 #: A selection along a binned axis: a value (the bin containing it), a slice of
 #: values (the bins overlapping it), or None (the whole axis).
 Selection = float | slice | None
+
+#: Which model of an archive (or of a smoothed model) a product describes.
+ModelChoice = Literal["smoothed", "raw"]
+#: The smoothed rate's name in the archive (:mod:`xbkg.io.netcdf`).
+_ARCHIVE_SMOOTHED = "smoothed_rate"
 
 #: Overlaps shorter than this fraction of a bin width do not select the bin.
 _OVERLAP_RTOL = 1e-6
@@ -190,6 +195,20 @@ def _solid_angle_mode(ds: xr.Dataset) -> SolidAngle:
     return mode or "exact"
 
 
+def _model_view(ds: xr.Dataset, model: ModelChoice) -> xr.Dataset:
+    """The variables of the chosen model: ``rate`` smoothed or raw, ``attrs["smoothing"]``."""
+    if model not in ("smoothed", "raw"):
+        raise ValueError(f"model must be 'smoothed' or 'raw', got {model!r}")
+    if _ARCHIVE_SMOOTHED in ds.variables:  # an archive: both rates side by side
+        smoothing = str(ds.attrs.get("smoothing", "none"))
+        if model == "smoothed":
+            ds = ds.assign(rate=ds[_ARCHIVE_SMOOTHED])
+        return ds.assign_attrs(smoothing=smoothing if model == "smoothed" else "none")
+    if model == "raw" and _is_smoothed(ds):
+        return ds.drop_vars("rate").assign_attrs(smoothing="none")
+    return ds
+
+
 def _is_smoothed(ds: xr.Dataset) -> bool:
     return str(ds.attrs.get("smoothing", "none")) != "none"
 
@@ -206,6 +225,7 @@ def integrate(
     offset: Selection = None,
     energy_index: int | slice | None = None,
     offset_index: int | slice | None = None,
+    model: ModelChoice = "smoothed",
 ) -> xr.Dataset:
     """Sum a model over ranges of bins and divide: the rate over the range.
 
@@ -225,6 +245,11 @@ def integrate(
         Bins to use, by value (see :func:`bin_slice`); default: all.
     energy_index, offset_index
         Bins to use, by position, instead of by value.
+    model
+        For an archive opened with :func:`xarray.open_dataset` (it holds both
+        rates): ``"smoothed"`` (default), the model the FITS files hold, or
+        ``"raw"``, the observed counts. For a smoothed model in memory,
+        ``"raw"`` uses its observed counts instead of its rate.
 
     Returns
     -------
@@ -242,7 +267,7 @@ def integrate(
         For a selection outside an axis, an unknown dimension, or a Dataset
         without a ``rate`` nor ``counts`` and ``exposure_time``.
     """
-    ds = _with_edges(ds)
+    ds = _model_view(_with_edges(ds), model)
     summed = _as_dims(dims)
     for dim in (ENERGY_DIM, OFFSET_DIM):
         if dim not in ds.dims:
@@ -327,6 +352,7 @@ def acceptance_curve(
     *,
     energy_index: int | slice | None = None,
     sum_over: str | Sequence[str] = (),
+    model: ModelChoice = "smoothed",
 ) -> xr.DataArray:
     """Background rate versus offset over an energy bin or range.
 
@@ -341,6 +367,8 @@ def acceptance_curve(
         A bin position or slice of positions instead of ``energy``.
     sum_over
         Other dimensions to add up first, e.g. ``"obs_id"`` for several runs.
+    model
+        ``"smoothed"`` (default) or ``"raw"`` (see :func:`integrate`).
 
     Returns
     -------
@@ -355,7 +383,11 @@ def acceptance_curve(
     >>> curve = model.bkg.acceptance_curve(energy=slice(1, 10))  # doctest: +SKIP
     """
     result = integrate(
-        ds, (ENERGY_DIM, *_as_dims(sum_over)), energy=energy, energy_index=energy_index
+        ds,
+        (ENERGY_DIM, *_as_dims(sum_over)),
+        energy=energy,
+        energy_index=energy_index,
+        model=model,
     )
     return _product(result, "background rate (acceptance curve)")
 
@@ -366,6 +398,7 @@ def spectrum(
     *,
     offset_index: int | slice | None = None,
     sum_over: str | Sequence[str] = (),
+    model: ModelChoice = "smoothed",
 ) -> xr.DataArray:
     """Background rate versus energy over an offset bin or range.
 
@@ -380,6 +413,8 @@ def spectrum(
         A ring position or slice of positions instead of ``offset``.
     sum_over
         Other dimensions to add up first, e.g. ``"obs_id"`` for several runs.
+    model
+        ``"smoothed"`` (default) or ``"raw"`` (see :func:`integrate`).
 
     Returns
     -------
@@ -389,7 +424,11 @@ def spectrum(
         ``offset_lo``/``offset_hi`` coordinates.
     """
     result = integrate(
-        ds, (OFFSET_DIM, *_as_dims(sum_over)), offset=offset, offset_index=offset_index
+        ds,
+        (OFFSET_DIM, *_as_dims(sum_over)),
+        offset=offset,
+        offset_index=offset_index,
+        model=model,
     )
     return _product(result, "background rate (spectrum)")
 
@@ -402,6 +441,7 @@ def image(
     energy_index: int | slice | None = None,
     offset_index: int | slice | None = None,
     sum_over: str | Sequence[str] = (),
+    model: ModelChoice = "smoothed",
 ) -> xr.DataArray:
     """Background rate in every energy x offset bin.
 
@@ -413,6 +453,8 @@ def image(
         Restrict the image to some bins (see :func:`bin_slice`); default: all.
     sum_over
         Other dimensions to add up first, e.g. ``"obs_id"`` for several runs.
+    model
+        ``"smoothed"`` (default) or ``"raw"`` (see :func:`integrate`).
 
     Returns
     -------
@@ -426,6 +468,7 @@ def image(
         offset=offset,
         energy_index=energy_index,
         offset_index=offset_index,
+        model=model,
     )
     return _product(result, "background rate")
 
