@@ -6,7 +6,7 @@ import xarray as xr
 
 from xbkg import axes, simulate
 from xbkg.conditions import (
-    GEOMAGNETIC_FIELD,
+    SITES,
     condition_values,
     conditions_builder,
     fit_conditions,
@@ -201,11 +201,12 @@ def test_unavailable_conditions_are_dropped(sim_cube):
 
 def test_geomagnetic_condition():
     """sin of the angle between the pointing and the field, on a small table."""
-    field_az, field_alt = GEOMAGNETIC_FIELD
+    field_az, field_alt = SITES["H.E.S.S."].field_direction
     runs = xr.Dataset(
         {
             "zen_pnt": ("obs_id", [90.0 - field_alt, 0.0, 90.0, 90.0 - field_alt]),
             "az_pnt": ("obs_id", [field_az, 123.0, field_az + 90.0, field_az + 180.0]),
+            "telescop": ("obs_id", ["HESS"] * 4),
         },
         coords={"obs_id": [1, 2, 3, 4], "energy_lo": ("energy", [0.1, 1.0])},
     )

@@ -47,9 +47,12 @@ run's overall normalisation follow, which leave its shape unchanged:
 - run-level conditions (:data:`DEFAULT_RUN_CONDITIONS`): the training runs'
   log(observed / predicted) is regressed on them (:func:`run_condition_factor`).
   The default is ``geomagnetic``, the sine of the angle between the pointing
-  and the geomagnetic field (:data:`GEOMAGNETIC_FIELD`): pointed close to the
-  field (north, at about 25 deg zenith angle at the H.E.S.S. site) the
-  rate is lower;
+  and the geomagnetic field at the runs' site (:data:`SITES`, found from
+  ``GEOLAT``/``GEOLON`` or ``TELESCOP``; :func:`runs_site`): pointed close to
+  the field (north, at about 25 deg zenith angle at the H.E.S.S. site) the
+  rate is lower. When the site is unknown, or the runs come from several
+  sites, the term is left out with a :class:`ConditionsWarning` (and listed
+  in ``dropped_conditions``);
 - an observing-period correction scales each run by the shrunk mean of what
   remains of the log(observed / predicted) of the training runs taken within
   about :data:`DEFAULT_PERIOD_DAYS` days of it (:func:`period_correction`):
@@ -74,7 +77,9 @@ geomagnetic term as a condition per energy bin (it worsens the chi2/dof).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -82,6 +87,7 @@ import xarray as xr
 from numpy.typing import NDArray
 
 from xbkg.conventions import ENERGY_DIM, OBS_DIM, OFFSET_DIM, RATE_UNIT
+from xbkg.errors import XbkgWarning
 from xbkg.model import (
     DEFAULT_SMOOTHING,
     SmoothingMethod,
@@ -97,13 +103,16 @@ __all__ = [
     "DEFAULT_ROBUST_SCALE",
     "DEFAULT_RUN_CONDITIONS",
     "DEFAULT_SHAPE_CONDITIONS",
-    "GEOMAGNETIC_FIELD",
+    "SITES",
+    "ConditionsWarning",
+    "Site",
     "condition_values",
     "conditions_builder",
     "fit_conditions",
     "period_correction",
     "run_condition_factor",
     "run_rate",
+    "runs_site",
 ]
 
 COVARIATE_DIM = "condition"
@@ -126,12 +135,182 @@ def _near_threshold(runs: xr.Dataset, energy_lo: NDArray[np.float64]) -> NDArray
     return (_column(runs, "safe_energy_lo") / energy_lo[None, :]) ** 2
 
 
+class ConditionsWarning(XbkgWarning):
+    """A condition had to be left out of the model (e.g. the geomagnetic term: unknown site)."""
+
+
+@dataclass(frozen=True)
+class Site:
+    """An observatory site and the direction of the geomagnetic field there.
+
+    Attributes
+    ----------
+    name
+        Name used in messages and in the model's ``geomagnetic_site``.
+    latitude, longitude
+        Geodetic position in deg (north and east positive), matched against
+        the runs' ``GEOLAT``/``GEOLON``.
+    altitude
+        Height above sea level in m (documentation; not used for matching).
+    declination, inclination
+        Direction of the field in deg: the angle of its horizontal part east
+        of geographic north, and its dip below the horizontal (negative where
+        it points up, in the southern magnetic hemisphere).
+    telescop
+        ``TELESCOP`` values (upper case) that name this site.
+    """
+
+    name: str
+    latitude: float
+    longitude: float
+    altitude: float
+    declination: float
+    inclination: float
+    telescop: tuple[str, ...] = ()
+
+    @property
+    def field_direction(self) -> tuple[float, float]:
+        """(azimuth, altitude) in deg of the direction the field points to."""
+        return self.declination % 360.0, -self.inclination
+
+
+#: Known sites. Positions: the sites' published coordinates (those that Gammapy's
+#: ``observatory_locations`` and the H.E.S.S. DL3 DR1 headers give). Field
+#: directions: the World Magnetic Model WMM2020 (NOAA NCEI and BGS) at epoch
+#: 2020.0 at each position and altitude; IGRF-13 agrees within 0.05 deg. The
+#: direction drifts by about 0.1-0.2 deg per year (at H.E.S.S. in 2006:
+#: declination -14.2 deg, inclination -64.4 deg), which changes the term by far
+#: less than the run-to-run spread of the pointings.
+SITES: dict[str, Site] = {
+    site.name: site
+    for site in (
+        Site("H.E.S.S.", -23.271778, 16.500222, 1835.0, -12.85, -64.49, ("HESS", "H.E.S.S.")),
+        Site("MAGIC", 28.761944, -17.890000, 2200.0, -5.15, 37.49, ("MAGIC",)),
+        Site("VERITAS", 31.675058, -110.952158, 1268.0, 9.54, 58.14, ("VERITAS",)),
+        Site(
+            "CTAO-North",
+            28.762164,
+            -17.892005,
+            2147.0,
+            -5.15,
+            37.49,
+            ("CTAO-NORTH", "CTAO-N", "CTA-NORTH", "CTA-N"),
+        ),
+        Site(
+            "CTAO-South",
+            -24.683428,
+            -70.316344,
+            2150.0,
+            -3.53,
+            -23.62,
+            ("CTAO-SOUTH", "CTAO-S", "CTA-SOUTH", "CTA-S"),
+        ),
+    )
+}
+#: Runs whose GEOLAT/GEOLON lie within this distance (km) of a known site are
+#: taken to be there (the field direction changes far less over it).
+SITE_MATCH_KM = 20.0
+_EARTH_RADIUS_KM = 6371.0
+_ADD_SITE = (
+    "add GEOLAT and GEOLON (deg) and ALTITUDE (m) of the site to the obs-index header (or "
+    "the EVENTS headers), or a TELESCOP naming a known site ({known})"
+)
+
+
+def _run_sites(runs: xr.Dataset) -> tuple[list[Site | None], list[str]]:
+    """The known site of every run (None if unknown) and, per run, why it is unknown.
+
+    ``GEOLAT``/``GEOLON`` decide when present (both 0 is a placeholder some
+    writers leave, and counts as absent); else ``TELESCOP``.
+    """
+    n = runs.sizes[OBS_DIM]
+    lat = _optional(runs, "geolat", n)
+    lon = _optional(runs, "geolon", n)
+    placeholder = (lat == 0.0) & (lon == 0.0)
+    located = np.isfinite(lat) & np.isfinite(lon) & ~placeholder
+    sites = list(SITES.values())
+    site_lat = np.deg2rad([s.latitude for s in sites])
+    site_lon = np.deg2rad([s.longitude for s in sites])
+    with np.errstate(invalid="ignore"):
+        la, lo = np.deg2rad(lat)[:, None], np.deg2rad(lon)[:, None]
+        h = (
+            np.sin((la - site_lat) / 2) ** 2
+            + np.cos(la) * np.cos(site_lat) * np.sin((lo - site_lon) / 2) ** 2
+        )
+        km = 2 * _EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
+    telescop = (
+        [str(t).strip().upper() for t in runs["telescop"].values]
+        if "telescop" in runs.variables
+        else [""] * n
+    )
+    by_name = {name: s for s in sites for name in s.telescop}
+    out: list[Site | None] = []
+    why: list[str] = []
+    for i in range(n):
+        if located[i]:
+            j = int(np.argmin(km[i]))
+            near = km[i, j] <= SITE_MATCH_KM
+            out.append(sites[j] if near else None)
+            why.append("" if near else f"GEOLAT {lat[i]:g}, GEOLON {lon[i]:g} is no known site")
+        elif telescop[i] in by_name:
+            out.append(by_name[telescop[i]])
+            why.append("")
+        else:
+            out.append(None)
+            what = f"TELESCOP {telescop[i]!r} names no single known site" if telescop[i] else ""
+            why.append(what or "no GEOLAT/GEOLON or TELESCOP")
+    return out, why
+
+
+def _optional(runs: xr.Dataset, name: str, n: int) -> NDArray[np.float64]:
+    if name not in runs.variables:
+        return np.full(n, np.nan)
+    return np.asarray(runs[name].values, dtype=np.float64)
+
+
+def runs_site(runs: xr.Dataset) -> tuple[Site | None, str]:
+    """The one known site of all runs, or None and why not (naming what to add to the data).
+
+    The site of a run comes from its ``GEOLAT``/``GEOLON`` (the nearest of
+    :data:`SITES` within :data:`SITE_MATCH_KM`) or, without them, from its
+    ``TELESCOP`` (:attr:`Site.telescop`); :func:`xbkg.datastore.run_table`
+    reads both from the obs-index or the EVENTS headers.
+    """
+    sites, why = _run_sites(runs)
+    obs_ids = runs[OBS_DIM].values.tolist()
+    unknown = [o for o, s in zip(obs_ids, sites, strict=True) if s is None]
+    if unknown:
+        reasons = sorted({w for w in why if w})
+        first = ", ".join(map(str, unknown[:5])) + (" ..." if len(unknown) > 5 else "")
+        hint = _ADD_SITE.format(known=", ".join(SITES))
+        return None, (
+            f"the site of {len(unknown)} of {len(obs_ids)} runs is unknown "
+            f"({'; '.join(reasons)}; OBS_IDs {first}): {hint}"
+        )
+    names = sorted({s.name for s in sites if s is not None})
+    if len(names) > 1:
+        counts = ", ".join(
+            f"{name} ({sum(1 for s in sites if s is not None and s.name == name)} runs)"
+            for name in names
+        )
+        return None, (
+            f"the runs come from several sites: {counts}; the strength of the effect differs "
+            "between sites: build a model per site (select the runs of one)"
+        )
+    return (sites[0] if sites else None), ""
+
+
 def _geomagnetic(runs: xr.Dataset, energy_lo: NDArray[np.float64]) -> NDArray[np.float64]:
-    # sin of the angle between the pointing direction and the geomagnetic field
-    # (|B_perp| / |B| of the showers; :data:`GEOMAGNETIC_FIELD`).
+    # sin of the angle between the pointing direction and the geomagnetic field at
+    # each run's site (|B_perp| / |B| of the showers); NaN where the site is unknown.
     alt = np.deg2rad(90.0 - _column(runs, "zen_pnt"))
     az = np.deg2rad(_column(runs, "az_pnt"))
-    field_az, field_alt = np.deg2rad(GEOMAGNETIC_FIELD)
+    sites, _ = _run_sites(runs)
+    direction = np.array(
+        [s.field_direction if s is not None else (np.nan, np.nan) for s in sites],
+        dtype=np.float64,
+    ).reshape(-1, 2)
+    field_az, field_alt = np.deg2rad(direction[:, :1]), np.deg2rad(direction[:, 1:])
     cos_angle = np.sin(alt) * np.sin(field_alt) + np.cos(alt) * np.cos(field_alt) * np.cos(
         az - field_az
     )
@@ -163,10 +342,6 @@ CONDITIONS: dict[str, tuple[tuple[str, ...], ConditionFunction]] = {
 DEFAULT_CONDITIONS: tuple[str, ...] = ("log_secz", "log_muoneff", "near_threshold")
 DEFAULT_SHAPE_CONDITIONS: tuple[str, ...] = ()
 DEFAULT_RUN_CONDITIONS: tuple[str, ...] = ("geomagnetic",)
-#: Direction (azimuth, altitude in deg) of the geomagnetic field at the H.E.S.S.
-#: site (IGRF for 2004-2008: declination -14 deg, inclination -64 deg, i.e. the
-#: field points up and to the north); other sites need their own values.
-GEOMAGNETIC_FIELD = (346.0, 64.4)
 #: Ridge weight (in training runs) of the run-level normalisation regression.
 RUN_PRIOR_WEIGHT = 1.0
 #: Radius (deg) that scales the radial shape term s(t) = (offset / radius)^2.
@@ -198,7 +373,9 @@ def condition_values(runs: xr.Dataset, names: Sequence[str]) -> xr.DataArray:
     Raises
     ------
     KeyError
-        Naming the condition and the run column it needs, if missing or not finite.
+        Naming the condition and the run column it needs, if missing or not
+        finite (for ``geomagnetic``: the runs whose site is unknown, and what to
+        add to the data).
     """
     energy_lo = np.asarray(runs["energy_lo"].values, dtype=np.float64)
     shape = (runs.sizes[OBS_DIM], energy_lo.size)
@@ -210,9 +387,12 @@ def condition_values(runs: xr.Dataset, names: Sequence[str]) -> xr.DataArray:
         missing = [c for c in needs if c not in runs.variables]
         if missing:
             raise KeyError(f"condition {name!r} needs the run column(s) {missing}")
-        values = np.broadcast_to(np.asarray(func(runs, energy_lo), dtype=np.float64), shape)
+        with np.errstate(invalid="ignore"):
+            values = np.broadcast_to(np.asarray(func(runs, energy_lo), dtype=np.float64), shape)
         if not np.all(np.isfinite(values)):
             bad = runs[OBS_DIM].values[~np.isfinite(values).all(axis=1)].tolist()
+            if name == "geomagnetic" and runs_site(runs)[1]:
+                raise KeyError(f"condition {name!r}: {runs_site(runs)[1]}")
             raise KeyError(f"condition {name!r}: runs {bad} have no finite {needs}")
         columns.append(values)
     data = np.stack(columns, axis=-1) if columns else np.zeros((*shape, 0))
@@ -561,11 +741,24 @@ def fit_conditions(
         raise ValueError(f"shape conditions {unknown} must also be in conditions {conditions}")
     if cube.sizes[OBS_DIM] == 0:
         raise ValueError("fit_conditions needs at least one run")
+    site, site_problem = None, ""
+    if "geomagnetic" in (*conditions, *run_conditions):
+        site, site_problem = runs_site(cube)
+    if site_problem and not skip_unavailable:
+        raise KeyError(f"condition 'geomagnetic': {site_problem}")
     if skip_unavailable:
         dropped = [c for c in (*conditions, *run_conditions) if not _available(cube, c)]
+        if site_problem and "geomagnetic" not in dropped:
+            dropped.append("geomagnetic")
         conditions = [c for c in conditions if c not in dropped]
         shape_conditions = [c for c in shape_conditions if c not in dropped]
         run_conditions = [c for c in run_conditions if c not in dropped]
+        if site_problem:
+            warnings.warn(
+                f"the condition model leaves out the geomagnetic term: {site_problem}",
+                ConditionsWarning,
+                stacklevel=2,
+            )
     else:
         dropped = []
     values = condition_values(cube, conditions).values  # (run, energy, k)
@@ -710,6 +903,15 @@ def fit_conditions(
             "dropped_conditions": ", ".join(dropped),
         }
     )
+    if site is not None and "geomagnetic" not in dropped:
+        field_az, field_alt = site.field_direction
+        model.attrs.update(
+            {
+                "geomagnetic_site": site.name,
+                "geomagnetic_field_az": field_az,
+                "geomagnetic_field_alt": field_alt,
+            }
+        )
     return model
 
 
@@ -744,13 +946,19 @@ def run_condition_factor(model: xr.Dataset, runs: xr.Dataset) -> xr.DataArray:
     ``exp(a + sum_k g_k z_k)`` with the standardised run conditions ``z_k``,
     clipped to the training range, and the intercept ``a`` that keeps the
     training runs' total; a run lacking a column they need gets no factor from
-    that condition (it is taken at the training mean).
+    that condition (it is taken at the training mean), and so does a run at
+    another site than the training runs for the geomagnetic term.
     """
     ones = xr.DataArray(np.ones(runs.sizes[OBS_DIM]), dims=OBS_DIM)
     if "run_coefficient" not in model.variables or model.sizes.get(RUN_DIM, 0) == 0:
         return ones
     names = [str(c) for c in model[RUN_DIM].values]
     values = _run_values(runs.assign_coords(energy_lo=model["energy_lo"]), names)
+    if "geomagnetic" in names:
+        trained_at = str(model.attrs.get("geomagnetic_site", ""))
+        here = [s.name if s is not None else "" for s in _run_sites(runs)[0]]
+        other = np.array([name != trained_at for name in here], dtype=bool)
+        values[other, names.index("geomagnetic")] = np.nan
     values = np.clip(values, model["run_condition_min"].values, model["run_condition_max"].values)
     z = (values - model["run_condition_mean"].values) / model["run_condition_scale"].values
     z = np.where(np.isfinite(z), z, 0.0)
@@ -832,10 +1040,18 @@ def run_rate(model: xr.Dataset, runs: xr.Dataset, *, time: str | None = None) ->
 def conditions_builder(**options: Any) -> Callable[[xr.Dataset, xr.Dataset], xr.DataArray]:
     """Builder of condition-dependent models for :func:`xbkg.validation.crossval`.
 
-    ``options`` are passed to :func:`fit_conditions`.
+    ``options`` are passed to :func:`fit_conditions`. A condition left out
+    for lack of data is reported by the first fit only (the folds share it).
     """
+    warned = False
 
     def build(train: xr.Dataset, test: xr.Dataset) -> xr.DataArray:
-        return run_rate(fit_conditions(train, **options), test)
+        nonlocal warned
+        with warnings.catch_warnings():
+            if warned:
+                warnings.simplefilter("ignore", ConditionsWarning)
+            model = fit_conditions(train, **options)
+        warned = True
+        return run_rate(model, test)
 
     return build

@@ -55,6 +55,9 @@ __all__ = [
 
 #: Columns the HDU index must have (GADF).
 HDU_INDEX_COLUMNS = ("OBS_ID", "HDU_TYPE", "HDU_CLASS", "FILE_DIR", "FILE_NAME", "HDU_NAME")
+#: Observatory site keywords (deg, deg, m): GADF puts them in the obs-index header
+#: (for all runs), else they are read from each run's EVENTS header.
+SITE_KEYWORDS = ("GEOLAT", "GEOLON", "ALTITUDE")
 #: Header keywords copied into the run table when the obs-index lacks the column.
 HEADER_RUN_KEYWORDS = (
     "RA_PNT",
@@ -68,7 +71,10 @@ HEADER_RUN_KEYWORDS = (
     "TSTOP",
     "MUONEFF",
     "N_TELS",
+    *SITE_KEYWORDS,
 )
+#: Text keyword naming the instrument, taken with the site keywords (:func:`run_table`).
+TELESCOP_KEYWORD = "TELESCOP"
 DAMAGED = "the file is damaged or incomplete: copy it again, or leave the run out"
 MISSING_FILE = (
     "file listed in the HDU index does not exist; fix FILE_DIR/FILE_NAME in the HDU index "
@@ -91,6 +97,9 @@ _UNITS = {
     "TSTOP": "s",
     "SAFE_ENERGY_LO": "TeV",
     "SAFE_ENERGY_HI": "TeV",
+    "GEOLAT": "deg",
+    "GEOLON": "deg",
+    "ALTITUDE": "m",
 }
 
 
@@ -395,8 +404,10 @@ def run_table(store: DataStore, *, complete: bool = True) -> xr.Dataset:
     complete
         Fill conditions that other instruments' indexes often leave out:
         ``ZEN_PNT`` from ``ALT_PNT``, ``DEADC`` from ``LIVETIME / ONTIME``, and
-        pointing, times, ``MUONEFF`` and ``N_TELS`` from the EVENTS header of
-        each run where the index has no value.
+        pointing, times, ``MUONEFF``, ``N_TELS`` and the site (``GEOLAT``,
+        ``GEOLON``, ``ALTITUDE``, ``TELESCOP``) from the EVENTS header of each
+        run where the index has no value. The site keywords of the obs-index
+        header (where GADF puts them) hold for every run that lacks a column.
     """
     obs = store.obs_index
     ids = np.asarray(obs["OBS_ID"], dtype=np.int64)
@@ -450,14 +461,42 @@ def _set(runs: xr.Dataset, gadf: str, values: NDArray[np.float64], fill: NDArray
     runs[name] = xr.Variable(OBS_DIM, new, attrs=attrs)
 
 
+def _header_float(value: Any) -> float:
+    """A numeric header value (some writers store numbers as text); NaN if it is none."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return np.nan
+
+
+def _site_from_index_header(store: DataStore, runs: xr.Dataset) -> None:
+    """Site keywords of the obs-index header, for the runs without a column value."""
+    import xarray as xr
+
+    meta = store.obs_index.meta
+    n = runs.sizes[OBS_DIM]
+    for key in SITE_KEYWORDS:
+        if key in meta:
+            _set(runs, key, np.full(n, _header_float(meta[key])), _needs(runs, coord_name(key)))
+    name = coord_name(TELESCOP_KEYWORD)
+    if name not in runs and TELESCOP_KEYWORD in meta:
+        text = _clean_str(meta[TELESCOP_KEYWORD])
+        runs[name] = xr.Variable(OBS_DIM, np.full(n, text), {"gadf_name": TELESCOP_KEYWORD})
+
+
 def _complete_runs(store: DataStore, runs: xr.Dataset) -> xr.Dataset:
+    import xarray as xr
+
     runs = runs.copy()
+    _site_from_index_header(store, runs)
+    telescop = coord_name(TELESCOP_KEYWORD)
     missing_header = np.zeros(runs.sizes[OBS_DIM], dtype=bool)
     for key in HEADER_RUN_KEYWORDS:
         missing_header |= _needs(runs, coord_name(key))
     if missing_header.any():
         # Only what the index lacks is read, and only from the EVENTS header.
         values = {key: np.full(runs.sizes[OBS_DIM], np.nan) for key in HEADER_RUN_KEYWORDS}
+        names = np.full(runs.sizes[OBS_DIM], "", dtype=object)
         unreadable: dict[int, str] = {}
         for i, obs_id in enumerate(runs[OBS_DIM].values):
             if not missing_header[i]:
@@ -473,8 +512,13 @@ def _complete_runs(store: DataStore, runs: xr.Dataset) -> xr.Dataset:
                 if key in header:
                     with contextlib.suppress(TypeError, ValueError):
                         values[key][i] = float(header[key])
+            names[i] = _clean_str(header.get(TELESCOP_KEYWORD, ""))
         for key in HEADER_RUN_KEYWORDS:
             _set(runs, key, values[key], _needs(runs, coord_name(key)))
+        if telescop not in runs and any(names):
+            runs[telescop] = xr.Variable(
+                OBS_DIM, names.astype(str), {"gadf_name": TELESCOP_KEYWORD}
+            )
         if unreadable:
             runs.attrs[UNREADABLE_ATTR] = json.dumps(unreadable, sort_keys=True)
         if "ONTIME" in HEADER_RUN_KEYWORDS:
