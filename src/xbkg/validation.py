@@ -773,10 +773,9 @@ def validate(
     run_coords = {k: v.variable for k, v in cube.coords.items() if v.dims == (OBS_DIM,)}
     energy_coords = {k: v.variable for k, v in cube.coords.items() if v.dims == (ENERGY_DIM,)}
     table = table.assign_coords({**run_coords, **energy_coords})
-    table.attrs = summarize(table, pearson.values[positive.values])
-    table.attrs.update(
-        {"offset_max": float(offset_max), "merge_rings": int(merge_rings), "prediction": method}
-    )
+    summary: dict[str, Any] = dict(summarize(table, pearson.values[positive.values]))
+    summary.update(offset_max=float(offset_max), merge_rings=int(merge_rings), prediction=method)
+    table.attrs = summary
     return table
 
 
