@@ -224,7 +224,12 @@ def predict_counts(
     prediction
         ``"consumer"``: integrated as Gammapy's 3D analysis integrates the
         model (:func:`xbkg.prediction.consumer_counts`); the model's bins may
-        differ from the cube's in energy and offset. ``"step"``: rate x energy
+        differ from the cube's in energy and offset. A NaN rate then also
+        makes the neighbouring bins unpredicted, since the analysis
+        interpolates between bins: a model that is NaN below every training
+        run's threshold leaves the lowest exposed energy bin unpredicted
+        (fill it first, e.g. with :func:`xbkg.model.fill_unconstrained`, to
+        validate what would be written). ``"step"``: rate x energy
         width x ring solid angle; the offset edges must be the cube's, the
         energy edges may differ (the rate is then redistributed with
         :func:`energy_redistribution`, exact where bins nest).
