@@ -252,7 +252,7 @@ def test_nan_and_infinite_values_are_dropped_counted_and_reported(store, tmp_pat
     assert cli.main(["make", str(store), str(out)]) == 0
     text = capsys.readouterr().out
     assert "11 with NaN or infinite values" in text
-    assert "OBS_ID 33004: 11 events with NaN or infinite values (dropped)" in text
+    assert "runs with NaN or infinite values (events dropped): 33004 (11)" in text
     run_cube = xbkg.read_archive(out / "background.nc").cube
     assert run_cube["n_invalid"].sel(obs_id=33004) == 11
     assert run_cube["n_invalid"].sel(obs_id=33001) == 0
@@ -401,7 +401,7 @@ def test_no_run_in_any_group(store, tmp_path, capsys):
 
 def test_unknown_group_column(store, tmp_path, capsys):
     out = tmp_path / "out"
-    assert_failed(make(store, out, "--group", "WEATHER=0,1"), capsys, out, "'WEATHER'", "zen_pnt")
+    assert_failed(make(store, out, "--group", "WEATHER=0,1"), capsys, out, "'WEATHER'", "ZEN_PNT")
 
 
 def test_unknown_selection_column(store, tmp_path, capsys):
@@ -543,7 +543,8 @@ _SLOW_MAKE = textwrap.dedent(
 
 
 @pytest.mark.parametrize(
-    ("sig", "workers"), [(signal.SIGINT, "1"), (signal.SIGTERM, "1"), (signal.SIGINT, "2")]
+    ("sig", "workers"),
+    [(signal.SIGINT, "1"), (signal.SIGTERM, "1"), (signal.SIGINT, "2"), (signal.SIGTERM, "2")],
 )
 def test_signal_in_the_middle_of_a_run(store, tmp_path, sig, workers):
     out = tmp_path / "out"
@@ -580,8 +581,8 @@ def test_skip_bad_runs(store, tmp_path, capsys):
     assert code == cli.EXIT_SKIPPED, captured.err
     assert "xbkg: skipped: OBS_ID 33004" in captured.err
     assert "xbkg: skipped: OBS_ID 33007" in captured.err
-    assert "2 run(s) skipped" in captured.err
-    assert "2 runs (2 skipped)" in captured.out
+    assert "2 runs skipped" in captured.err
+    assert "2 selected runs (2 skipped)" in captured.out
     archive = xr.open_dataset(out / "background.nc")
     assert archive["obs_id_skipped"].values.tolist() == [33004, 33007]
     assert "obs_033007.fits.gz" in str(archive["skip_reason"].values[1])
@@ -620,7 +621,7 @@ def test_all_runs_bad(store, tmp_path, capsys):
         event_file(store, obs_id).unlink()
     out = tmp_path / "out"
     err = assert_failed(
-        make(store, out, "--skip-bad-runs"), capsys, out, "4 run(s)", "no run is left"
+        make(store, out, "--skip-bad-runs"), capsys, out, "4 runs could not be used", "no run is left"
     )
     assert len(err.strip().splitlines()) == 6  # the count, one line per run, what to do
 

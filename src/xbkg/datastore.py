@@ -372,7 +372,7 @@ def index_problems(store: DataStore) -> dict[int, str]:
     for obs_id in np.setdiff1d(store.obs_ids, ids).tolist():
         problems[int(obs_id)] = (
             f"{hdu_path}: OBS_ID {obs_id} is in the obs-index but has no events row in the "
-            "HDU index; add the row or leave the run out (--obs-id, --select)"
+            "HDU index; add the row or leave the run out (select_runs)"
         )
     return dict(sorted(problems.items()))
 
@@ -623,7 +623,8 @@ def selected_rows(
         absolute = key.startswith("|") and key.endswith("|")
         name = coord_name(key.strip("|"))
         if name not in columns:
-            available = sorted(str(c) for c in columns if c != OBS_DIM)
+            # Named as users type them: the obs-index column names, upper-case.
+            available = sorted(str(c).upper() for c in columns if c != OBS_DIM)
             raise DataStoreError(
                 f"cannot select on {key!r}: no such run column; available: {available}"
             )
@@ -756,7 +757,7 @@ def read_events(path: str | Path, hdu: str = "EVENTS", *, verify: bool = True) -
             if missing:
                 raise DataStoreError(
                     f"{path}: EVENTS table lacks the columns {missing}; fix the file or leave "
-                    "the run out (--obs-id, --select)"
+                    "the run out (select_runs)"
                 )
             data = table.data
             columns = {

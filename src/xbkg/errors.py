@@ -76,12 +76,13 @@ class RunsFailedError(DataStoreError):
     def __init__(self, failures: Mapping[int, str], *, skipping: bool = False) -> None:
         self.failures = dict(failures)
         self.skipping = skipping
-        lines = [f"{len(self.failures)} run(s) could not be used:"]
+        lines = [f"{plural(len(self.failures), 'run')} could not be used:"]
         lines += [f"  {message}" for message in self.failures.values()]
         lines.append(
             "no run is left to build from: fix the runs or select others"
             if skipping
-            else "fix or deselect these runs, or pass --skip-bad-runs to build without them"
+            else "fix or deselect these runs (select_runs), or pass skip_bad_runs=True to build "
+            "without them"
         )
         super().__init__("\n".join(lines))
 
@@ -98,3 +99,8 @@ def describe(exc: BaseException) -> str:
     """
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def plural(n: int, word: str) -> str:
+    """``"1 run"``, ``"2 runs"``: a count and its noun, for messages."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"

@@ -169,7 +169,12 @@ def axes_from_definitions(groups: xr.Dataset) -> list[GroupAxis]:
 def _run_values(runs: xr.Dataset, column: str) -> NDArray[Any]:
     name = coord_name(column)
     if name not in runs.variables:
-        available = sorted(str(k) for k, v in runs.variables.items() if v.dims == (OBS_DIM,))
+        # Named as users type them: the obs-index column names, upper-case.
+        available = sorted(
+            str(v.attrs.get("gadf_name", str(k).upper()))
+            for k, v in runs.variables.items()
+            if v.dims == (OBS_DIM,)
+        )
         raise ConfigError(
             f"cannot group on {column!r}: the runs have no such column; choose one of {available}"
         )
