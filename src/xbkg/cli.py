@@ -169,6 +169,9 @@ def _add_run_selection(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``xbkg`` command."""
+    from xbkg.conventions import DEFAULT_ENERGY_BINS, DEFAULT_ENERGY_RANGE, ENERGY_GRID_PER_DECADE
+
+    e_lo, e_hi = DEFAULT_ENERGY_RANGE
     parser = argparse.ArgumentParser(
         prog="xbkg",
         description="Template background models for gamma-ray telescopes (GADF data stores).",
@@ -209,8 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--energy-edges",
         type=_edges("energy"),
         metavar="EDGES",
-        help="energy edges in TeV: comma-separated, or START:STOP:NBINS log-spaced "
-        "(default 0.1:100:15)",
+        help="energy edges in TeV: comma-separated, or START:STOP:NBINS log-spaced (default: "
+        f"from the data, on the grid 10**(k/{ENERGY_GRID_PER_DECADE}) TeV from the runs' lowest "
+        "SAFE_ENERGY_LO to their highest SAFE_ENERGY_HI, or the events' range where the runs "
+        f"have none, at least {e_lo:g}-{e_hi:g} TeV; preset gammapy-0.6: "
+        f"{e_lo:g}:{e_hi:g}:{DEFAULT_ENERGY_BINS})",
     )
     make.add_argument(
         "--offset-edges",
@@ -436,6 +442,11 @@ def _print_summary(bkg: Any, result: dict[str, Any], n_runs: int) -> None:
         f"xbkg make: models from {_plural(n_used, 'selected run')}{skipped}, "
         f"{int(cube['n_events'].sum())} events read (time {options.time.upper()}, "
         f"{options.exclusion_method} exclusion, {options.smoothing} smoothing, {fill})"
+    )
+    energy = options.energy_edges
+    print(
+        f"  energy bins: {len(energy) - 1} from {energy[0]:.3g} to {energy[-1]:.3g} TeV "
+        f"({cube.attrs.get('energy_binning', 'as given')})"
     )
     if bkg.run_models is not None:
         n_own = bkg.run_models.sizes["obs_id"]

@@ -33,6 +33,13 @@ DEFAULT_TIME_CONVENTION: Final[TimeConvention] = "ontime"
 #: 99 equal-solid-angle offset rings out to 2.5 deg.
 DEFAULT_ENERGY_RANGE: Final = (0.1, 100.0)
 DEFAULT_ENERGY_BINS: Final = 15
+#: Energy edges chosen from the data (the default of ``xbkg make``) lie on the
+#: grid ``10**(k / ENERGY_GRID_PER_DECADE)`` TeV, as the default 0.1-100 TeV
+#: binning does, and cover at least DEFAULT_ENERGY_RANGE, so that models of
+#: different data stores share their bins.
+ENERGY_GRID_PER_DECADE: Final = 5
+#: Energies (TeV) where events are looked for when the runs give no safe energy range.
+ENERGY_SEARCH_RANGE: Final = (1.0e-3, 1.0e4)
 DEFAULT_OFFSET_MAX: Final = 2.5
 DEFAULT_OFFSET_EDGES: Final = 100
 

@@ -24,8 +24,11 @@ from xbkg import __version__
 from xbkg.axes import edges, energy_edges, offset_edges
 from xbkg.conventions import (
     ARCHIVE_FILE,
+    DEFAULT_ENERGY_RANGE,
     DEFAULT_MIN_RADIUS,
     ENERGY_DIM,
+    ENERGY_GRID_PER_DECADE,
+    ENERGY_SEARCH_RANGE,
     GROUP_DEF_FILE,
     GROUP_DIM,
     HDU_INDEX_FILE,
@@ -88,8 +91,22 @@ class Options:
 
     Parameters
     ----------
-    energy_edges, offset_edges
-        Bin edges in TeV and deg.
+    energy_edges
+        Bin edges in TeV. Default (None): chosen from the data by
+        :func:`build_background`, which records the edges it used in the
+        options of its result (and so in every output): the grid
+        ``10**(k / 5)`` TeV (:data:`xbkg.conventions.ENERGY_GRID_PER_DECADE`
+        points per decade, on which the 15 bins of 0.1-100 TeV lie) from the
+        grid point at or below the lowest ``SAFE_ENERGY_LO`` of the runs to the
+        one at or above their highest ``SAFE_ENERGY_HI``, but never less than
+        0.1-100 TeV (:data:`xbkg.conventions.DEFAULT_ENERGY_RANGE`). Where the
+        runs give no safe energy range (or ``safe_energy`` is False), the
+        events decide that side: the binning pass covers
+        :data:`xbkg.conventions.ENERGY_SEARCH_RANGE` there and the bins beyond
+        the outermost events are dropped, so no extra pass over the events is
+        needed.
+    offset_edges
+        Bin edges in deg.
     grouping
         Condition axes of the run groups.
     time
@@ -131,7 +148,7 @@ class Options:
         FITS headers). False keeps exact zeros, as Gammapy 0.6 wrote them.
     """
 
-    energy_edges: tuple[float, ...] = field(default_factory=lambda: tuple(energy_edges()))
+    energy_edges: tuple[float, ...] | None = None
     offset_edges: tuple[float, ...] = field(default_factory=lambda: tuple(offset_edges()))
     grouping: tuple[GroupAxis, ...] = field(default_factory=lambda: tuple(default_grouping()))
     time: TimeConvention = "ontime"
@@ -146,6 +163,8 @@ class Options:
     fill_unconstrained: bool = True
 
     def __post_init__(self) -> None:
+        if self.energy_edges is not None:  # e.g. a list read from JSON
+            object.__setattr__(self, "energy_edges", tuple(float(e) for e in self.energy_edges))
         if self.model is None:
             # Resolved here, once, so that the command line, the Python API and
             # the archive all record the same choice.
@@ -157,7 +176,9 @@ class Options:
         parts = []
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name in ("energy_edges", "offset_edges"):
+            if value is None and f.name == "energy_edges":
+                text = "<from the data>"
+            elif f.name in ("energy_edges", "offset_edges"):
                 unit = "TeV" if f.name == "energy_edges" else "deg"
                 text = f"<{len(value) - 1} bins {value[0]:g}-{value[-1]:g} {unit}>"
             elif f.name == "grouping":
@@ -180,6 +201,7 @@ PRESETS: dict[str, Options] = {
     "default": Options(),
     # Gammapy 0.6 (the tutorial's OffDataBackgroundMaker), numbers reproduced exactly.
     "gammapy-0.6": Options(
+        energy_edges=tuple(energy_edges()),
         time="livetime",
         safe_energy=False,
         exclusion_method="gammapy-0.6",
@@ -305,10 +327,11 @@ def build_background(
     options = options or PRESETS["default"]
     # Unknown grouping columns fail here, before the pass over the events.
     assign_groups(runs, group_definitions(options.grouping))
+    plan = None if options.energy_edges is not None else _plan_energy_edges(runs, options)
     cube = make_run_cube(
         store,
         runs.sortby(OBS_DIM),
-        energy_edges=options.energy_edges,
+        energy_edges=options.energy_edges if plan is None else plan.edges,
         offset_edges=options.offset_edges,
         regions=regions,
         time=options.time,
@@ -320,6 +343,9 @@ def build_background(
         skip_bad_runs=skip_bad_runs,
         verify=verify,
     )
+    if plan is not None:
+        cube = _trim_energy(cube, plan)
+        options = dataclasses.replace(options, energy_edges=tuple(edges(cube, ENERGY_DIM)))
     cube.attrs["options"] = options.to_json()
     groups = group_definitions(options.grouping)
     group_id = assign_groups(cube, groups)
@@ -348,6 +374,95 @@ def build_background(
         )
         conditions.attrs["options"] = options.to_json()
     return Background(cube, groups, model, smoothed, regions, options, conditions)
+
+
+@dataclass(frozen=True)
+class _EnergyPlan:
+    """Energy edges of the binning pass when the edges come from the data.
+
+    ``edges`` run from grid point ``k_lo`` to ``k_hi`` (``10**(k / n)`` TeV);
+    ``search_lo`` / ``search_hi``: that side reaches into
+    :data:`ENERGY_SEARCH_RANGE` and is cut back to the events afterwards.
+    ``reasons``: what decided each side, for :data:`ENERGY_BINNING_ATTR`.
+    """
+
+    edges: tuple[float, ...]
+    k_lo: int
+    k_hi: int
+    search_lo: bool
+    search_hi: bool
+    reasons: tuple[str, str]
+
+
+#: Run-cube (and archive) attribute: how the energy edges were chosen.
+ENERGY_BINNING_ATTR = "energy_binning"
+
+
+def _grid_k(energy: float, side: Literal["lo", "hi"]) -> int:
+    """Index ``k`` of the grid point at or below (``lo``) or at or above (``hi``) ``energy``."""
+    x = float(np.log10(energy)) * ENERGY_GRID_PER_DECADE
+    # Values within rounding of a grid point are on it (0.1 TeV is k = -5).
+    return int(np.floor(x + 1e-9)) if side == "lo" else int(np.ceil(x - 1e-9))
+
+
+def _grid_range(energies: tuple[float, float]) -> tuple[int, int]:
+    """Grid indices of the smallest grid range covering ``energies`` (lo, hi)."""
+    return _grid_k(energies[0], "lo"), _grid_k(energies[1], "hi")
+
+
+def _grid_edges(k_lo: int, k_hi: int) -> tuple[float, ...]:
+    n = ENERGY_GRID_PER_DECADE
+    return tuple(energy_edges(10.0 ** (k_lo / n), 10.0 ** (k_hi / n), k_hi - k_lo))
+
+
+def _plan_energy_edges(runs: xr.Dataset, options: Options) -> _EnergyPlan:
+    """Edges for the binning pass of the runs when ``options.energy_edges`` is None.
+
+    Each side comes from the runs' safe energy range when every run has one
+    (and ``options.safe_energy``), else from the events (searched).
+    """
+    default_lo, default_hi = _grid_range(DEFAULT_ENERGY_RANGE)
+    search_lo, search_hi = _grid_range(ENERGY_SEARCH_RANGE)
+    sides = []
+    for column, side, default, search in (
+        ("safe_energy_lo", "lo", default_lo, search_lo),
+        ("safe_energy_hi", "hi", default_hi, search_hi),
+    ):
+        values = (
+            np.asarray(runs[column].values, dtype=np.float64)
+            if column in runs.variables
+            else np.full(runs.sizes[OBS_DIM], np.nan)
+        )
+        known = np.isfinite(values) & (values > 0)
+        if options.safe_energy and values.size and known.all():
+            value = float(values.min() if side == "lo" else values.max())
+            k = _grid_k(value, "lo" if side == "lo" else "hi")
+            k = min(k, default) if side == "lo" else max(k, default)
+            word = "lowest" if side == "lo" else "highest"
+            sides.append((k, False, f"{word} {column.upper()} {value:.3g} TeV"))
+        else:
+            why = "safe_energy is off" if not options.safe_energy else f"no {column.upper()}"
+            sides.append((search, True, f"{why}: from the events"))
+    (k_lo, s_lo, r_lo), (k_hi, s_hi, r_hi) = sides
+    return _EnergyPlan(_grid_edges(k_lo, k_hi), k_lo, k_hi, s_lo, s_hi, (r_lo, r_hi))
+
+
+def _trim_energy(cube: xr.Dataset, plan: _EnergyPlan) -> xr.Dataset:
+    """Drop the searched energy bins beyond the outermost binned events (and the default range).
+
+    The dropped bins hold no counts in any run, so nothing changes but the axis.
+    """
+    per_bin = cube["counts"].sum([d for d in cube["counts"].dims if d != ENERGY_DIM]).values
+    used = np.flatnonzero(per_bin > 0)
+    default_lo, default_hi = _grid_range(DEFAULT_ENERGY_RANGE)
+    first, last = plan.k_lo, plan.k_hi  # grid index of the first and the last edge
+    if plan.search_lo:
+        first = min(default_lo, plan.k_lo + int(used[0]) if used.size else default_lo)
+    if plan.search_hi:
+        last = max(default_hi, plan.k_lo + int(used[-1]) + 1 if used.size else default_hi)
+    cube = cube.isel({ENERGY_DIM: slice(first - plan.k_lo, last - plan.k_lo)})
+    cube.attrs[ENERGY_BINNING_ATTR] = "from the data: " + "; ".join(plan.reasons)
+    return cube
 
 
 def fill_model(model: xr.Dataset, *, solid_angle: SolidAngle = "exact") -> xr.Dataset:
