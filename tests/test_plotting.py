@@ -138,12 +138,16 @@ def test_xbkg_plot_writes_every_group(dr1_make_dir, tmp_path, capsys):
     (out / "background.nc").symlink_to(dr1_make_dir / "background.nc")
     assert main(["plot", str(out)]) == 0
     names = sorted(p.name for p in out.glob("*.png"))
+    # every group's models, and a few of the per-run models the HDU index uses
     assert names == sorted(
-        f"plot_group_{g:03d}_{kind}.png"
-        for g in (0, 1)
-        for kind in ("overview", "acceptance", "spectrum", "image")
+        [
+            f"plot_group_{g:03d}_{kind}.png"
+            for g in (0, 1)
+            for kind in ("overview", "acceptance", "spectrum", "image")
+        ]
+        + ["plot_run_models.png"]
     )
-    assert "wrote 8 figures" in capsys.readouterr().out
+    assert "wrote 9 figures" in capsys.readouterr().out
     for name in names:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     before = {n: (out / n).stat().st_mtime_ns for n in names}
@@ -172,3 +176,15 @@ def test_xbkg_plot_overwrite(tmp_path, capsys):
 def test_xbkg_plot_without_archive(tmp_path, capsys):
     assert main(["plot", str(tmp_path)]) == 1
     assert "background.nc: archive not found" in capsys.readouterr().err
+
+
+def test_shown_runs_span_the_zenith_angles(dr1_make_dir):
+    from xbkg.io.netcdf import read_archive
+    from xbkg.plotting import shown_runs
+
+    bkg = read_archive(dr1_make_dir / "background.nc")
+    shown = shown_runs(bkg.run_models, bkg.cube)
+    assert len(shown) == 4
+    zenith = bkg.cube["zen_pnt"].sel(obs_id=shown).values
+    assert zenith[0] == bkg.cube["zen_pnt"].min() and zenith[-1] == bkg.cube["zen_pnt"].max()
+    assert np.all(np.diff(zenith) >= 0)

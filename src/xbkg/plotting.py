@@ -20,7 +20,7 @@ import numpy as np
 import xarray as xr
 
 from xbkg.axes import edges
-from xbkg.conventions import ENERGY_DIM, GROUP_DIM, OFFSET_DIM
+from xbkg.conventions import ENERGY_DIM, GROUP_DIM, OBS_DIM, OFFSET_DIM
 from xbkg.products import Selection, integrate
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PLOT_FILES",
+    "RUN_MODELS_FILE",
     "plot_acceptance_curve",
     "plot_files",
     "plot_image",
@@ -46,6 +47,9 @@ PLOT_FILES: tuple[str, ...] = (
     "plot_group_{group:03d}_spectrum.png",
     "plot_group_{group:03d}_image.png",
 )
+
+#: The figure of a few per-run models (the models the HDU index uses), when there are any.
+RUN_MODELS_FILE = "plot_run_models.png"
 
 _RATE_LABEL = "Background rate"
 
@@ -417,7 +421,27 @@ def plot_files(bkg: Background) -> list[str]:
     """Names of the PNG files :func:`write_plots` writes for ``bkg``."""
     from xbkg.pipeline import populated_groups
 
-    return [name.format(group=g) for g in populated_groups(bkg) for name in PLOT_FILES]
+    names = [name.format(group=g) for g in populated_groups(bkg) for name in PLOT_FILES]
+    if bkg.run_models is not None and bkg.run_models.sizes[OBS_DIM] > 0:
+        names.append(RUN_MODELS_FILE)
+    return names
+
+
+def shown_runs(run_models: xr.Dataset, runs: xr.Dataset, n: int = 4) -> list[int]:
+    """OBS_IDs of up to ``n`` per-run models spanning the zenith angles of ``runs``.
+
+    The runs with a model and a known ``zen_pnt`` in ``runs``, at evenly spaced
+    ranks of zenith angle (lowest and highest included); else the first ``n``.
+    """
+    ids = run_models[OBS_DIM].values
+    if "zen_pnt" in runs.coords or "zen_pnt" in runs:
+        known = runs[OBS_DIM].values[np.isin(runs[OBS_DIM].values, ids)]
+        zenith = runs["zen_pnt"].sel({OBS_DIM: known}).values.astype(np.float64)
+        order = known[np.argsort(zenith, kind="stable")]
+        if order.size:
+            picks = np.unique(np.linspace(0, order.size - 1, min(n, order.size)).round())
+            return [int(order[int(i)]) for i in picks]
+    return [int(o) for o in ids[:n]]
 
 
 def write_plots(bkg: Background, out_dir: str | Path, *, overwrite: bool = False) -> list[Path]:
@@ -444,6 +468,10 @@ def write_plots(bkg: Background, out_dir: str | Path, *, overwrite: bool = False
     names = plot_files(bkg)
 
     def write(stage: Path) -> None:
+        if RUN_MODELS_FILE in names:
+            assert bkg.run_models is not None
+            fig = _run_models_figure(bkg.run_models, bkg.cube)
+            fig.savefig(stage / RUN_MODELS_FILE, dpi=150, metadata={"Software": None})
         for g in populated_groups(bkg):
             raw, smoothed = bkg.model.sel({GROUP_DIM: g}), bkg.smoothed.sel({GROUP_DIM: g})
             figures = [
@@ -465,6 +493,32 @@ def _figure(**kwargs: Any) -> Any:
     from matplotlib.figure import Figure
 
     return Figure(layout="constrained", **kwargs)
+
+
+def _run_models_figure(run_models: xr.Dataset, runs: xr.Dataset) -> Any:
+    """Spectra and 1 TeV acceptance curves of a few per-run models, filled bins dashed."""
+    fig = _figure(figsize=(12, 4.5))
+    spectrum_ax, curve_ax = fig.subplots(1, 2)
+    for i, obs_id in enumerate(shown_runs(run_models, runs)):
+        model = run_models.sel({OBS_DIM: obs_id})
+        zenith = (
+            f", {float(runs['zen_pnt'].sel({OBS_DIM: obs_id})):.0f} deg zenith"
+            if "zen_pnt" in runs.variables and obs_id in runs[OBS_DIM].values
+            else ""
+        )
+        style = {"color": f"C{i}"}
+        rate = model[["rate"]]
+        plot_spectrum(rate, ax=spectrum_ax, errors=False, label=f"OBS_ID {obs_id}{zenith}", **style)
+        if "filled" in model:
+            # The bins the data constrain, solid; the continuation of the others, dashed.
+            constrained = rate.where(~model["filled"].all(OFFSET_DIM))
+            spectrum_ax.lines[-1].set_linestyle("--")
+            plot_spectrum(constrained, ax=spectrum_ax, errors=False, label="_", **style)
+        plot_acceptance_curve(rate, energy=1.0, ax=curve_ax, errors=False, label=f"{obs_id}", **style)
+    spectrum_ax.set_title("Per-run models (dashed: filled, not constrained by data)")
+    curve_ax.set_title("Per-run models at 1 TeV")
+    spectrum_ax.legend(fontsize="small")
+    return fig
 
 
 def _overview_figure(raw: xr.Dataset, smoothed: xr.Dataset) -> Any:
