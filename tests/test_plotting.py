@@ -186,5 +186,6 @@ def test_shown_runs_span_the_zenith_angles(dr1_make_dir):
     shown = shown_runs(bkg.run_models, bkg.cube)
     assert len(shown) == 4
     zenith = bkg.cube["zen_pnt"].sel(obs_id=shown).values
-    assert zenith[0] == bkg.cube["zen_pnt"].min() and zenith[-1] == bkg.cube["zen_pnt"].max()
+    assert zenith[0] == bkg.cube["zen_pnt"].min()
+    assert zenith[-1] == bkg.cube["zen_pnt"].max()
     assert np.all(np.diff(zenith) >= 0)

@@ -514,7 +514,9 @@ def _run_models_figure(run_models: xr.Dataset, runs: xr.Dataset) -> Any:
             constrained = rate.where(~model["filled"].all(OFFSET_DIM))
             spectrum_ax.lines[-1].set_linestyle("--")
             plot_spectrum(constrained, ax=spectrum_ax, errors=False, label="_", **style)
-        plot_acceptance_curve(rate, energy=1.0, ax=curve_ax, errors=False, label=f"{obs_id}", **style)
+        plot_acceptance_curve(
+            rate, energy=1.0, ax=curve_ax, errors=False, label=f"{obs_id}", **style
+        )
     spectrum_ax.set_title("Per-run models (dashed: filled, not constrained by data)")
     curve_ax.set_title("Per-run models at 1 TeV")
     spectrum_ax.legend(fontsize="small")
