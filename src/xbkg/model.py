@@ -552,7 +552,7 @@ def fill_unconstrained(
         the bins filled (``long_name`` says so). A plane with no constrained
         bin at all is returned unchanged and not marked as filled.
     """
-    ok = np.isfinite(rate) & (rate > 0)
+    ok = xr.apply_ufunc(np.isfinite, rate) & (rate > 0)
     if constrained is not None:
         ok = ok & constrained.astype(bool)
     ok = ok.broadcast_like(rate).transpose(*rate.dims)

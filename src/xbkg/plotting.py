@@ -506,16 +506,18 @@ def _run_models_figure(run_models: xr.Dataset, runs: xr.Dataset) -> Any:
             if "zen_pnt" in runs.variables and obs_id in runs[OBS_DIM].values
             else ""
         )
-        style = {"color": f"C{i}"}
+        color = f"C{i}"
         rate = model[["rate"]]
-        plot_spectrum(rate, ax=spectrum_ax, errors=False, label=f"OBS_ID {obs_id}{zenith}", **style)
+        plot_spectrum(
+            rate, ax=spectrum_ax, errors=False, label=f"OBS_ID {obs_id}{zenith}", color=color
+        )
         if "filled" in model:
             # The bins the data constrain, solid; the continuation of the others, dashed.
             constrained = rate.where(~model["filled"].all(OFFSET_DIM))
             spectrum_ax.lines[-1].set_linestyle("--")
-            plot_spectrum(constrained, ax=spectrum_ax, errors=False, label="_", **style)
+            plot_spectrum(constrained, ax=spectrum_ax, errors=False, label="_", color=color)
         plot_acceptance_curve(
-            rate, energy=1.0, ax=curve_ax, errors=False, label=f"{obs_id}", **style
+            rate, energy=1.0, ax=curve_ax, errors=False, label=f"{obs_id}", color=color
         )
     spectrum_ax.set_title("Per-run models (dashed: filled, not constrained by data)")
     curve_ax.set_title("Per-run models at 1 TeV")
