@@ -46,6 +46,19 @@ DEFAULT_OFFSET_EDGES: Final = 100
 #: Default grouping of the tutorial: two zenith bands.
 DEFAULT_GROUPING: Final = {"ZEN_PNT": (0.0, 49.0, 90.0)}
 
+#: Source catalogues shipped with xbkg, by name: file inside the package (each
+#: with its licence and citation in a README next to it). gamma-cat is under CC
+#: BY-NC-SA 4.0, not under xbkg's licence.
+CATALOGS: Final = {"gammacat": "catalogs/gammacat/gammacat.fits.gz"}
+#: Catalogue of known sources excluded by default (``Options.exclude``).
+DEFAULT_CATALOG: Final = "gammacat"
+#: Name that turns catalogue exclusion off (``--exclude none``, ``Options(exclude="none")``).
+NO_CATALOG: Final = "none"
+
+#: The one default smoothing (:func:`xbkg.model.smooth`), read by the condition model,
+#: :class:`xbkg.pipeline.Options`, cross-validation and the command line.
+DEFAULT_SMOOTHING: Final = "poisson"
+
 #: Exclusion radius used where a catalogue gives no size, and the default minimum.
 DEFAULT_SOURCE_RADIUS: Final = 0.3
 DEFAULT_MIN_RADIUS: Final = 0.3

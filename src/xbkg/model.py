@@ -19,6 +19,7 @@ import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
 
+from xbkg import conventions
 from xbkg.axes import energy_width_mev, ring_solid_angle
 from xbkg.conventions import ENERGY_DIM, GROUP_DIM, OBS_DIM, OFFSET_DIM, RATE_UNIT
 from xbkg.grouping import assign_groups
@@ -37,9 +38,7 @@ __all__ = [
 SolidAngle = Literal["exact", "flat"]
 SmoothingMethod = Literal["poisson", "adaptive", "gammapy-0.6"]
 SMOOTHING_METHODS: tuple[str, ...] = ("poisson", "adaptive", "gammapy-0.6")
-#: The one default smoothing, read by :func:`smooth`, the condition model,
-#: :class:`xbkg.pipeline.Options`, the command line and cross-validation.
-DEFAULT_SMOOTHING: SmoothingMethod = "poisson"
+DEFAULT_SMOOTHING: SmoothingMethod = conventions.DEFAULT_SMOOTHING
 
 #: Penalty weights of the "poisson" smoothing: squared second differences of the
 #: log rate along offset bins and along energy bins (see :func:`smooth`).

@@ -84,6 +84,7 @@ from numpy.typing import ArrayLike, NDArray
 from xbkg import exclusion
 from xbkg.axes import edges, ring_solid_angle
 from xbkg.conventions import (
+    DEFAULT_SMOOTHING,
     ENERGY_DIM,
     GROUP_DIM,
     MEV_PER_TEV,
@@ -936,7 +937,9 @@ def crossval(
 
 
 def grouped_builder(
-    grouping: Sequence[Any] | None = None, smoothing: str = "adaptive", solid_angle: str = "exact"
+    grouping: Sequence[Any] | None = None,
+    smoothing: str = DEFAULT_SMOOTHING,
+    solid_angle: str = "exact",
 ) -> ModelBuilder:
     """Builder of grouped models (the classic method) for :func:`crossval`.
 
