@@ -120,6 +120,7 @@ def _range(text: str) -> tuple[str, tuple[float | None, float | None]]:
 
 def _add_run_selection(parser: argparse.ArgumentParser) -> None:
     """Options choosing runs and exclusion regions (make, validate, crossval)."""
+    from xbkg.conventions import CATALOGS, DEFAULT_CATALOG, NO_CATALOG
     parser.add_argument(
         "--obs-id", type=int, nargs="+", metavar="ID", help="use only these runs (default: all)"
     )
@@ -133,10 +134,12 @@ def _add_run_selection(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--exclude",
-        type=Path,
         action="append",
         metavar="CATALOG",
-        help="exclude the sources of a FITS catalogue (gamma-cat, HGPS, or RA/DEC/Radius table)",
+        help="exclude the sources of a catalogue: a FITS file (gamma-cat, HGPS, or RA/DEC/Radius "
+        f"table) or the name of one shipped with xbkg ({', '.join(CATALOGS)}); {NO_CATALOG!r} "
+        f"for none (repeatable; default: {DEFAULT_CATALOG}; make --preset gammapy-0.6: "
+        f"{NO_CATALOG})",
     )
     parser.add_argument(
         "--exclude-circle",
@@ -374,8 +377,9 @@ def _cmd_make(args: argparse.Namespace) -> int:
         index_model=args.index_model,
         missing_group=args.missing_group,
         model=args.model,
+        exclude=args.exclude,
     )
-    store, all_runs, runs, regions = _store_runs_regions(args, options.min_radius)
+    store, all_runs, runs, regions = _store_runs_regions(args, options.min_radius, catalogs=False)
 
     # Fail before the expensive pass over the events if the outputs cannot go there.
     from xbkg.conventions import ARCHIVE_FILE, GROUP_DEF_FILE, HDU_INDEX_FILE, OBS_INDEX_FILE
@@ -441,7 +445,7 @@ def _print_summary(bkg: Any, result: dict[str, Any], n_runs: int) -> None:
     print(
         f"xbkg make: models from {_plural(n_used, 'selected run')}{skipped}, "
         f"{int(cube['n_events'].sum())} events read (time {options.time.upper()}, "
-        f"{options.exclusion_method} exclusion, {options.smoothing} smoothing, {fill})"
+        f"{_exclusion(bkg)}, {options.smoothing} smoothing, {fill})"
     )
     energy = options.energy_edges
     print(
@@ -600,8 +604,22 @@ def _add_validation_commands(sub: Any) -> None:
     )
 
 
-def _store_runs_regions(args: argparse.Namespace, min_radius: float | None) -> tuple[Any, ...]:
-    """The data store, all its runs, the selected runs and the exclusion regions."""
+def _catalogs(args: argparse.Namespace) -> tuple[str, ...]:
+    """The catalogues of --exclude, or those the default options exclude (``Options.exclude``)."""
+    from xbkg.pipeline import PRESETS
+
+    return tuple(args.exclude) if args.exclude else PRESETS["default"].exclude
+
+
+def _store_runs_regions(
+    args: argparse.Namespace, min_radius: float | None, *, catalogs: bool = True
+) -> tuple[Any, ...]:
+    """The data store, all its runs, the selected runs and the exclusion regions.
+
+    The regions are the circles of --exclude-circle and, with ``catalogs``,
+    those of the catalogues (:func:`_catalogs`); ``make`` passes the
+    catalogues in its options instead.
+    """
     from xbkg import exclusion
     from xbkg.conventions import DEFAULT_MIN_RADIUS
     from xbkg.datastore import open_datastore, run_table, select_runs
@@ -612,7 +630,8 @@ def _store_runs_regions(args: argparse.Namespace, min_radius: float | None) -> t
     if runs.sizes["obs_id"] == 0:
         raise _Fail(f"{args.data_store}: no run passes the selection")
     radius = DEFAULT_MIN_RADIUS if min_radius is None else min_radius
-    regions_list = [exclusion.read_catalog(p, min_radius=radius) for p in args.exclude or []]
+    known = exclusion.catalog_regions(_catalogs(args), min_radius=radius) if catalogs else None
+    regions_list = [] if known is None else [known]
     for circle in args.exclude_circle or []:
         if len(circle) != 3:
             raise _Fail(f"--exclude-circle needs RA,DEC,RADIUS, got {circle}")
@@ -674,9 +693,29 @@ def _report(table: Any, args: argparse.Namespace, title: str) -> None:
         print(f"  wrote {args.plot}")
 
 
+def _exclusion(bkg: Any) -> str:
+    """What was excluded: the catalogues (or none) and the number of circles."""
+    from xbkg.errors import plural
+
+    circles = 0 if bkg.regions is None else bkg.regions.sizes["source"]
+    catalogs = ", ".join(bkg.options.exclude) or "no catalogue"
+    if not circles:
+        return f"no exclusion ({catalogs})"
+    return f"exclusion of {catalogs} ({plural(circles, 'circle')}, {bkg.options.exclusion_method})"
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     from xbkg.validation import read_run_templates, template_predictions, validate
 
+    if not args.exclude and not args.exclude_circle:
+        warnings.warn(
+            f"no exclusion given: the sources of {', '.join(_catalogs(args))} are left out of "
+            "the comparison, as 'xbkg make' leaves them out of its models by default; give the "
+            "exclusion the models were built with (--exclude, --exclude-circle; --exclude none "
+            "for none)",
+            XbkgWarning,
+            stacklevel=2,
+        )
     store, cube, regions = _validation_inputs(args)
     templates = read_run_templates(store, cube["obs_id"].values)
     predicted = template_predictions(templates, cube, regions, prediction=args.prediction)

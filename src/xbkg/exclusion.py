@@ -37,7 +37,7 @@ import xarray as xr
 from numpy.typing import ArrayLike, NDArray
 
 from xbkg.axes import validate_edges
-from xbkg.conventions import DEFAULT_MIN_RADIUS, DEFAULT_SOURCE_RADIUS
+from xbkg.conventions import CATALOGS, DEFAULT_MIN_RADIUS, DEFAULT_SOURCE_RADIUS, NO_CATALOG
 from xbkg.errors import CatalogError, ConfigError, XbkgError, describe
 from xbkg.io.eventfile import read_table
 from xbkg.io.fitsfile import open_fits, read_errors, strict_warnings
@@ -46,8 +46,10 @@ if TYPE_CHECKING:
     from astropy.table import Table
 
 __all__ = [
+    "CATALOGS",
     "DEFAULT_QUADRATURE_NODES",
     "SOURCE_DIM",
+    "catalog_regions",
     "combine_regions",
     "exclusion_circles",
     "nearest_source_wedge",
@@ -522,6 +524,13 @@ def regions_from_table(
     )
 
 
+def _shipped(name: str) -> Path:
+    """The file of a catalogue shipped with xbkg."""
+    from importlib.resources import files
+
+    return Path(str(files("xbkg").joinpath(CATALOGS[name])))
+
+
 def read_catalog(
     path: str | Path,
     *,
@@ -551,7 +560,9 @@ def read_catalog(
     Parameters
     ----------
     path
-        Catalogue file.
+        Catalogue file, or the name of a catalogue shipped with xbkg
+        (:data:`CATALOGS`: ``"gammacat"``, gamma-cat's 162 TeV sources; CC
+        BY-NC-SA 4.0, see the README next to the file for the citation).
     min_radius
         Smallest exclusion radius in deg. Gammapy 0.6 applied none (use 0 to
         reproduce it).
@@ -563,7 +574,8 @@ def read_catalog(
     Returns
     -------
     xarray.Dataset
-        Region list (dimension ``source``), attribute ``catalog`` = file name.
+        Region list (dimension ``source``), attribute ``catalog`` = file
+        name, or the name of a shipped catalogue.
 
     Raises
     ------
@@ -575,6 +587,9 @@ def read_catalog(
         If ``min_radius`` or ``default_radius`` cannot work. Both errors are
         ``ValueError`` subclasses.
     """
+    name = None
+    if isinstance(path, str) and path in CATALOGS:
+        name, path = path, _shipped(path)
     path = Path(path)
     table = _read_table(path, radius_column)
     return _regions_from_table(
@@ -583,8 +598,32 @@ def read_catalog(
         min_radius=min_radius,
         default_radius=default_radius,
         radius_column=radius_column,
-        attrs={"catalog": path.name},
+        attrs={"catalog": name or path.name},
     )
+
+
+def catalog_regions(
+    catalogs: Sequence[str | Path], *, min_radius: float = DEFAULT_MIN_RADIUS
+) -> xr.Dataset | None:
+    """The exclusion circles of some catalogues together; None for none.
+
+    Parameters
+    ----------
+    catalogs
+        Names of shipped catalogues (:data:`CATALOGS`) or catalogue files,
+        read with :func:`read_catalog`; :data:`NO_CATALOG` alone means none.
+    min_radius
+        Smallest exclusion radius in deg.
+    """
+    names = [str(c) for c in catalogs]
+    if names == [NO_CATALOG]:
+        return None
+    if NO_CATALOG in names:
+        raise ConfigError(f"exclusion {names}: {NO_CATALOG!r} cannot be combined with catalogues")
+    regions = [read_catalog(c, min_radius=min_radius) for c in catalogs]
+    if not regions:
+        return None
+    return regions[0] if len(regions) == 1 else combine_regions(*regions)
 
 
 # ---------------------------------------------------------------------------

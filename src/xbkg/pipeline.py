@@ -24,6 +24,7 @@ from xbkg import __version__
 from xbkg.axes import edges, energy_edges, offset_edges
 from xbkg.conventions import (
     ARCHIVE_FILE,
+    DEFAULT_CATALOG,
     DEFAULT_ENERGY_RANGE,
     DEFAULT_MIN_RADIUS,
     ENERGY_DIM,
@@ -32,6 +33,7 @@ from xbkg.conventions import (
     GROUP_DEF_FILE,
     GROUP_DIM,
     HDU_INDEX_FILE,
+    NO_CATALOG,
     OBS_DIM,
     OBS_INDEX_FILE,
     OFFSET_DIM,
@@ -43,6 +45,7 @@ from xbkg.conventions import (
 from xbkg.cube import ExclusionMethod, make_run_cube
 from xbkg.datastore import DataStore, run_table
 from xbkg.errors import ConfigError, XbkgWarning
+from xbkg.exclusion import catalog_regions, combine_regions
 from xbkg.grouping import (
     GroupAxis,
     assign_groups,
@@ -125,6 +128,17 @@ class Options:
         (see :func:`xbkg.model.smooth`).
     min_radius
         Smallest exclusion radius (deg) for catalogue sources.
+    exclude
+        Catalogues of known sources left out of the model (events and exposure
+        within ``max(size, min_radius)`` of each source): names of catalogues
+        shipped with xbkg (:data:`xbkg.exclusion.CATALOGS`) or catalogue
+        files, read by :func:`build_background`; the regions given to it are
+        left out as well. Default ``("gammacat",)``: gamma-cat, shipped with
+        xbkg (CC BY-NC-SA 4.0; see ``xbkg/catalogs/gammacat/README.md`` for
+        its citation), so that ``xbkg make`` and the Python API exclude the
+        same known sources unless told otherwise (``xbkg make --exclude``).
+        ``()`` or ``"none"``: no catalogue, as Gammapy 0.6 (and the
+        ``"gammapy-0.6"`` preset). Recorded with the other options.
     index_model
         Which model the HDU index points at: ``"smooth"`` or ``"raw"``.
     missing_group
@@ -157,12 +171,16 @@ class Options:
     solid_angle: SolidAngle = "exact"
     smoothing: SmoothingMethod = DEFAULT_SMOOTHING
     min_radius: float = DEFAULT_MIN_RADIUS
+    exclude: tuple[str, ...] = (DEFAULT_CATALOG,)
     index_model: Literal["smooth", "raw"] = "smooth"
     missing_group: Literal["nearest", "error"] = "nearest"
     model: Literal["groups", "conditions"] | None = None
     fill_unconstrained: bool = True
 
     def __post_init__(self) -> None:
+        exclude = (self.exclude,) if isinstance(self.exclude, (str, Path)) else self.exclude
+        exclude = tuple(str(c) for c in exclude)
+        object.__setattr__(self, "exclude", () if exclude == (NO_CATALOG,) else exclude)
         if self.energy_edges is not None:  # e.g. a list read from JSON
             object.__setattr__(self, "energy_edges", tuple(float(e) for e in self.energy_edges))
         if self.model is None:
@@ -208,6 +226,7 @@ PRESETS: dict[str, Options] = {
         solid_angle="flat",
         smoothing="gammapy-0.6",
         min_radius=0.0,
+        exclude=(),
         model="groups",
         fill_unconstrained=False,
     ),
@@ -303,7 +322,11 @@ def build_background(
     runs
         The runs to build from (a run table, possibly selected).
     regions
-        Exclusion circles (:func:`xbkg.exclusion.read_catalog`, ...), or None.
+        Exclusion circles (:func:`xbkg.exclusion.exclusion_circles`,
+        :func:`xbkg.exclusion.read_catalog`, ...) excluded in addition to the
+        catalogues of ``options.exclude`` (by default the shipped gamma-cat;
+        set ``exclude=()`` to exclude only these), or None. The result's
+        ``regions`` holds all circles used.
     options
         Choices; default ``PRESETS["default"]``.
     workers, scheduler
@@ -327,6 +350,9 @@ def build_background(
     options = options or PRESETS["default"]
     # Unknown grouping columns fail here, before the pass over the events.
     assign_groups(runs, group_definitions(options.grouping))
+    known = catalog_regions(options.exclude, min_radius=options.min_radius)
+    if known is not None:
+        regions = known if regions is None else combine_regions(known, regions)
     plan = None if options.energy_edges is not None else _plan_energy_edges(runs, options)
     cube = make_run_cube(
         store,

@@ -271,6 +271,8 @@ def from_archive(ds: xr.Dataset, source: str = "archive") -> Background:
         raw[key] = tuple(raw[key])
     if version == 2:  # written before models were filled
         raw.setdefault("fill_unconstrained", False)
+    # Written before the default catalogue: the regions (region_*) were all given.
+    raw.setdefault("exclude", [])
     options = Options(**raw)
     attrs = {
         k: v
