@@ -8,7 +8,11 @@ Prints, measured in one run with the contenders taking turns:
 - each for the default ``xbkg make``, which also checks the gzip checksum of every
   event file (decompressing it to the end), and for ``--no-verify``, which like the
   floor and Gammapy decompresses only up to the end of the EVENTS table;
-- ``xbkg --help`` as a process.
+- ``xbkg --help`` as a process;
+- for every timing, the number of processes doing the work: 1 for the floor,
+  Gammapy and ``--help``, and for ``xbkg make`` the worker processes binning
+  the runs (the number it chooses without ``--workers``: one per core, at most
+  8, and 1 in a process running other threads).
 
 xbkg is timed as installed: its bytecode is written first, as ``pip install``
 does. An editable install in an environment that sets PYTHONDONTWRITEBYTECODE
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -49,6 +54,29 @@ def read_floor(store: Path) -> None:
     for path in sorted(store.glob("data/*.fits.gz")):
         with fits.open(path) as hdul:
             hdul["EVENTS"].data["ENERGY"]
+
+
+N_RUNS = 105
+
+
+def workers_here() -> int:
+    """Worker processes ``xbkg make`` (without ``--workers``) uses for DR1 in this process now."""
+    from xbkg.cli import _default_workers
+
+    return _default_workers(N_RUNS)
+
+
+def workers_in_a_process() -> int:
+    """Worker processes ``xbkg make`` (without ``--workers``) uses for DR1 as a process."""
+    script = f"from xbkg.cli import _default_workers; print(_default_workers({N_RUNS}))"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    return int(result.stdout)
+
+
+def processes(counts: set[int]) -> str:
+    """``[2 worker processes]``, ``[1 process]``; every count seen over the repeats."""
+    text = "/".join(str(n) for n in sorted(counts))
+    return f"[{text} worker processes]" if counts != {1} else "[1 process]"
 
 
 def compile_xbkg() -> None:
@@ -82,11 +110,17 @@ def main() -> None:
         xbkg_main(make_args)
         if threading.active_count() > 1:
             print("warning: threads are running: xbkg make runs on one core", file=sys.stderr)
+        seen: dict[str, set[int]] = {"xbkg": set(), "noverify": set()}
+
+        def xbkg_timed(key: str, extra: list[str]) -> float:
+            seen[key].add(workers_here())
+            return timed(lambda: xbkg_main([*make_args, *extra]))
+
         inproc = interleaved(
             {
                 "floor": lambda: timed(lambda: read_floor(store)),
-                "xbkg": lambda: timed(lambda: xbkg_main(make_args)),
-                "noverify": lambda: timed(lambda: xbkg_main([*make_args, "--no-verify"])),
+                "xbkg": lambda: xbkg_timed("xbkg", []),
+                "noverify": lambda: xbkg_timed("noverify", ["--no-verify"]),
             },
             args.repeats,
         )
@@ -102,6 +136,7 @@ def main() -> None:
             args.repeats,
         )
         py = sys.executable
+        as_process = workers_in_a_process()
         proc = interleaved(
             {
                 "floor": lambda: run_process([py, "-c", FLOOR, str(store)])[0],
@@ -118,18 +153,22 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"all 105 DR1 runs, gamma-cat exclusion; median of {args.repeats} interleaved runs")
+    one = processes({1})
     print(
-        f"in-process: floor {inproc['floor']:.2f} s, xbkg make {inproc['xbkg']:.2f} s "
-        f"(--no-verify {inproc['noverify']:.2f} s), "
-        f"Gammapy 2.1 equivalent {inproc['gammapy']:.2f} s"
+        f"in-process: floor {inproc['floor']:.2f} s {one}, "
+        f"xbkg make {inproc['xbkg']:.2f} s {processes(seen['xbkg'])} "
+        f"(--no-verify {inproc['noverify']:.2f} s {processes(seen['noverify'])}), "
+        f"Gammapy 2.1 equivalent {inproc['gammapy']:.2f} s {one}"
     )
     for key, label in (("xbkg", "xbkg"), ("noverify", "xbkg --no-verify")):
         print(f"  {label + ' / floor':28s} = {inproc[key] / inproc['floor']:.2f}  (target <= 1.3)")
         print(f"  {'Gammapy 2.1 / ' + label:28s} = {inproc['gammapy'] / inproc[key]:.1f}")
+    workers = processes({as_process})
     print(
-        f"process: floor {proc['floor']:.2f} s, xbkg make {proc['xbkg']:.2f} s "
-        f"(--no-verify {proc['noverify']:.2f} s), Gammapy 2.1 equivalent {proc['gammapy']:.2f} s, "
-        f"xbkg --help {proc['help']:.2f} s"
+        f"process: floor {proc['floor']:.2f} s {one}, xbkg make {proc['xbkg']:.2f} s {workers} "
+        f"(--no-verify {proc['noverify']:.2f} s {workers}), "
+        f"Gammapy 2.1 equivalent {proc['gammapy']:.2f} s {one}, "
+        f"xbkg --help {proc['help']:.2f} s {one}"
     )
     for key, label in (("xbkg", "xbkg"), ("noverify", "xbkg --no-verify")):
         ratio = proc["gammapy"] / proc[key]

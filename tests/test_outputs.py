@@ -1,136 +1,109 @@
-"""Writing two groups of outputs side by side (:func:`xbkg.io.outputs.alongside`)."""
+"""Staging folders (:func:`xbkg.io.outputs.all_or_nothing`) and those that killed jobs leave."""
 
 from __future__ import annotations
 
-import errno
 import os
-import signal
-import threading
-import time
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from xbkg.errors import RunsFailedError
-from xbkg.io.outputs import alongside
+from xbkg.errors import OutputError, OutputExistsError, XbkgWarning
+from xbkg.io import outputs
+from xbkg.io.outputs import STAGE_PREFIX, all_or_nothing, check_outputs
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
-
-
-def test_task_runs_in_another_process_at_the_same_time(tmp_path):
-    """Each side waits for a file of the other: only concurrent sides finish."""
-    task_file, body_file = tmp_path / "task", tmp_path / "body"
-
-    def wait_for(path: Path) -> None:
-        deadline = time.monotonic() + 30
-        while not path.exists():
-            assert time.monotonic() < deadline, f"{path.name} never appeared"
-            time.sleep(0.01)
-
-    def task() -> None:
-        task_file.write_text(str(os.getpid()))
-        wait_for(body_file)
-
-    with alongside(task):
-        wait_for(task_file)
-        body_file.write_text("")
-    assert int(task_file.read_text()) != os.getpid()
+NAMES = ["a.txt", "b.txt"]
 
 
-def test_the_task_error_is_raised_after_the_body(tmp_path):
-    def task() -> None:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "archive.nc")
-
-    done = []
-    with pytest.raises(OSError, match="No space left") as info, alongside(task):
-        done.append(True)
-    assert done == [True]
-    assert info.value.errno == errno.ENOSPC
-    assert info.value.filename == "archive.nc"
+def write_names(stage: Path) -> None:
+    for name in NAMES:
+        (stage / name).write_text(name)
 
 
-def test_an_error_that_cannot_be_sent_back_keeps_its_message():
-    class Odd(Exception):
-        def __init__(self, a: int, b: int) -> None:
-            super().__init__(f"odd {a} {b}")
-
-    def task() -> None:
-        raise Odd(1, 2)
-
-    with pytest.raises(OSError, match="Odd: odd 1 2"), alongside(task):
-        pass
-    # The package's own errors come back as they were.
-    with pytest.raises(RunsFailedError, match="OBS_ID 7") as info, alongside(_fail_runs):
-        pass
-    assert info.value.failures == {7: "OBS_ID 7: no events"}
-    assert info.value.skipping
+def ended_pid() -> int:
+    """The number of a process of this host that has ended (and was reaped)."""
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True,
+                          capture_output=True, text=True)  # fmt: skip
+    return int(proc.stdout)
 
 
-def _fail_runs() -> None:
-    raise RunsFailedError({7: "OBS_ID 7: no events"}, skipping=True)
+def stage_folder(out: Path, pid: int, host: str | None = None) -> Path:
+    """A staging folder as a process ``pid`` of ``host`` (default: this one) names it."""
+    path = out / f"{STAGE_PREFIX}{pid}@{host or outputs._host()}-k3x_9q2z"
+    path.mkdir(parents=True)
+    (path / "a.txt").write_text("half written")
+    return path
 
 
-def test_an_error_in_the_body_stops_the_task(tmp_path):
-    pid_file = tmp_path / "pid"
+def test_the_staging_folder_names_its_process(tmp_path):
+    seen = []
 
-    def task() -> None:
-        pid_file.write_text(str(os.getpid()))
-        time.sleep(30)
+    def write(stage: Path) -> None:
+        seen.append(stage.name)
+        write_names(stage)
 
-    def body_fails() -> None:
-        with alongside(task):
-            while not pid_file.exists() or not pid_file.read_text():
-                time.sleep(0.01)
-            raise KeyboardInterrupt
-
-    start = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        body_fails()
-    assert time.monotonic() - start < 10
-    with pytest.raises(ProcessLookupError):  # killed and reaped
-        os.kill(int(pid_file.read_text()), 0)
+    all_or_nothing(tmp_path / "out", NAMES, False, write)
+    assert seen[0].startswith(f"{STAGE_PREFIX}{os.getpid()}@{outputs._host()}-")
+    assert [stage.pid for stage in outputs._Stage.find(tmp_path)] == []
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == NAMES
 
 
-def test_an_interrupt_while_waiting_stops_the_task(tmp_path):
-    pid_file = tmp_path / "pid"
-
-    def task() -> None:
-        pid_file.write_text(str(os.getpid()))
-        time.sleep(30)
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGALRM, interrupt)
-    start = time.monotonic()
-    try:
-        with pytest.raises(KeyboardInterrupt), alongside(task):
-            signal.setitimer(signal.ITIMER_REAL, 0.3)  # rings once the body is done
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-    assert time.monotonic() - start < 10
-    with pytest.raises(ProcessLookupError):  # killed and reaped, not left sleeping
-        os.kill(int(pid_file.read_text()), 0)
+def test_a_killed_jobs_staging_folder_is_removed_with_a_warning(tmp_path):
+    out = tmp_path / "out"
+    stale = stage_folder(out, ended_pid())
+    with pytest.warns(XbkgWarning, match=rf"removed {stale.name}, left behind by xbkg process"):
+        check_outputs(out, NAMES, False)  # not content: the folder counts as empty
+    assert not stale.exists()
+    stale = stage_folder(out, ended_pid())
+    with pytest.warns(XbkgWarning, match="killed before it finished"):
+        all_or_nothing(out, NAMES, False, write_names)
+    assert sorted(p.name for p in out.iterdir()) == NAMES
 
 
-def test_a_killed_task_is_an_error():
-    def task() -> None:
-        os.kill(os.getpid(), signal.SIGKILL)
+def test_a_running_jobs_staging_folder_is_left_alone(tmp_path):
+    out = tmp_path / "out"
+    running = stage_folder(out, os.getppid())
+    for overwrite in (False, True):
+        with pytest.raises(OutputError, match=rf"xbkg process {os.getppid()} on host .* may be "
+                           rf"writing into this folder .*{running.name}"):  # fmt: skip
+            all_or_nothing(out, NAMES, overwrite, write_names)
+    assert (running / "a.txt").read_text() == "half written"
+    assert [p.name for p in out.iterdir()] == [running.name]
 
-    with pytest.raises(OSError, match="killed by signal 9"), alongside(task):
-        pass
+
+def test_a_staging_folder_of_another_host_is_left_alone(tmp_path):
+    out = tmp_path / "out"
+    other = stage_folder(out, ended_pid(), host="elsewhere-7.example")
+    with pytest.raises(OutputError, match=r"on host elsewhere-7\.example, which cannot be checked"):
+        check_outputs(out, NAMES, True)
+    assert other.is_dir()
 
 
-def test_with_other_threads_the_task_runs_first_in_this_process():
-    order = []
-    stop = threading.Event()
-    thread = threading.Thread(target=stop.wait)
-    thread.start()
-    try:
-        with alongside(lambda: order.append(("task", os.getpid()))):
-            order.append(("body", os.getpid()))
-    finally:
-        stop.set()
-        thread.join()
-    assert order == [("task", os.getpid()), ("body", os.getpid())]
+def test_a_job_killed_while_moving_files_into_place_keeps_what_it_replaced(tmp_path):
+    out = tmp_path / "out"
+    stale = stage_folder(out, ended_pid())
+    (stale / ".previous").mkdir()
+    (stale / ".previous" / "b.txt").write_text("the old b")
+    with pytest.raises(OutputError, match=r"killed while moving its files into place.*\.previous"):
+        check_outputs(out, NAMES, True)
+    assert (stale / ".previous" / "b.txt").read_text() == "the old b"
+
+
+def test_other_hidden_folders_are_content(tmp_path):
+    out = tmp_path / "out"
+    (out / ".xbkg-abc123").mkdir(parents=True)  # not a name all_or_nothing gives
+    with pytest.raises(OutputExistsError, match="not empty"):
+        check_outputs(out, NAMES, False)
+    check_outputs(out, NAMES, True)
+    assert (out / ".xbkg-abc123").is_dir()
+
+
+def test_a_host_name_with_dashes_is_read_back(tmp_path, monkeypatch):
+    monkeypatch.setattr(outputs.socket, "gethostname", lambda: "node-12.cluster_a")
+    assert outputs._host() == "node-12.cluster_a"
+    path = stage_folder(tmp_path, 4242)
+    (stage,) = outputs._Stage.find(tmp_path)
+    assert (stage.path, stage.pid, stage.host) == (path, 4242, "node-12.cluster_a")
+    monkeypatch.setattr(outputs.socket, "gethostname", lambda: "odd name/with:signs")
+    assert outputs._host() == "odd_name_with_signs"

@@ -14,12 +14,17 @@ and never re-reads events.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import multiprocessing
+import os
 import signal
-from collections.abc import Callable, Collection, Iterator, Sequence
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -441,12 +446,10 @@ def bin_run(
     )
 
 
-def _bin_one(
-    spec: RunSpec, verify: bool, *, skip_bad_runs: bool, **kwargs: Any
-) -> RunHistogram | RunFailure:
+def _bin_one(spec: RunSpec, *, skip_bad_runs: bool, **kwargs: Any) -> RunHistogram | RunFailure:
     """:func:`bin_run` in the run loop; with ``skip_bad_runs`` a bad run's error is returned."""
     try:
-        return bin_run(spec, verify=verify, **kwargs)
+        return bin_run(spec, **kwargs)
     except DataStoreError as exc:
         if not skip_bad_runs:
             raise
@@ -468,7 +471,6 @@ def make_run_cube(
     progress: Callable[[int, int, int], None] | None = None,
     skip_bad_runs: bool = False,
     verify: bool = True,
-    verified: Collection[str] = (),
 ) -> xr.Dataset:
     """Histogram the events of the given runs into the per-run cube.
 
@@ -508,11 +510,8 @@ def make_run_cube(
     verify
         Check the gzip checksum of every event file, which needs the whole
         file decompressed (:func:`xbkg.datastore.read_events`); about half of
-        the reading time on H.E.S.S. DR1.
-    verified
-        Event files (paths as the data store gives them) whose gzip check has
-        already passed (:class:`xbkg.io.gzipcheck.GzipChecks`): with ``verify``
-        they are decompressed only up to the end of the EVENTS table.
+        the reading time on H.E.S.S. DR1. The process that reads a run checks
+        its file.
 
     Raises
     ------
@@ -550,13 +549,12 @@ def make_run_cube(
         regions=regions,
         safe_energy=safe_energy,
         method=method,
+        verify=verify,
     )
-    verified = frozenset(verified)
-    checks = [verify and spec.path not in verified for spec in specs]
     n_runs, n_e, n_t = len(specs), len(e_edges) - 1, len(t_edges) - 1
     arrays = RunArrays.empty(n_runs, n_e, n_t)
     good = np.ones(n_runs, dtype=bool)
-    results = _map_runs(work, specs, checks, workers=workers, scheduler=scheduler)
+    results = _map_runs(work, specs, workers=workers, scheduler=scheduler)
     for i, hist in enumerate(results):
         if isinstance(hist, RunFailure):
             problems[hist.obs_id] = hist.message
@@ -579,55 +577,141 @@ def make_run_cube(
 
 
 def _map_runs(
-    work: Callable[[RunSpec, bool], RunHistogram | RunFailure],
+    work: Callable[[RunSpec], RunHistogram | RunFailure],
     specs: Sequence[RunSpec],
-    verify: Sequence[bool],
     *,
     workers: int,
     scheduler: str | None,
 ) -> Iterator[RunHistogram | RunFailure]:
-    """``work(spec, verify)`` for every run, yielding results in the order of ``specs``."""
+    """``work(spec)`` for every run, yielding results in the order of ``specs``.
+
+    The one place where xbkg starts processes: a local process pool, or the
+    workers of a dask.distributed scheduler.
+    """
     if scheduler is not None:
-        yield from _map_runs_dask(work, specs, verify, scheduler)
+        yield from _map_runs_dask(work, specs, scheduler)
     elif workers == 1 or len(specs) < 2:
-        yield from map(work, specs, verify)
+        yield from map(work, specs)
     else:
         # fork (where available) starts workers without re-importing anything.
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else None)
-        pool = ProcessPoolExecutor(
-            max_workers=workers, mp_context=context, initializer=_ignore_interrupt
-        )
+        # Small chunks keep both workers busy to the end; map keeps the order.
+        chunk = max(1, min(8, len(specs) // (4 * workers)))
+        pool = None
         try:
-            # Small chunks keep both workers busy to the end; map keeps the order.
-            chunk = max(1, min(8, len(specs) // (4 * workers)))
-            yield from pool.map(work, specs, verify, chunksize=chunk)
+            with _interrupts_held():
+                pool = ProcessPoolExecutor(
+                    max_workers=workers,
+                    mp_context=context,
+                    initializer=_start_worker,
+                    initargs=(os.getpid(),),
+                )
+                results = pool.map(work, specs, chunksize=chunk)  # starts the workers
+            yield from results
         except BaseException:
-            # A bad run or Ctrl-C: drop the queued runs instead of finishing them.
-            pool.shutdown(wait=True, cancel_futures=True)
+            # A bad run, Ctrl-C or SIGTERM: drop the queued runs instead of finishing them.
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
             raise
         pool.shutdown(wait=True)
 
 
-def _ignore_interrupt() -> None:
-    """Workers leave Ctrl-C to the main process, which stops them and cleans up."""
+#: The signals that interrupt the command (:func:`xbkg.cli.main`).
+_INTERRUPTS = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM back while the body runs; they arrive when it is done.
+
+    A pool interrupted while it starts cannot be shut down: workers already
+    started but not yet known to the pool's manager thread would wait for
+    runs forever, and the program with them, at exit. An interrupt arriving
+    just after a fork would even be lost (Python ignores exceptions raised by
+    its at-fork hooks). Threads started in the body, and forked workers,
+    inherit the held signals: only this thread receives them afterwards, and
+    a worker takes them back in :func:`_start_worker`.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no fork, nothing to hold
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+#: ``PR_SET_PDEATHSIG`` of Linux's ``prctl``: the signal a process gets when its parent ends.
+_PR_SET_PDEATHSIG = 1
+
+
+def _start_worker(parent: int) -> None:
+    """Set up a worker of the local pool started by the process ``parent``.
+
+    Ctrl-C is left to the parent, which stops the pool and cleans up (a
+    terminal sends it to every process of the job). SIGTERM ends a worker at
+    once: a forked worker would otherwise inherit the command's handler, which
+    turns SIGTERM into an exception that the pool catches and sends back.
+
+    A worker dies with its parent. A parent killed outright (SIGKILL, as batch
+    systems do) cannot stop its workers, and they would live on: waiting for
+    runs that never come, or blocked writing a result into a full pipe (no
+    EPIPE: the other workers hold its reading end). On Linux the kernel
+    kills the worker the moment the parent ends (``PR_SET_PDEATHSIG``): that
+    needs nothing from the worker, which may be stuck anywhere, even in C
+    code holding the GIL. Elsewhere a thread of the worker ends it within a
+    second of noticing it has a new parent (:func:`_watch_parent`): unlike a
+    check between runs, it also ends a worker blocked on a pipe. A parent that
+    died before either was in place is caught by the check at the end.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if hasattr(signal, "pthread_sigmask"):  # held while the pool started (_interrupts_held)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _INTERRUPTS)
+    if not _killed_with_parent():
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _killed_with_parent() -> bool:
+    """Have Linux send SIGKILL to this process when its parent ends; whether it will."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        done = libc.prctl(
+            ctypes.c_int(_PR_SET_PDEATHSIG), ctypes.c_ulong(int(signal.SIGKILL)), 0, 0, 0
+        )
+    except (OSError, AttributeError):  # no prctl in this C library
+        return False
+    return done == 0
+
+
+def _watch_parent(parent: int, interval: float = 0.5) -> None:
+    """End this process as soon as its parent is no longer ``parent`` (it ended)."""
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(1)
 
 
 def _map_runs_dask(
-    work: Callable[[RunSpec, bool], RunHistogram | RunFailure],
+    work: Callable[[RunSpec], RunHistogram | RunFailure],
     specs: Sequence[RunSpec],
-    verify: Sequence[bool],
     scheduler: str,
 ) -> Iterator[RunHistogram | RunFailure]:
     try:
         from dask.distributed import Client
     except ImportError as exc:
         raise ImportError(
-            "--scheduler needs dask.distributed: pip install 'xbkg[distributed]'"
+            "scheduler= needs dask.distributed: pip install 'xbkg[distributed]'"
         ) from exc
     with Client(scheduler, set_as_default=False) as client:
-        futures = client.map(work, specs, verify, pure=False)
+        futures = client.map(work, specs, pure=False)
         try:
             for future in futures:
                 yield future.result()

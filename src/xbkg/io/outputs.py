@@ -5,23 +5,31 @@ are written into a hidden folder inside the output folder and moved into place
 only when all are complete. Files being replaced are set aside until every new
 file is in place and put back if anything fails, so an error, a full disk,
 Ctrl-C or SIGTERM leave the output folder complete and new, or as it was.
+
+A job killed outright (SIGKILL) cannot clean up, and leaves its hidden folder
+behind. The folder's name says which process on which host made it, so a
+later job writing into the same output folder removes the folders of
+processes of its host that no longer run, with a warning, and refuses to write
+next to one whose process may still be writing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import pickle
+import re
 import shutil
-import signal
+import socket
+import sys
 import tempfile
-import threading
-from collections.abc import Callable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from xbkg.errors import OutputError, OutputExistsError, XbkgError, describe
+from xbkg.errors import OutputError, OutputExistsError, XbkgError, XbkgWarning, describe
 
-__all__ = ["all_or_nothing", "alongside", "check_outputs"]
+__all__ = ["all_or_nothing", "check_outputs"]
 
 
 def check_outputs(
@@ -39,13 +47,19 @@ def check_outputs(
         ``names``) and ``overwrite`` is false.
     OutputError
         If ``out_dir`` or one of ``names`` in it is in the way (a file where a
-        folder must be, a folder where a file must be).
+        folder must be, a folder where a file must be), or if another xbkg
+        process may be writing into ``out_dir`` (its staging folder is there).
+
+    The staging folders of killed jobs (:func:`all_or_nothing`) are not in the
+    way: they are removed, with a warning.
     """
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir}: exists and is not a folder; choose another output folder")
     blocked = [n for n in names if (out_dir / n).is_dir()]
     if blocked:
         raise OutputError(f"{out_dir}: {blocked} are folders; move them away")
+    if out_dir.is_dir():
+        _clear_stages(out_dir)
     if out_dir.is_dir() and not overwrite:
         taken = [n for n in names if (out_dir / n).exists()]
         present = sorted(p.name for p in out_dir.iterdir()) if empty_folder else taken
@@ -67,6 +81,11 @@ def all_or_nothing(
 ) -> None:
     """Run ``write(stage)`` in a fresh folder inside ``out_dir``, then move ``names`` out.
 
+    The folder, ``.xbkg-PID@HOST-XXXXXXXX``, names the process writing and its
+    host: should the process be killed before it can remove the folder, the
+    next job writing into ``out_dir`` on that host removes it
+    (:func:`check_outputs`).
+
     Whatever happens (an error, a full disk, Ctrl-C), ``out_dir`` ends up
     either with all new files or exactly as it was: files replaced under
     ``overwrite`` are set aside until every new file is in place, and put
@@ -83,7 +102,8 @@ def all_or_nothing(
     created = not out_dir.exists()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=".xbkg-", dir=out_dir))
+        prefix = f"{STAGE_PREFIX}{os.getpid()}@{_host()}-"
+        stage = Path(tempfile.mkdtemp(prefix=prefix, dir=out_dir))
     except OSError as exc:
         raise OutputError(
             f"{out_dir}: cannot create files there ({exc.strerror or exc}); choose a writable "
@@ -133,77 +153,90 @@ def _swap_in(stage: Path, out_dir: Path, names: Sequence[str]) -> None:
         raise
 
 
-@contextlib.contextmanager
-def alongside(task: Callable[[], object]) -> Iterator[None]:
-    """Run ``task`` in a forked process while the body of the ``with`` runs.
+#: Start of the names of the staging folders of :func:`all_or_nothing`.
+STAGE_PREFIX = ".xbkg-"
+#: ``.xbkg-PID@HOST-XXXXXXXX``; the random end (``tempfile.mkdtemp``) holds no dash.
+_STAGE_NAME = re.compile(r"\.xbkg-(?P<pid>[0-9]+)@(?P<host>[A-Za-z0-9._-]+)-[a-z0-9_]+")
 
-    Two independent groups of outputs (the archive, the FITS files) are
-    written at the same time on two processor cores. Leaving the body waits
-    for ``task`` and raises its exception, if any; an exception in the body
-    (Ctrl-C included) stops ``task`` at once. Where forking is not possible,
-    or not safe because other threads are running (a forked thread's locks
-    stay held), ``task`` runs first, in this process.
-    """
-    if not _can_fork():
-        task()
-        yield
-        return
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: whatever happens, it ends here, never in the caller's code
-        status = 1
+
+def _host() -> str:
+    """This host's name, as it goes into the name of a staging folder."""
+    return re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())[:64] or "unknown"
+
+
+@dataclass(frozen=True)
+class _Stage:
+    """A staging folder of :func:`all_or_nothing` and the process that made it."""
+
+    path: Path
+    pid: int
+    host: str
+
+    @classmethod
+    def find(cls, out_dir: Path) -> list[_Stage]:
+        """The staging folders in ``out_dir`` (hidden folders of other names are not)."""
+        stages = []
+        for path in sorted(out_dir.glob(STAGE_PREFIX + "*")):
+            match = _STAGE_NAME.fullmatch(path.name)
+            if match and path.is_dir():
+                stages.append(cls(path, int(match["pid"]), match["host"]))
+        return stages
+
+    def abandoned(self) -> bool:
+        """Whether the process that made the folder has ended: it was on this host and is gone.
+
+        A process of another host cannot be checked, nor one on Windows, where
+        signal 0 is Ctrl-C: those count as running. A new process given the
+        same number counts as running too: the folder is then left alone, and
+        reported, rather than removed under a job that may still be writing.
+        """
+        if self.host != _host() or sys.platform == "win32":
+            return False
         try:
-            os.close(read_end)
-            try:
-                task()
-                status = 0
-            except BaseException as exc:
-                data = memoryview(_pickled(exc))
-                while data:
-                    data = data[os.write(write_end, data) :]
-        finally:
-            os._exit(status)
-    os.close(write_end)
-    reaped = False
-    try:
-        yield
-        chunks = []
-        while chunk := os.read(read_end, 1 << 16):
-            chunks.append(chunk)
-        _, status = os.waitpid(pid, 0)
-        reaped = True
-    except BaseException:
-        # An error or Ctrl-C here, in the body or while waiting: the task must not
-        # go on writing into a folder that is about to be removed.
-        if not reaped:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        raise
-    finally:
-        os.close(read_end)
-    error = b"".join(chunks)
-    if error:
-        raise _unpickled(error)
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        how = f"was killed by signal {-code}" if code < 0 else f"ended with status {code}"
-        raise OSError(f"the process writing part of the outputs {how}")
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:  # a process of another user
+            return False
+        return False
 
 
-def _can_fork() -> bool:
-    return hasattr(os, "fork") and threading.active_count() == 1
+def _clear_stages(out_dir: Path) -> None:
+    """Remove the staging folders of killed jobs; refuse a folder other jobs may write into.
 
-
-def _pickled(exc: BaseException) -> bytes:
-    try:
-        data = pickle.dumps(exc)
-        pickle.loads(data)  # exceptions with their own __init__ may not load
-    except Exception:
-        kind = XbkgError if isinstance(exc, XbkgError) else OSError
-        data = pickle.dumps(kind(f"{type(exc).__name__}: {exc}"))
-    return data
-
-
-def _unpickled(data: bytes) -> BaseException:
-    error = pickle.loads(data)
-    return error if isinstance(error, BaseException) else OSError(str(error))
+    Raises
+    ------
+    OutputError
+        If a staging folder of a process that may be running is in ``out_dir``,
+        if one of a killed job holds files it had set aside (the job was
+        killed while moving its files into place: ``out_dir`` may mix old and
+        new files), or if one cannot be removed.
+    """
+    for stage in _Stage.find(out_dir):
+        where = f"xbkg process {stage.pid} on host {stage.host}"
+        if not stage.abandoned():
+            checked = "" if stage.host == _host() else ", which cannot be checked from here"
+            raise OutputError(
+                f"{out_dir}: {where}{checked} may be writing into this folder (its staging "
+                f"folder {stage.path.name} is there); wait for it to end or choose another "
+                "folder. If no such job is running, remove that folder"
+            )
+        previous = stage.path / ".previous"
+        if previous.is_dir() and any(previous.iterdir()):
+            raise OutputError(
+                f"{out_dir}: {where} was killed while moving its files into place, so the "
+                f"folder may hold both old and new files; the files it replaced are in "
+                f"{previous}: move back what you need, then remove {stage.path}"
+            )
+        shutil.rmtree(stage.path, ignore_errors=True)
+        if stage.path.exists():
+            raise OutputError(
+                f"{stage.path}: the staging folder of {where}, which no longer runs, cannot be "
+                "removed; remove it"
+            )
+        warnings.warn(
+            f"{out_dir}: removed {stage.path.name}, left behind by {where}, which was killed "
+            "before it finished",
+            XbkgWarning,
+            stacklevel=3,
+        )
