@@ -621,7 +621,11 @@ def test_all_runs_bad(store, tmp_path, capsys):
         event_file(store, obs_id).unlink()
     out = tmp_path / "out"
     err = assert_failed(
-        make(store, out, "--skip-bad-runs"), capsys, out, "4 runs could not be used", "no run is left"
+        make(store, out, "--skip-bad-runs"),
+        capsys,
+        out,
+        "4 runs could not be used",
+        "no run is left",
     )
     assert len(err.strip().splitlines()) == 6  # the count, one line per run, what to do
 

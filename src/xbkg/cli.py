@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from xbkg.errors import XbkgError, XbkgWarning
+from xbkg.conventions import DEFAULT_SMOOTHING
+from xbkg.errors import XbkgError, XbkgWarning, plural
 
 __all__ = ["main"]
 
@@ -98,18 +99,22 @@ def _default_workers(n_runs: int) -> int:
     return max(1, min(cores or 1, 8, n_runs))
 
 
-def _keyval(text: str) -> tuple[str, str]:
+def _keyval(text: str, form: str = "COL=VALUES") -> tuple[str, str]:
     if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected COLUMN=VALUES, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {form}, got {text!r}")
     key, value = text.split("=", 1)
     return key.strip(), value.strip()
 
 
+def _edges_of_column(text: str) -> tuple[str, str]:
+    return _keyval(text, "COL=EDGES")
+
+
 def _range(text: str) -> tuple[str, tuple[float | None, float | None]]:
-    key, value = _keyval(text)
+    key, value = _keyval(text, "COL=LO:HI")
     if ":" not in value:
         raise argparse.ArgumentTypeError(
-            f"expected COLUMN=LO:HI (either side may be empty): {text}"
+            f"expected COL=LO:HI (either side may be empty), got {text!r}"
         )
     lo, hi = value.split(":", 1)
     try:
@@ -121,6 +126,7 @@ def _range(text: str) -> tuple[str, tuple[float | None, float | None]]:
 def _add_run_selection(parser: argparse.ArgumentParser) -> None:
     """Options choosing runs and exclusion regions (make, validate, crossval)."""
     from xbkg.conventions import CATALOGS, DEFAULT_CATALOG, NO_CATALOG
+
     parser.add_argument(
         "--obs-id", type=int, nargs="+", metavar="ID", help="use only these runs (default: all)"
     )
@@ -198,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_selection(make)
     make.add_argument(
         "--group",
-        type=_keyval,
+        type=_edges_of_column,
         action="append",
         metavar="COL=EDGES",
         help="group runs by COL with half-open bins between comma-separated EDGES "
@@ -232,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         choices=["default", "gammapy-0.6"],
         default="default",
-        help="'gammapy-0.6' reproduces the Gammapy 0.6 tool exactly (default: %(default)s)",
+        help="'gammapy-0.6' reproduces the Gammapy 0.6 tool exactly, zeros included; "
+        "'default' (the default) is xbkg's own choices",
     )
     make.add_argument(
         "--time",
@@ -334,7 +341,7 @@ def _progress(quiet: bool):
         width = 30
         filled = int(width * i / n)
         sys.stderr.write(
-            f"\r[{'#' * filled}{' ' * (width - filled)}] {i}/{n} runs (OBS_ID {obs_id})"
+            f"\r[{'#' * filled}{' ' * (width - filled)}] {i}/{plural(n, 'run')} (OBS_ID {obs_id})"
         )
         if i == n:
             sys.stderr.write("\n")
@@ -414,13 +421,9 @@ def _report_skipped(cube: Any) -> int:
     for message in skipped.values():
         print(f"xbkg: skipped: {message}", file=sys.stderr)
     if skipped:
-        print(f"xbkg: {len(skipped)} run(s) skipped (--skip-bad-runs)", file=sys.stderr)
+        print(f"xbkg: {plural(len(skipped), 'run')} skipped (--skip-bad-runs)", file=sys.stderr)
         return EXIT_SKIPPED
     return 0
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _first(ids: Sequence[int], n: int = 5) -> str:
@@ -443,7 +446,7 @@ def _print_summary(bkg: Any, result: dict[str, Any], n_runs: int) -> None:
         else "zeros kept where the data say nothing, as Gammapy 0.6 wrote them"
     )
     print(
-        f"xbkg make: models from {_plural(n_used, 'selected run')}{skipped}, "
+        f"xbkg make: models from {plural(n_used, 'selected run')}{skipped}, "
         f"{int(cube['n_events'].sum())} events read (time {options.time.upper()}, "
         f"{_exclusion(bkg)}, {options.smoothing} smoothing, {fill})"
     )
@@ -457,7 +460,7 @@ def _print_summary(bkg: Any, result: dict[str, Any], n_runs: int) -> None:
         print(
             f"  index: per-run models of the condition model "
             f"({', '.join(map(str, bkg.conditions['condition'].values))}) for "
-            f"{_plural(n_own, 'run')} of the data store (every run with known conditions, "
+            f"{plural(n_own, 'run')} of the data store (every run with known conditions, "
             "selected or not); the group models are written too (--model groups to use them)"
         )
     else:
@@ -467,7 +470,7 @@ def _print_summary(bkg: Any, result: dict[str, Any], n_runs: int) -> None:
             f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in row["range"].items()
         )
         print(
-            f"  group {row['group']:3d} ({ranges}): {_plural(len(row['runs']), 'run')}, "
+            f"  group {row['group']:3d} ({ranges}): {plural(len(row['runs']), 'run')}, "
             f"{row['counts']} counts"
         )
     no_group = [int(o) for o in cube["obs_id"].values[cube["group_id"].values < 0]]
@@ -503,7 +506,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         events_per_run=args.events_per_run,
         overwrite=args.overwrite,
     )
-    print(f"xbkg simulate: wrote a synthetic data store of {args.runs} runs to {path}")
+    print(f"xbkg simulate: wrote a synthetic data store of {plural(args.runs, 'run')} to {path}")
     return 0
 
 
@@ -513,7 +516,7 @@ def _cmd_copy(args: argparse.Namespace) -> int:
     store = copy_runs(
         open_datastore(args.data_store), args.obs_id, args.out_dir, overwrite=args.overwrite
     )
-    print(f"xbkg copy: {len(store.obs_ids)} runs copied to {args.out_dir}")
+    print(f"xbkg copy: {plural(len(store.obs_ids), 'run')} copied to {args.out_dir}")
     return 0
 
 
@@ -588,19 +591,18 @@ def _add_validation_commands(sub: Any) -> None:
     crossval.add_argument(
         "--model",
         choices=["conditions", "groups"],
-        default="conditions",
-        help="'conditions': continuous zenith and efficiency dependence (default); "
-        "'groups': stacked groups (--group, default ZEN_PNT=0,49,90)",
+        help="'conditions': continuous zenith and efficiency dependence; 'groups': stacked "
+        "groups (--group, default ZEN_PNT=0,49,90); default as for 'make': 'conditions', or "
+        "'groups' with --group or --group-values",
     )
     crossval.add_argument(
-        "--group", type=_keyval, action="append", metavar="COL=EDGES", help="as for 'make'"
+        "--group", type=_edges_of_column, action="append", metavar="COL=EDGES", help="as for 'make'"
     )
     crossval.add_argument("--group-values", type=_keyval, action="append", metavar="COL=VALUES")
     crossval.add_argument(
         "--smoothing",
         choices=["poisson", "adaptive", "gammapy-0.6"],
-        default="poisson",
-        help="smoothing of the models (default: %(default)s)",
+        help=f"smoothing of the models (default: {DEFAULT_SMOOTHING}, as for 'make')",
     )
 
 
@@ -659,8 +661,8 @@ def _validation_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 def _report(table: Any, args: argparse.Namespace, title: str) -> None:
     s = table.attrs
     print(
-        f"{title}: {s['n_runs']} runs, offsets <= {s['offset_max']:g} deg, prediction "
-        f"{s.get('prediction', 'unknown')}: normalisation "
+        f"{title}: {plural(int(s['n_runs']), 'run')}, offsets <= {s['offset_max']:g} deg, "
+        f"prediction {s.get('prediction', 'unknown')}: normalisation "
         f"{s['normalisation']:.3f}, scatter of obs/pred {s['scatter']:.3f} (Poisson alone "
         f"{s['poisson_scatter']:.3f}), mean shape chi2/dof {s['chi2_dof']:.3f}, residual "
         f"significance {s['significance_mean']:.2f} +- {s['significance_width']:.2f}"
@@ -725,14 +727,18 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_crossval(args: argparse.Namespace) -> int:
     from xbkg.conditions import conditions_builder
-    from xbkg.grouping import default_grouping
+    from xbkg.pipeline import options_for
     from xbkg.validation import crossval, grouped_builder
 
+    # The options of 'make', so that the same defaults are cross-validated.
+    options = options_for(grouping=_grouping(args), smoothing=args.smoothing, model=args.model)
     _, cube, _ = _validation_inputs(args)
-    if args.model == "conditions":
-        builder = conditions_builder(smoothing=args.smoothing)
+    if options.model == "conditions":
+        builder = conditions_builder(smoothing=options.smoothing, solid_angle=options.solid_angle)
     else:
-        builder = grouped_builder(_grouping(args) or default_grouping(), smoothing=args.smoothing)
+        builder = grouped_builder(
+            options.grouping, smoothing=options.smoothing, solid_angle=options.solid_angle
+        )
     table = crossval(
         cube,
         builder,
@@ -741,7 +747,7 @@ def _cmd_crossval(args: argparse.Namespace) -> int:
         offset_max=args.offset_max,
         prediction=args.prediction,
     )
-    _report(table, args, f"xbkg crossval ({args.model}, k={args.k}, seed={args.seed})")
+    _report(table, args, f"xbkg crossval ({options.model}, k={args.k}, seed={args.seed})")
     return _report_skipped(cube)
 
 
@@ -782,7 +788,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except (_Fail, XbkgError, ValueError, KeyError, OSError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        for line in str(message).splitlines():
+        for line in _for_command_line(str(message)).splitlines():
             if line.strip():
                 print(f"xbkg: error: {line.strip()}", file=sys.stderr)
         return EXIT_ERROR
@@ -791,8 +797,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+#: The Python parameters that library messages name, and the options that set them here.
+_OPTION_OF_PARAMETER = {
+    "overwrite=True": "--overwrite",
+    "skip_bad_runs=True": "--skip-bad-runs",
+    "missing_group='nearest'": "--missing-group nearest",
+    "(select_runs)": "(--obs-id, --select)",
+    "(grouping=)": "(--group, --group-values)",
+    "scheduler=": "--scheduler",
+}
+
+
+def _for_command_line(message: str) -> str:
+    """A library message with its Python parameters replaced by the command-line options."""
+    for parameter, option in _OPTION_OF_PARAMETER.items():
+        message = message.replace(parameter, option)
+    return message
+
+
 def _show_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
-    print(f"xbkg: warning: {message}", file=sys.stderr)
+    print(f"xbkg: warning: {_for_command_line(str(message))}", file=sys.stderr)
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -433,7 +433,7 @@ def bin_run(
     if events.energy.size == 0:
         raise DataStoreError(
             f"OBS_ID {spec.obs_id}: {spec.path}: no events (the EVENTS table is empty); fix the "
-            "file or leave the run out (--obs-id, --select)"
+            "file or leave the run out (select_runs)"
         )
     return bin_events(
         events,

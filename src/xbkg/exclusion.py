@@ -349,7 +349,7 @@ def _from_astropy(table: Table) -> _SourceTable:
 def _read_table(path: Path, radius_column: str | None) -> _SourceTable:
     """Read the source table of a catalogue file (FITS: pick the right HDU)."""
     if not path.is_file():
-        raise CatalogError(f"{path}: catalogue file not found; check the path given to --exclude")
+        raise CatalogError(f"{path}: catalogue file not found; check the path")
     suffixes = [s.lower() for s in path.suffixes]
     if any(s in _FITS_SUFFIXES for s in suffixes):
         fast = _read_fits_fast(path, radius_column)

@@ -44,7 +44,7 @@ from xbkg.conventions import (
 )
 from xbkg.cube import ExclusionMethod, make_run_cube
 from xbkg.datastore import DataStore, run_table
-from xbkg.errors import ConfigError, XbkgWarning
+from xbkg.errors import ConfigError, XbkgWarning, plural
 from xbkg.exclusion import catalog_regions, combine_regions
 from xbkg.grouping import (
     GroupAxis,
@@ -379,7 +379,7 @@ def build_background(
         ranges = ", ".join(f"{a.column} {_run_range(cube, a.column)}" for a in options.grouping)
         raise ConfigError(
             f"no run falls into any group of the grouping {_describe(options.grouping)}; "
-            f"the runs have {ranges}: change the group edges or values (--group, --group-values)"
+            f"the runs have {ranges}: change the group edges or values (grouping=)"
         )
     cube = cube.assign_coords(
         group_id=group_id.assign_attrs(
@@ -728,7 +728,7 @@ def reassignment_summary(bkg: Background, moved: Sequence[tuple[int, int, int]])
     more = f" and {len(moved) - 5} more" if len(moved) > 5 else ""
     used = sorted({u for _, _, u in moved})
     return (
-        f"{_runs(len(moved))} of the data store ({', '.join(where)} of the grouping "
+        f"{plural(len(moved), 'run')} of the data store ({', '.join(where)} of the grouping "
         f"{_describe(bkg.options.grouping)}) have no model of their group: each uses the model "
         f"of the nearest group with runs in the grouping variables (group(s) {used}); "
         f"OBS_IDs {first}{more} (all listed in the archive)"
@@ -788,9 +788,10 @@ def write_background(
     if all_runs is None:
         all_runs = run_table(store)
     if bkg.run_models is None and bkg.conditions is not None:
-        bkg = dataclasses.replace(bkg, run_models=run_models(bkg, all_runs))
+        # In OBS_ID order, whatever the order of the obs-index (outputs must not depend on it).
+        bkg = dataclasses.replace(bkg, run_models=run_models(bkg, all_runs.sortby(OBS_DIM)))
     names = output_files(bkg)
-    assignment, moved = index_assignment(bkg, all_runs)
+    assignment, moved = index_assignment(bkg, all_runs.sortby(OBS_DIM))
     if bkg.run_models is not None:  # runs with a model of their own keep it
         own = set(bkg.run_models[OBS_DIM].values.tolist())
         moved = [m for m in moved if m[0] not in own]
@@ -859,7 +860,7 @@ def run_models(bkg: Background, runs: xr.Dataset) -> xr.Dataset | None:
     left_out = runs[OBS_DIM].values[~usable].tolist()
     if left_out:
         warnings.warn(
-            f"{_runs(len(left_out))} lack the conditions {names} of the condition model "
+            f"{plural(len(left_out), 'run')} lack the conditions {names} of the condition model "
             f"(OBS_IDs {left_out}); they use their group's model",
             BackgroundWarning,
             stacklevel=2,
@@ -885,10 +886,6 @@ def run_models(bkg: Background, runs: xr.Dataset) -> xr.Dataset | None:
     mask = rate.copy(data=constrained)
     filled_rate, filled = fill_unconstrained(rate, mask, solid_angle=bkg.options.solid_angle)
     return xr.Dataset({"rate": filled_rate.assign_attrs(rate.attrs), "filled": filled})
-
-
-def _runs(n: int) -> str:
-    return f"{n} run" if n == 1 else f"{n} runs"
 
 
 def write_run_model_files(bkg: Background, models: xr.Dataset, directory: str | Path) -> list[Path]:

@@ -1253,7 +1253,7 @@ def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
         if not overwrite:
             raise OutputExistsError(
                 f"{out_dir}: folder exists and is not empty; choose another folder or pass "
-                "overwrite=True (command line: --overwrite) to replace the data store in it"
+                "overwrite=True to replace the data store in it"
             )
         if not (out_dir / HDU_INDEX_FILE).exists():
             # Refuse to wipe a folder that does not hold a data store, even when asked to.

@@ -338,7 +338,7 @@ def write_archive(
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(
-            f"{path}: file exists; pass overwrite=True (--overwrite) to replace it"
+            f"{path}: file exists; pass overwrite=True to replace it"
         )
     ds = to_cf_bounds(to_archive(bkg, all_runs=all_runs, reassigned=reassigned))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
