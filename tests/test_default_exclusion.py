@@ -73,6 +73,12 @@ def test_build_background_excludes_gammacat_by_default(small_store):
     circle = exclusion.exclusion_circles([10.0], [-30.0], [1.0], name="mine")
     both = build_background(store, runs, regions=circle, options=options)
     assert both.regions.sizes["source"] == 163
+    # the catalogue given again (as scripts did before it was the default) counts once
+    again = build_background(
+        store, runs, regions=exclusion.read_catalog("gammacat"), options=options
+    )
+    assert again.regions.sizes["source"] == 162
+    np.testing.assert_array_equal(again.cube["counts"], bkg.cube["counts"])
     # none: no regions at all
     none = build_background(store, runs, options=options_for(model="groups", exclude="none"))
     assert none.regions is None

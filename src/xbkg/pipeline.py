@@ -45,7 +45,7 @@ from xbkg.conventions import (
 from xbkg.cube import ExclusionMethod, make_run_cube
 from xbkg.datastore import DataStore, run_table
 from xbkg.errors import ConfigError, XbkgWarning, plural
-from xbkg.exclusion import catalog_regions, combine_regions
+from xbkg.exclusion import SOURCE_DIM, catalog_regions, combine_regions
 from xbkg.grouping import (
     GroupAxis,
     assign_groups,
@@ -352,7 +352,7 @@ def build_background(
     assign_groups(runs, group_definitions(options.grouping))
     known = catalog_regions(options.exclude, min_radius=options.min_radius)
     if known is not None:
-        regions = known if regions is None else combine_regions(known, regions)
+        regions = known if regions is None else _add_regions(known, regions)
     plan = None if options.energy_edges is not None else _plan_energy_edges(runs, options)
     cube = make_run_cube(
         store,
@@ -400,6 +400,22 @@ def build_background(
         )
         conditions.attrs["options"] = options.to_json()
     return Background(cube, groups, model, smoothed, regions, options, conditions)
+
+
+def _add_regions(known: xr.Dataset, given: xr.Dataset) -> xr.Dataset:
+    """The catalogue circles and the given ones, without given circles equal to a catalogue's.
+
+    Regions read from the default catalogue and given again (as scripts did
+    before it was the default) are thus excluded once, not twice.
+    """
+    key = ("ra", "dec", "radius")
+    seen = {tuple(float(known[k].values[i]) for k in key) for i in range(known.sizes[SOURCE_DIM])}
+    new = [
+        i
+        for i in range(given.sizes[SOURCE_DIM])
+        if tuple(float(given[k].values[i]) for k in key) not in seen
+    ]
+    return combine_regions(known, given.isel({SOURCE_DIM: new})) if new else known
 
 
 @dataclass(frozen=True)
