@@ -108,9 +108,7 @@ def main() -> None:
         f"above the safe threshold, offsets <= 2 deg; {args.k}-fold cross-validation, "
         f"seed {args.seed}\n"
     )
-    print(
-        f"held-out runs (never used for tuning): {', '.join(map(str, HELD_OUT_OBS_IDS))}\n"
-    )
+    print(f"held-out runs (never used for tuning): {', '.join(map(str, HELD_OUT_OBS_IDS))}\n")
     print(
         f"{'model':44s} {'scatter':>8s} {'chi2/dof':>9s} {'norm':>7s} "
         f"{'sig.mean':>7s} {'width':>6s} {'time/s':>7s}"

@@ -151,6 +151,23 @@ predicted = smoothed.bkg.integrate("offset")["predicted_counts"]
 print("counts conserved:", np.allclose(predicted, model["counts"].sum("offset")))
 
 # %% [markdown]
+# ## What the science tool reads
+#
+# Gammapy does not read the bins as steps: it integrates each energy bin
+# log-log between rates interpolated from the bin centres. An exact zero (a
+# bin below every run's safe threshold, or without exposure) next to a
+# populated bin would take half of that bin with it. The files therefore
+# hold a smooth, positive continuation in the bins the data do not
+# constrain, and say which (`filled`, and `NFILLED` in the FITS header):
+
+# %%
+from xbkg.pipeline import fill_model
+
+filled = fill_model(smoothed)
+print(int(filled["filled"].sum()), "of", filled["filled"].size, "bins filled")
+filled["filled"].sel(group=0).any("offset").to_series()
+
+# %% [markdown]
 # ## Inspecting the model
 #
 # The tutorial's three plots: the acceptance curve (rate versus offset for an
@@ -212,11 +229,12 @@ xbkg.acceptance_curve(smoothed, energy=slice(1, 10)).sel(offset=[0.5, 1.0, 2.0],
 # `bkg_2d` files (raw and smoothed) of every group, `group-def.fits`, an
 # observation and an HDU index, and the netCDF archive. The same from the
 # command line:
-# `xbkg make hess-dl3-dr1 background --select '|GLAT_PNT|=10:' --exclude gammacat.fits.gz`.
+# `xbkg make hess-dl3-dr1 background --select '|GLAT_PNT|=10:' --group ZEN_PNT=0,49,90`
+# (gamma-cat, shipped with xbkg, is excluded by default).
 
 # %%
 bkg = xbkg.build_background(store, runs, regions=regions, options=options)
-xr.testing.assert_identical(bkg.smoothed["rate"], smoothed["rate"])
+xr.testing.assert_identical(bkg.smoothed["rate"], filled["rate"])
 result = xbkg.write_background(bkg, store, OUT, all_runs=all_runs, overwrite=True)
 sorted(path.name for path in OUT.iterdir())
 

@@ -115,8 +115,9 @@ def test_cli_make_and_validate(small_store, tmp_path, capsys):
     assert "no exclusion (no catalogue)" in capsys.readouterr().out
     assert read_archive(none / ARCHIVE_FILE).options.exclude == ()
 
+    # validate excludes the same sources by default, and warns when told to exclude none
     assert main(["validate", str(out), "-q"]) == 0
+    assert "no exclusion" not in capsys.readouterr().err
+    assert main(["validate", str(out), "-q", "--exclude", "none"]) == 0
     err = capsys.readouterr().err
-    assert "xbkg: warning: no exclusion given: the sources of gammacat are left out" in err
-    assert main(["validate", str(out), "-q", "--exclude", "gammacat"]) == 0
-    assert "no exclusion given" not in capsys.readouterr().err
+    assert "xbkg: warning: no exclusion: the events of known gamma-ray sources count" in err

@@ -4,8 +4,6 @@ they write, value for value where they read; ``xbkg make`` never imports astropy
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -279,22 +277,6 @@ def test_energy_units_without_astropy(unit):
     np.testing.assert_allclose(
         datastore._to_unit(values, unit, "TeV", "f", "E"), values * factor, rtol=1e-15
     )
-
-
-def test_make_does_not_import_astropy(dr1_dir, gammacat_path, tmp_path):
-    """Importing astropy costs about half a second, a fifth of the whole command."""
-    script = (
-        "import sys\n"
-        "from xbkg.cli import main\n"
-        f"code = main(['make', {str(dr1_dir)!r}, {str(tmp_path / 'out')!r}, '--exclude', "
-        f"{str(gammacat_path)!r}, '--obs-id', '20136', '23523', '23592', '-q', '--workers', '1'])\n"
-        "assert code == 0, code\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('astropy', 'scipy')))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True
-    )
-    assert done.stdout.strip() == "[]", done.stdout
 
 
 def test_binary_garbage_in_a_header_is_refused_quickly(dr1_dir, tmp_path):

@@ -12,12 +12,11 @@ xbkg.accessor`` registers it explicitly.
 
 Examples
 --------
->>> import xbkg
->>> store = xbkg.open_datastore("hess-dl3-dr1")  # doctest: +SKIP
->>> runs = xbkg.run_table(store)  # doctest: +SKIP
->>> regions = xbkg.read_catalog("gammacat.fits.gz")  # doctest: +SKIP
->>> bkg = xbkg.build_background(store, runs, regions=regions)  # doctest: +SKIP
->>> xbkg.write_background(bkg, store, "background")  # doctest: +SKIP
+>>> import os, xbkg
+>>> store = xbkg.open_datastore(os.path.join(os.environ["XBKG_DATA"], "hess-dl3-dr1"))
+>>> runs = xbkg.run_table(store)
+>>> bkg = xbkg.build_background(store, runs)  # gamma-cat sources excluded by default
+>>> result = xbkg.write_background(bkg, store, "background")  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -312,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Read OUT_DIR/background.nc (written by 'xbkg make') and write PNG figures of every "
             "group's raw and smoothed model into OUT_DIR: plot_group_NNN_overview.png, "
-            "_acceptance.png, _spectrum.png and _image.png."
+            "_acceptance.png, _spectrum.png and _image.png, and, when the HDU index gives runs "
+            "models of their own, plot_run_models.png with a few of them."
         ),
     )
     plot.add_argument("out_dir", type=Path, help="output folder of 'xbkg make'")
@@ -709,16 +710,15 @@ def _exclusion(bkg: Any) -> str:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from xbkg.validation import read_run_templates, template_predictions, validate
 
-    if not args.exclude and not args.exclude_circle:
+    store, cube, regions = _validation_inputs(args)
+    if regions is None:
         warnings.warn(
-            f"no exclusion given: the sources of {', '.join(_catalogs(args))} are left out of "
-            "the comparison, as 'xbkg make' leaves them out of its models by default; give the "
-            "exclusion the models were built with (--exclude, --exclude-circle; --exclude none "
-            "for none)",
+            "no exclusion: the events of known gamma-ray sources count as background in the "
+            "comparison; give the exclusion the models were built with (--exclude, "
+            "--exclude-circle; by default the gamma-cat sources shipped with xbkg)",
             XbkgWarning,
             stacklevel=2,
         )
-    store, cube, regions = _validation_inputs(args)
     templates = read_run_templates(store, cube["obs_id"].values)
     predicted = template_predictions(templates, cube, regions, prediction=args.prediction)
     _report(validate(cube, predicted, offset_max=args.offset_max), args, "xbkg validate")

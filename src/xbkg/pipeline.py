@@ -151,7 +151,8 @@ class Options:
         ``bkg_2d`` file per run; ``"groups"``, its group's model. The group
         models are written in both cases. Default (None): ``"groups"`` when a
         grouping other than the default is given (asking for groups means
-        wanting their models), else ``"conditions"``.
+        wanting their models; :func:`options_for` and ``xbkg make --group``
+        choose groups for any grouping given), else ``"conditions"``.
     fill_unconstrained
         Give the bins of the written models that the data do not constrain
         (below the safe threshold, without exposure or counts) a smooth,
@@ -251,12 +252,8 @@ def options_for(preset: str = "default", **overrides: Any) -> Options:
     for key in ("energy_edges", "offset_edges", "grouping"):
         if key in overrides:
             overrides[key] = tuple(overrides[key])
-    if (
-        "grouping" in overrides
-        and "model" not in overrides
-        and PRESETS[preset].model == "conditions"
-    ):
-        overrides["model"] = None  # chosen again for the new grouping (Options.model)
+    if "grouping" in overrides and "model" not in overrides:
+        overrides["model"] = "groups"  # asking for groups means wanting their models
     return dataclasses.replace(PRESETS[preset], **overrides)
 
 

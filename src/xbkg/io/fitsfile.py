@@ -170,9 +170,7 @@ def atomic_write_bytes(data: bytes, path: str | os.PathLike[str], *, overwrite: 
     """
     path = Path(path)
     if path.exists() and not overwrite:
-        raise FileExistsError(
-            f"{path}: file exists; pass overwrite=True to replace it"
-        )
+        raise FileExistsError(f"{path}: file exists; pass overwrite=True to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

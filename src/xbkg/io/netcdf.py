@@ -337,9 +337,7 @@ def write_archive(
     """
     path = Path(path)
     if path.exists() and not overwrite:
-        raise FileExistsError(
-            f"{path}: file exists; pass overwrite=True to replace it"
-        )
+        raise FileExistsError(f"{path}: file exists; pass overwrite=True to replace it")
     ds = to_cf_bounds(to_archive(bkg, all_runs=all_runs, reassigned=reassigned))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
