@@ -255,7 +255,7 @@ def test_outputs_are_reproducible_and_not_overwritten(crab4, tmp_path):
     for name in a["files"]:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     before = {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()}
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(FileExistsError, match="overwrite=True"):
         write_background(bkg, store, tmp_path / "a", all_runs=runs)
     assert {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()} == before
     write_background(bkg, store, tmp_path / "a", all_runs=runs, overwrite=True)

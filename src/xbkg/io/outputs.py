@@ -66,8 +66,8 @@ def check_outputs(
         if present:
             what = f"would overwrite {taken}" if taken else f"is not empty ({present[:3]} ...)"
             raise OutputExistsError(
-                f"{out_dir}: {what}; choose a new or empty folder, or pass --overwrite "
-                "(overwrite=True) to replace xbkg's files in it"
+                f"{out_dir}: {what}; choose a new or empty folder, or pass overwrite=True "
+                "to replace xbkg's files in it"
             )
 
 
