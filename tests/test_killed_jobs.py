@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -199,13 +200,19 @@ def _slow_run(spec: RunSpec) -> int:
     return spec.obs_id
 
 
-def test_an_interrupt_while_the_pool_starts_stops_it(tmp_path):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_an_interrupt_while_the_pool_starts_stops_it(tmp_path, threads):
     """SIGTERM at any moment while the pool starts: an interrupt, and no worker left behind
-    (none unknown yet to the pool, no interrupt lost in a hook run after forking)."""
+    (none unknown yet to the pool, no interrupt lost in a hook run after forking), also
+    when the signal reaches another thread of the process."""
     specs = [RunSpec(i, str(tmp_path), "EVENTS", 1.0, 0.0, 0.0) for i in range(200)]
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGALRM)}
     signal.signal(signal.SIGTERM, cli._interrupt)
     signal.signal(signal.SIGALRM, lambda *args: os.kill(os.getpid(), signal.SIGTERM))
+    idle = threading.Event()
+    other = [threading.Thread(target=idle.wait) for _ in range(threads - 1)]
+    for thread in other:
+        thread.start()
     try:
         for k in range(40):  # 0.2 to 8 ms after the start; the runs take 100 ms
             signal.setitimer(signal.ITIMER_REAL, 0.0002 * (k + 1))
@@ -216,6 +223,9 @@ def test_an_interrupt_while_the_pool_starts_stops_it(tmp_path):
         signal.setitimer(signal.ITIMER_REAL, 0)
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
+        idle.set()
+        for thread in other:
+            thread.join()
 
 
 @pytest.mark.parametrize("moment", ["binning", "writing"])

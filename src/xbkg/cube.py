@@ -617,30 +617,35 @@ def _map_runs(
         pool.shutdown(wait=True)
 
 
-#: The signals that interrupt the command (:func:`xbkg.cli.main`).
-_INTERRUPTS = frozenset({signal.SIGINT, signal.SIGTERM})
-
-
 @contextlib.contextmanager
 def _interrupts_held() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM back while the body runs; they arrive when it is done.
+    """Hold Ctrl-C and SIGTERM back while the body runs; they take effect when it is done.
 
     A pool interrupted while it starts cannot be shut down: workers already
     started but not yet known to the pool's manager thread would wait for
     runs forever, and the program with them, at exit. An interrupt arriving
     just after a fork would even be lost (Python ignores exceptions raised by
-    its at-fork hooks). Threads started in the body, and forked workers,
-    inherit the held signals: only this thread receives them afterwards, and
-    a worker takes them back in :func:`_start_worker`.
+    its at-fork hooks). So while the pool starts, the two signals are only
+    noted, and then raised again. Their handlers run in the main thread
+    whatever thread the signal reaches (blocking the signals instead would
+    hold them back from this thread only); in another thread nothing needs
+    holding, since the interrupt is raised in the main one.
     """
-    if not hasattr(signal, "pthread_sigmask"):  # Windows: no fork, nothing to hold
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
+    noted: list[int] = []
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) is not None:  # None: not set from Python, cannot be restored
+            previous[sig] = signal.signal(sig, lambda signum, frame: noted.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(noted):
+            signal.raise_signal(sig)
 
 
 #: ``PR_SET_PDEATHSIG`` of Linux's ``prctl``: the signal a process gets when its parent ends.
@@ -668,8 +673,6 @@ def _start_worker(parent: int) -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    if hasattr(signal, "pthread_sigmask"):  # held while the pool started (_interrupts_held)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _INTERRUPTS)
     if not _killed_with_parent():
         threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     if os.getppid() != parent:
