@@ -218,3 +218,20 @@ def test_products_of_an_opened_archive_are_those_of_the_fits_model(archive):
     np.testing.assert_allclose(
         bkg.smoothed.bkg.acceptance_curve(energy=1.0, model="raw").values, raw.values, rtol=1e-12
     )
+
+
+def test_no_fill_keeps_zeros_and_exports_identically(tmp_path, capsys):
+    """``--no-fill``: per-run models with exact zeros, no fill masks, export byte-identical."""
+    store = simulate_datastore(tmp_path / "store", n_runs=4, seed=6, events_per_run=5_000)
+    out = tmp_path / "made"
+    assert main(["make", str(store), str(out), "--no-fill"]) == 0
+    assert "zeros kept where the data say nothing" in capsys.readouterr().out
+    bkg = read_archive(out / "background.nc")
+    assert bkg.options.fill_unconstrained is False
+    assert bkg.run_models is not None
+    assert "filled" not in bkg.run_models
+    assert "filled" not in bkg.smoothed
+    assert bkg.run_models["rate"].fillna(0).min() == 0
+    assert main(["export", str(out / "background.nc"), str(tmp_path / "ex")]) == 0
+    for path in (tmp_path / "ex").iterdir():
+        assert path.read_bytes() == (out / path.name).read_bytes(), path.name

@@ -253,6 +253,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="use all energies, ignoring the runs' SAFE_ENERGY_LO/HI",
     )
     make.add_argument(
+        "--no-fill",
+        action="store_true",
+        help="keep exact zeros where the data do not constrain the rate (below the safe "
+        "threshold, no exposure or counts), as Gammapy 0.6 wrote them (default with --preset "
+        "gammapy-0.6). By default such bins hold a smooth continuation of the model, marked "
+        "in the archive and the FITS headers, because Gammapy integrates log-log between bins",
+    )
+    make.add_argument(
         "--index-model",
         choices=["smooth", "raw"],
         help="which model the HDU index points at (default: smooth)",
@@ -381,6 +389,7 @@ def _cmd_make(args: argparse.Namespace) -> int:
         grouping=_grouping(args),
         time=args.time,
         safe_energy=False if args.no_safe_energy else None,
+        fill_unconstrained=False if args.no_fill else None,
         min_radius=args.min_radius,
         index_model=args.index_model,
         missing_group=args.missing_group,

@@ -157,7 +157,8 @@ def to_archive(
         smoothed[name].attrs["smoothing"] = bkg.smoothed.attrs.get("smoothing", "")
     ds = xr.merge([cube, bkg.model, smoothed], compat="identical", join="exact")
     if bkg.run_models is not None:
-        own = bkg.run_models.rename({OBS_DIM: _RUN_MODEL_DIM, **_RUN_MODEL_RENAMES})
+        present = {k: v for k, v in _RUN_MODEL_RENAMES.items() if k in bkg.run_models}
+        own = bkg.run_models.rename({OBS_DIM: _RUN_MODEL_DIM, **present})
         ds = ds.merge(own, compat="identical", join="exact", combine_attrs="override")
         ds[_RUN_MODEL_DIM].attrs["long_name"] = "OBS_ID of the run a per-run model is for"
     if bkg.regions is not None:
@@ -238,7 +239,10 @@ def from_archive(ds: xr.Dataset, source: str = "archive") -> Background:
     run_model_vars = [v for v in _RUN_MODEL_RENAMES.values() if v in ds.variables]
     if run_model_vars:
         run_models = _drop_added_attrs(ds[run_model_vars]).rename(
-            {_RUN_MODEL_DIM: OBS_DIM, **{v: k for k, v in _RUN_MODEL_RENAMES.items()}}
+            {
+                _RUN_MODEL_DIM: OBS_DIM,
+                **{v: k for k, v in _RUN_MODEL_RENAMES.items() if v in run_model_vars},
+            }
         )
         run_models = run_models.drop_vars(
             [
