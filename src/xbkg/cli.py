@@ -474,7 +474,9 @@ def _print_summary(bkg: Any, result: dict[str, Any], n_runs: int) -> None:
             "selected or not); the group models are written too (--model groups to use them)"
         )
     else:
-        print("  index: every run gets the model of its group")
+        moved = len(result["reassigned"])
+        nearest = f"; {plural(moved, 'run')} without one the nearest group's" if moved else ""
+        print(f"  index: every run gets the model of its group{nearest}")
     for row in group_summary(bkg):
         ranges = ", ".join(
             f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in row["range"].items()
