@@ -14,13 +14,8 @@ from xbkg.conventions import model_filename
 from xbkg.datastore import open_datastore, run_table
 from xbkg.grouping import GroupAxis
 from xbkg.io.netcdf import ARCHIVE_VERSION, RUN_STATUS, read_archive, run_status, write_archive
-from xbkg.pipeline import (
-    build_background,
-    export_models,
-    model_files,
-    options_for,
-    write_background,
-)
+from xbkg.options import options_for
+from xbkg.pipeline import build_background, export_models, model_files, write_background
 from xbkg.simulate import simulate_datastore
 
 cf_xarray = require("cf_xarray")

@@ -11,7 +11,8 @@ from xbkg.cli import main
 from xbkg.conventions import ARCHIVE_FILE
 from xbkg.datastore import open_datastore, run_table
 from xbkg.io.netcdf import from_archive, read_archive, to_archive
-from xbkg.pipeline import PRESETS, Options, build_background, options_for
+from xbkg.options import PRESETS, Options, options_for
+from xbkg.pipeline import build_background
 
 
 def test_shipped_catalogue(gammacat_path):

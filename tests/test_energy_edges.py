@@ -10,13 +10,8 @@ from xbkg import simulate
 from xbkg.axes import edges, energy_edges
 from xbkg.datastore import open_datastore, run_table
 from xbkg.io.netcdf import from_archive, to_archive
-from xbkg.pipeline import (
-    PRESETS,
-    Options,
-    _plan_energy_edges,
-    build_background,
-    options_for,
-)
+from xbkg.options import PRESETS, Options, options_for
+from xbkg.pipeline import _plan_energy_edges, build_background
 
 
 def _on_grid(values):

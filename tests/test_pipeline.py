@@ -11,17 +11,12 @@ from conftest import require
 from xbkg import exclusion
 from xbkg.cube import _vincenty_offset
 from xbkg.datastore import open_datastore, run_table
+from xbkg.errors import BackgroundWarning
 from xbkg.grouping import GroupAxis
 from xbkg.io.gadf import read_bkg
 from xbkg.io.netcdf import read_archive
-from xbkg.pipeline import (
-    PRESETS,
-    BackgroundWarning,
-    Options,
-    build_background,
-    options_for,
-    write_background,
-)
+from xbkg.options import PRESETS, Options, options_for
+from xbkg.pipeline import build_background, write_background
 
 
 @pytest.fixture(scope="module")

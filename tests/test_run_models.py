@@ -10,14 +10,10 @@ from xbkg import simulate
 from xbkg.cli import main
 from xbkg.conditions import run_rate
 from xbkg.datastore import open_datastore, run_table
+from xbkg.errors import BackgroundWarning
 from xbkg.io.gadf import read_bkg
-from xbkg.pipeline import (
-    BackgroundWarning,
-    build_background,
-    options_for,
-    run_model_filename,
-    write_background,
-)
+from xbkg.options import options_for
+from xbkg.pipeline import build_background, run_model_filename, write_background
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,8 @@ import xarray as xr
 
 from xbkg import exclusion, simulate
 from xbkg.datastore import open_datastore, run_table
-from xbkg.pipeline import build_background, options_for, write_background
+from xbkg.options import options_for
+from xbkg.pipeline import build_background, write_background
 
 
 def expected_cube(cube):

@@ -21,7 +21,8 @@ from xbkg.cli import main
 from xbkg.conditions import conditions_builder, fit_conditions, run_rate
 from xbkg.cube import make_run_cube
 from xbkg.datastore import open_datastore, run_table, select_runs
-from xbkg.pipeline import build_background, options_for
+from xbkg.options import options_for
+from xbkg.pipeline import build_background
 from xbkg.validation import (
     HELD_OUT_OBS_IDS,
     crossval,

@@ -380,7 +380,8 @@ def _grouping(args: argparse.Namespace) -> list[Any] | None:
 
 
 def _cmd_make(args: argparse.Namespace) -> int:
-    from xbkg.pipeline import build_background, options_for, write_background
+    from xbkg.options import options_for
+    from xbkg.pipeline import build_background, write_background
 
     options = options_for(
         args.preset,
@@ -620,7 +621,7 @@ def _add_validation_commands(sub: Any) -> None:
 
 def _catalogs(args: argparse.Namespace) -> tuple[str, ...]:
     """The catalogues of --exclude, or those the default options exclude (``Options.exclude``)."""
-    from xbkg.pipeline import PRESETS
+    from xbkg.options import PRESETS
 
     return tuple(args.exclude) if args.exclude else PRESETS["default"].exclude
 
@@ -738,7 +739,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_crossval(args: argparse.Namespace) -> int:
     from xbkg.conditions import conditions_builder
-    from xbkg.pipeline import options_for
+    from xbkg.options import options_for
     from xbkg.validation import crossval, grouped_builder
 
     # The options of 'make', so that the same defaults are cross-validated.

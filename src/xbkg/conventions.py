@@ -55,9 +55,16 @@ DEFAULT_CATALOG: Final = "gammacat"
 #: Name that turns catalogue exclusion off (``--exclude none``, ``Options(exclude="none")``).
 NO_CATALOG: Final = "none"
 
-#: The one default smoothing (:func:`xbkg.model.smooth`), read by the condition model,
-#: :class:`xbkg.pipeline.Options`, cross-validation and the command line.
-DEFAULT_SMOOTHING: Final = "poisson"
+#: Smoothing methods (:func:`xbkg.model.smooth`) and the one default, read by the
+#: condition model, :class:`xbkg.options.Options`, cross-validation and the command line.
+SmoothingMethod = Literal["poisson", "adaptive", "gammapy-0.6"]
+SMOOTHING_METHODS: Final[tuple[str, ...]] = ("poisson", "adaptive", "gammapy-0.6")
+DEFAULT_SMOOTHING: Final[SmoothingMethod] = "poisson"
+#: Ring solid angle: exact spherical ring area, or Gammapy 0.6's flat-sky one.
+SolidAngle = Literal["exact", "flat"]
+#: Exclusion geometry: every overlapping circle, or Gammapy 0.6's nearest-source wedge.
+ExclusionMethod = Literal["exact", "gammapy-0.6"]
+EXCLUSION_METHODS: Final[tuple[str, ...]] = ("exact", "gammapy-0.6")
 
 #: Exclusion radius used where a catalogue gives no size, and the default minimum.
 DEFAULT_SOURCE_RADIUS: Final = 0.3

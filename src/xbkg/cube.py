@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -38,12 +38,14 @@ from xbkg.axes import binned_coords
 from xbkg.conventions import (
     DEFAULT_TIME_CONVENTION,
     ENERGY_DIM,
+    EXCLUSION_METHODS,
     OBS_DIM,
     OBS_INDEX_FILE,
     OFFSET_DIM,
     SKIPPED_ATTR,
     TIME_CONVENTIONS,
     TIME_UNIT,
+    ExclusionMethod,
     TimeConvention,
 )
 from xbkg.datastore import (
@@ -57,7 +59,6 @@ from xbkg.datastore import (
 from xbkg.errors import ConfigError, DataStoreError, RunsFailedError
 
 __all__ = [
-    "ExclusionMethod",
     "RunArrays",
     "RunFailure",
     "RunHistogram",
@@ -68,8 +69,6 @@ __all__ = [
     "safe_energy_mask",
 ]
 
-ExclusionMethod = Literal["exact", "gammapy-0.6"]
-EXCLUSION_METHODS: tuple[str, ...] = ("exact", "gammapy-0.6")
 
 #: Relative tolerance when comparing a safe threshold (often float32) with bin edges.
 _SAFE_RTOL = 1e-5

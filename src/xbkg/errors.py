@@ -91,6 +91,10 @@ class RunsFailedError(DataStoreError):
         return (functools.partial(RunsFailedError, skipping=self.skipping), (self.failures,))
 
 
+class BackgroundWarning(XbkgWarning):
+    """Something the user should know about the model, e.g. a run given another group's model."""
+
+
 def describe(exc: BaseException) -> str:
     """``Type: first line of the message`` of a library's exception, for our messages.
 

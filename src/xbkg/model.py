@@ -13,15 +13,22 @@ never modifies its input.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
 
-from xbkg import conventions
 from xbkg.axes import energy_width_mev, ring_solid_angle
-from xbkg.conventions import ENERGY_DIM, GROUP_DIM, OBS_DIM, OFFSET_DIM, RATE_UNIT
+from xbkg.conventions import (
+    DEFAULT_SMOOTHING,
+    ENERGY_DIM,
+    GROUP_DIM,
+    OBS_DIM,
+    OFFSET_DIM,
+    RATE_UNIT,
+    SMOOTHING_METHODS,
+    SmoothingMethod,
+    SolidAngle,
+)
 from xbkg.grouping import assign_groups
 
 __all__ = [
@@ -35,10 +42,6 @@ __all__ = [
     "stack_groups",
 ]
 
-SolidAngle = Literal["exact", "flat"]
-SmoothingMethod = Literal["poisson", "adaptive", "gammapy-0.6"]
-SMOOTHING_METHODS: tuple[str, ...] = ("poisson", "adaptive", "gammapy-0.6")
-DEFAULT_SMOOTHING: SmoothingMethod = conventions.DEFAULT_SMOOTHING
 
 #: Penalty weights of the "poisson" smoothing: squared second differences of the
 #: log rate along offset bins and along energy bins (see :func:`smooth`).

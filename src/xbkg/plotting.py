@@ -26,7 +26,7 @@ from xbkg.products import Selection, integrate
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from xbkg.pipeline import Background
+    from xbkg.options import Background
 
 __all__ = [
     "PLOT_FILES",

@@ -50,7 +50,7 @@ from xbkg.conventions import GROUP_DIM, OBS_DIM, SKIPPED_ATTR
 from xbkg.io.fitsfile import publish
 
 if TYPE_CHECKING:
-    from xbkg.pipeline import Background
+    from xbkg.options import Background
 
 __all__ = [
     "ARCHIVE_VERSION",
@@ -224,7 +224,7 @@ def to_archive(
 def from_archive(ds: xr.Dataset, source: str = "archive") -> Background:
     """Rebuild a :class:`~xbkg.pipeline.Background` from :func:`to_archive` output."""
     from xbkg.grouping import GroupAxis
-    from xbkg.pipeline import Background, Options
+    from xbkg.options import Background, Options
 
     version = ds.attrs.get("xbkg_schema_version")
     if ds.attrs.get("xbkg_schema") != ARCHIVE_SCHEMA or version not in _READABLE_VERSIONS:
