@@ -40,13 +40,13 @@ import xbkg
 from xbkg import axes, simulate
 from xbkg.conditions import conditions_builder, fit_conditions, run_rate
 from xbkg.cube import make_run_cube
+from xbkg.io.datastore import read_run_templates
 from xbkg.validation import (
     HELD_OUT_OBS_IDS,
     crossval,
     grouped_builder,
     held_out_validation,
     predict_counts,
-    read_run_templates,
     run_rates,
     template_predictions,
     validate,

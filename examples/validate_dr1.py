@@ -48,11 +48,11 @@ import numpy as np
 import xbkg
 from xbkg.conditions import conditions_builder
 from xbkg.cube import make_run_cube
+from xbkg.io.datastore import read_run_templates
 from xbkg.validation import (
     crossval,
     plot_validation,
     predict_counts,
-    read_run_templates,
     run_rates,
     template_predictions,
     validate,

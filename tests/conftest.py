@@ -122,7 +122,7 @@ def dr1_make_dir(dr1_dir, gammacat_path, tmp_path_factory) -> Path:
 def sim_store(tmp_path_factory):
     """A simulated data store with known truth (16 runs x 20,000 events), and its run table."""
     from xbkg import simulate
-    from xbkg.datastore import open_datastore, run_table
+    from xbkg.io.datastore import open_datastore, run_table
 
     path = simulate.simulate_datastore(
         tmp_path_factory.mktemp("sim") / "store", n_runs=16, seed=7, events_per_run=20_000

@@ -15,7 +15,7 @@ import xarray as xr
 from xbkg import model as model_module
 from xbkg import products
 from xbkg.accessor import BackgroundAccessor
-from xbkg.datastore import open_datastore, run_table
+from xbkg.io.datastore import open_datastore, run_table
 from xbkg.io.gadf import read_bkg
 from xbkg.pipeline import build_background, model_fits_header
 from xbkg.simulate import simulate_datastore

@@ -11,8 +11,8 @@ from conftest import require
 from xbkg.axes import edges
 from xbkg.cli import main
 from xbkg.conventions import model_filename
-from xbkg.datastore import open_datastore, run_table
 from xbkg.grouping import GroupAxis
+from xbkg.io.datastore import open_datastore, run_table
 from xbkg.io.netcdf import ARCHIVE_VERSION, RUN_STATUS, read_archive, run_status, write_archive
 from xbkg.options import options_for
 from xbkg.pipeline import build_background, export_models, model_files, write_background

@@ -11,7 +11,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from xbkg.cli import main
-from xbkg.datastore import copy_runs, open_datastore
+from xbkg.io.datastore import copy_runs, open_datastore
 
 
 def run(*args):

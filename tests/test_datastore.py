@@ -4,7 +4,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 import xbkg
-from xbkg import datastore as ds
+from xbkg.io import datastore as ds
 
 
 def test_dr1_store(dr1_dir):

@@ -9,7 +9,7 @@ import pytest
 from xbkg import exclusion, simulate
 from xbkg.cli import main
 from xbkg.conventions import ARCHIVE_FILE
-from xbkg.datastore import open_datastore, run_table
+from xbkg.io.datastore import open_datastore, run_table
 from xbkg.io.netcdf import from_archive, read_archive, to_archive
 from xbkg.options import PRESETS, Options, options_for
 from xbkg.pipeline import build_background

@@ -8,7 +8,7 @@ import xarray as xr
 
 from xbkg import simulate
 from xbkg.axes import edges, energy_edges
-from xbkg.datastore import open_datastore, run_table
+from xbkg.io.datastore import open_datastore, run_table
 from xbkg.io.netcdf import from_archive, to_archive
 from xbkg.options import PRESETS, Options, options_for
 from xbkg.pipeline import _plan_energy_edges, build_background

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from xbkg.datastore import read_events
+from xbkg.io.datastore import read_events
 from xbkg.io.eventfile import read_table_columns
 
 

@@ -10,9 +10,9 @@ from astropy.table import Table
 from conftest import require
 from xbkg import exclusion
 from xbkg.cube import _vincenty_offset
-from xbkg.datastore import open_datastore, run_table
 from xbkg.errors import BackgroundWarning
 from xbkg.grouping import GroupAxis
+from xbkg.io.datastore import open_datastore, run_table
 from xbkg.io.gadf import read_bkg
 from xbkg.io.netcdf import read_archive
 from xbkg.options import PRESETS, Options, options_for

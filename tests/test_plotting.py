@@ -13,7 +13,7 @@ from matplotlib.colors import LogNorm
 from xbkg import plotting, products
 from xbkg.axes import edges
 from xbkg.cli import main
-from xbkg.datastore import open_datastore, run_table
+from xbkg.io.datastore import open_datastore, run_table
 from xbkg.pipeline import build_background
 from xbkg.simulate import simulate_datastore
 

@@ -7,7 +7,7 @@ import xarray as xr
 from conftest import require
 from xbkg import products
 from xbkg.axes import binned_coords, edges, energy_edges
-from xbkg.datastore import open_datastore, run_table
+from xbkg.io.datastore import open_datastore, run_table
 from xbkg.io.gadf import read_bkg
 from xbkg.model import bin_volume
 from xbkg.pipeline import build_background

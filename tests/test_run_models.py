@@ -9,8 +9,8 @@ from conftest import require
 from xbkg import simulate
 from xbkg.cli import main
 from xbkg.conditions import run_rate
-from xbkg.datastore import open_datastore, run_table
 from xbkg.errors import BackgroundWarning
+from xbkg.io.datastore import open_datastore, run_table
 from xbkg.io.gadf import read_bkg
 from xbkg.options import options_for
 from xbkg.pipeline import build_background, run_model_filename, write_background

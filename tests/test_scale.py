@@ -10,7 +10,7 @@ from conftest import require
 from xbkg import exclusion, simulate
 from xbkg.cli import main
 from xbkg.cube import bin_events, make_run_cube, run_specs
-from xbkg.datastore import open_datastore, read_events, run_table
+from xbkg.io.datastore import open_datastore, read_events, run_table
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from xbkg.conditions import (
     runs_site,
 )
 from xbkg.cube import make_run_cube
-from xbkg.datastore import open_datastore, run_table
+from xbkg.io.datastore import open_datastore, run_table
 
 
 def _table(**columns):

@@ -5,7 +5,7 @@ import pytest
 import xarray as xr
 
 from xbkg import exclusion, simulate
-from xbkg.datastore import open_datastore, run_table
+from xbkg.io.datastore import open_datastore, run_table
 from xbkg.options import options_for
 from xbkg.pipeline import build_background, write_background
 

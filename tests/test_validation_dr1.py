@@ -20,7 +20,7 @@ from xbkg import exclusion
 from xbkg.cli import main
 from xbkg.conditions import conditions_builder, fit_conditions, run_rate
 from xbkg.cube import make_run_cube
-from xbkg.datastore import open_datastore, run_table, select_runs
+from xbkg.io.datastore import open_datastore, read_run_templates, run_table, select_runs
 from xbkg.options import options_for
 from xbkg.pipeline import build_background
 from xbkg.validation import (
@@ -29,7 +29,6 @@ from xbkg.validation import (
     grouped_builder,
     held_out_validation,
     predict_counts,
-    read_run_templates,
     run_rates,
     template_counts,
     template_predictions,

@@ -32,11 +32,11 @@ __version__ = "0.1.0"
 
 #: Public name -> submodule that defines it.
 _EXPORTS = {
-    "open_datastore": "datastore",
-    "run_table": "datastore",
-    "select_runs": "datastore",
-    "copy_runs": "datastore",
-    "read_events": "datastore",
+    "open_datastore": "io.datastore",
+    "run_table": "io.datastore",
+    "select_runs": "io.datastore",
+    "copy_runs": "io.datastore",
+    "read_events": "io.datastore",
     "XbkgError": "errors",
     "DataStoreError": "errors",
     "CatalogError": "errors",

@@ -524,7 +524,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_copy(args: argparse.Namespace) -> int:
-    from xbkg.datastore import copy_runs, open_datastore
+    from xbkg.io.datastore import copy_runs, open_datastore
 
     store = copy_runs(
         open_datastore(args.data_store), args.obs_id, args.out_dir, overwrite=args.overwrite
@@ -637,7 +637,7 @@ def _store_runs_regions(
     """
     from xbkg import exclusion
     from xbkg.conventions import DEFAULT_MIN_RADIUS
-    from xbkg.datastore import open_datastore, run_table, select_runs
+    from xbkg.io.datastore import open_datastore, run_table, select_runs
 
     store = open_datastore(args.data_store)
     all_runs = run_table(store)
@@ -720,7 +720,8 @@ def _exclusion(bkg: Any) -> str:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from xbkg.validation import read_run_templates, template_predictions, validate
+    from xbkg.io.datastore import read_run_templates
+    from xbkg.validation import template_predictions, validate
 
     store, cube, regions = _validation_inputs(args)
     if regions is None:

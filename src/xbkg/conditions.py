@@ -273,7 +273,7 @@ def runs_site(runs: xr.Dataset) -> tuple[Site | None, str]:
 
     The site of a run comes from its ``GEOLAT``/``GEOLON`` (the nearest of
     :data:`SITES` within :data:`SITE_MATCH_KM`) or, without them, from its
-    ``TELESCOP`` (:attr:`Site.telescop`); :func:`xbkg.datastore.run_table`
+    ``TELESCOP`` (:attr:`Site.telescop`); :func:`xbkg.io.datastore.run_table`
     reads both from the obs-index or the EVENTS headers.
     """
     sites, why = _run_sites(runs)

@@ -48,7 +48,8 @@ from xbkg.conventions import (
     ExclusionMethod,
     TimeConvention,
 )
-from xbkg.datastore import (
+from xbkg.errors import ConfigError, DataStoreError, RunsFailedError
+from xbkg.io.datastore import (
     UNREADABLE_ATTR,
     DataStore,
     EventList,
@@ -56,7 +57,6 @@ from xbkg.datastore import (
     index_problems,
     read_events,
 )
-from xbkg.errors import ConfigError, DataStoreError, RunsFailedError
 
 __all__ = [
     "RunArrays",
@@ -481,7 +481,7 @@ def make_run_cube(
     store
         The data store holding the runs.
     runs
-        Run table of the runs to use (:func:`xbkg.datastore.run_table`,
+        Run table of the runs to use (:func:`xbkg.io.datastore.run_table`,
         possibly selected); its columns become run coordinates.
     energy_edges, offset_edges
         Bin edges in TeV and deg; default 15 log bins 0.1-100 TeV and 99
@@ -508,7 +508,7 @@ def make_run_cube(
         message}`` in ``attrs["skipped_runs"]``, instead of raising.
     verify
         Check the gzip checksum of every event file, which needs the whole
-        file decompressed (:func:`xbkg.datastore.read_events`); about half of
+        file decompressed (:func:`xbkg.io.datastore.read_events`); about half of
         the reading time on H.E.S.S. DR1. The process that reads a run checks
         its file.
 

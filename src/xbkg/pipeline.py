@@ -38,7 +38,6 @@ from xbkg.conventions import (
     model_filename,
 )
 from xbkg.cube import make_run_cube
-from xbkg.datastore import DataStore, run_table
 from xbkg.errors import BackgroundWarning, ConfigError, plural
 from xbkg.exclusion import SOURCE_DIM, catalog_regions, combine_regions
 from xbkg.grouping import (
@@ -48,6 +47,7 @@ from xbkg.grouping import (
     nearest_group,
     write_group_def,
 )
+from xbkg.io.datastore import DataStore, run_table
 from xbkg.io.outputs import all_or_nothing, check_outputs
 from xbkg.model import (
     SolidAngle,

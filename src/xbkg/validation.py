@@ -53,7 +53,8 @@ held-out fold, with a deterministic assignment of runs to folds.
 Examples
 --------
 >>> import xbkg
->>> from xbkg.validation import read_run_templates, run_rates
+>>> from xbkg.io.datastore import read_run_templates
+>>> from xbkg.validation import run_rates
 >>> store = xbkg.open_datastore("hess-dl3-dr1")  # doctest: +SKIP
 >>> runs = xbkg.run_table(store)  # doctest: +SKIP
 >>> regions = xbkg.read_catalog("gammacat.fits.gz")  # doctest: +SKIP
@@ -107,7 +108,6 @@ __all__ = [
     "held_out_validation",
     "plot_validation",
     "predict_counts",
-    "read_run_templates",
     "run_rates",
     "summarize",
     "template_counts",
@@ -526,35 +526,6 @@ def template_counts(
         np.einsum("it,ij->jt", scaled * width[:, None], np.nan_to_num(matrix, nan=0.0))
         + np.where(np.isnan(matrix).any(axis=0), np.nan, 0.0)[:, None]
     )
-
-
-def read_run_templates(
-    store: Any, obs_ids: Sequence[int], hdu_type: str = "bkg"
-) -> list[xr.DataArray]:
-    """The background template of each run, from the data store's HDU index.
-
-    Parameters
-    ----------
-    store
-        Data store (:func:`xbkg.datastore.open_datastore`).
-    obs_ids
-        Runs.
-    hdu_type
-        HDU type in the index (``"bkg"``).
-
-    Returns
-    -------
-    list of xarray.DataArray
-        One template per run (``bkg_2d`` or ``bkg_3d``), in the order of ``obs_ids``.
-    """
-    from xbkg.datastore import hdu_location
-    from xbkg.io.gadf import read_bkg
-
-    out = []
-    for obs_id in obs_ids:
-        path, hdu = hdu_location(store, int(obs_id), hdu_type)
-        out.append(read_bkg(path, hdu))
-    return out
 
 
 def template_predictions(

@@ -4,7 +4,7 @@ Reading the EVENTS table of an event file decompresses the file only up to the
 end of that table; damage there that still decompresses would go unnoticed.
 gzip checks the CRC-32 and the length of the data only at the end of the
 stream, so :func:`check_gzip_file` decompresses the file to its end. The
-process that reads a run checks its file (:func:`xbkg.datastore.read_events`).
+process that reads a run checks its file (:func:`xbkg.io.datastore.read_events`).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from xbkg.conventions import BKG_2D_EXTNAME
-from xbkg.datastore import DataStore, IndexTable
+from xbkg.io.datastore import DataStore, IndexTable
 
 __all__ = ["file_md5", "make_hdu_index", "make_obs_index"]
 

@@ -48,6 +48,7 @@ __all__ = [
     "index_problems",
     "open_datastore",
     "read_events",
+    "read_run_templates",
     "run_table",
     "select_runs",
     "selected_rows",
@@ -805,6 +806,34 @@ def _uncompressed_size(path: Path) -> int:
     # The gzip trailer holds the size modulo 4 GiB; deflate expands at most 1032-fold.
     limit = 1032 * size
     return isize if limit < (1 << 32) else limit
+
+
+def read_run_templates(
+    store: DataStore, obs_ids: Sequence[int], hdu_type: str = "bkg"
+) -> list[xr.DataArray]:
+    """The background template of each run, from the data store's HDU index.
+
+    Parameters
+    ----------
+    store
+        Data store (:func:`xbkg.io.datastore.open_datastore`).
+    obs_ids
+        Runs.
+    hdu_type
+        HDU type in the index (``"bkg"``).
+
+    Returns
+    -------
+    list of xarray.DataArray
+        One template per run (``bkg_2d`` or ``bkg_3d``), in the order of ``obs_ids``.
+    """
+    from xbkg.io.gadf import read_bkg
+
+    out = []
+    for obs_id in obs_ids:
+        path, hdu = hdu_location(store, int(obs_id), hdu_type)
+        out.append(read_bkg(path, hdu))
+    return out
 
 
 def copy_runs(
