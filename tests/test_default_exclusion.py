@@ -6,13 +6,15 @@ from importlib.resources import files
 import numpy as np
 import pytest
 
-from xbkg import exclusion, simulate
+from xbkg import simulate
 from xbkg.cli import main
 from xbkg.conventions import ARCHIVE_FILE
+from xbkg.io import catalog
 from xbkg.io.datastore import open_datastore, run_table
 from xbkg.io.netcdf import from_archive, read_archive, to_archive
 from xbkg.options import PRESETS, Options, options_for
 from xbkg.pipeline import build_background
+from xbkg.regions import exclusion_circles
 
 
 def test_shipped_catalogue(gammacat_path):
@@ -23,22 +25,22 @@ def test_shipped_catalogue(gammacat_path):
     notice = folder.joinpath("README.md").read_text()
     assert "Gammapy Coordination Committee" in notice
     assert "Citation" in notice
-    regions = exclusion.read_catalog("gammacat")
+    regions = catalog.read_catalog("gammacat")
     assert regions.attrs["catalog"] == "gammacat"
     assert regions.sizes["source"] == 162
-    from_file = exclusion.read_catalog(gammacat_path)
+    from_file = catalog.read_catalog(gammacat_path)
     for name in ("ra", "dec", "radius"):
         np.testing.assert_array_equal(regions[name], from_file[name])
 
 
 def test_catalog_regions():
-    assert exclusion.catalog_regions(["none"]) is None
-    assert exclusion.catalog_regions([]) is None
-    both = exclusion.catalog_regions(["gammacat", "gammacat"], min_radius=0.5)
+    assert catalog.catalog_regions(["none"]) is None
+    assert catalog.catalog_regions([]) is None
+    both = catalog.catalog_regions(["gammacat", "gammacat"], min_radius=0.5)
     assert both.sizes["source"] == 324
     assert float(both["radius"].min()) == 0.5
     with pytest.raises(ValueError, match="'none' cannot be combined"):
-        exclusion.catalog_regions(["none", "gammacat"])
+        catalog.catalog_regions(["none", "gammacat"])
 
 
 def test_options_default_exclusion():
@@ -71,13 +73,11 @@ def test_build_background_excludes_gammacat_by_default(small_store):
     assert archive.attrs["region_catalog"] == "gammacat"
     assert from_archive(archive).options == bkg.options
     # given regions are excluded as well
-    circle = exclusion.exclusion_circles([10.0], [-30.0], [1.0], name="mine")
+    circle = exclusion_circles([10.0], [-30.0], [1.0], name="mine")
     both = build_background(store, runs, regions=circle, options=options)
     assert both.regions.sizes["source"] == 163
     # the catalogue given again (as scripts did before it was the default) counts once
-    again = build_background(
-        store, runs, regions=exclusion.read_catalog("gammacat"), options=options
-    )
+    again = build_background(store, runs, regions=catalog.read_catalog("gammacat"), options=options)
     assert again.regions.sizes["source"] == 162
     np.testing.assert_array_equal(again.cube["counts"], bkg.cube["counts"])
     # none: no regions at all

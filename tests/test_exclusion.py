@@ -17,6 +17,8 @@ from conftest import require
 from xbkg import exclusion as ex
 from xbkg.axes import offset_edges, ring_solid_angle
 from xbkg.errors import CatalogError
+from xbkg.io import catalog
+from xbkg.regions import combine_regions, exclusion_circles
 
 hypothesis = require("hypothesis")
 st = require("hypothesis.strategies")
@@ -41,7 +43,7 @@ def _offset_point(ra, dec, pa, sep):
 
 def _circle_at(ra_pnt, dec_pnt, pa, sep, radius, name="c"):
     ra, dec = _offset_point(ra_pnt, dec_pnt, pa, sep)
-    return ex.exclusion_circles(ra, dec, radius, name)
+    return exclusion_circles(ra, dec, radius, name)
 
 
 def _excluded_area(edges, regions, ra_pnt, dec_pnt, **kwargs):
@@ -145,7 +147,7 @@ def test_position_angle_wraps_negative_zero_to_zero():
 
 
 def test_exclusion_circles_layout():
-    reg = ex.exclusion_circles([10.0, -20.0], [5.0, -30.0], 0.5, ["a", "b"])
+    reg = exclusion_circles([10.0, -20.0], [5.0, -30.0], 0.5, ["a", "b"])
     assert reg.sizes == {"source": 2}
     assert set(reg.data_vars) == {"ra", "dec", "radius", "name"}
     np.testing.assert_array_equal(reg.ra.values, [10.0, 340.0])  # RA wrapped into [0, 360)
@@ -153,7 +155,7 @@ def test_exclusion_circles_layout():
     assert list(reg.name.values) == ["a", "b"]
     for v in ("ra", "dec", "radius"):
         assert reg[v].attrs["units"] == "deg"
-    single = ex.exclusion_circles(1.0, 2.0, 0.3)
+    single = exclusion_circles(1.0, 2.0, 0.3)
     assert list(single.name.values) == ["circle 0"]
 
 
@@ -169,18 +171,18 @@ def test_exclusion_circles_layout():
 )
 def test_exclusion_circles_validation(args, message):
     with pytest.raises(ValueError, match=message):
-        ex.exclusion_circles(*args)
+        exclusion_circles(*args)
 
 
 def test_exclusion_circles_name_count():
     with pytest.raises(ValueError, match="2 names for 1 circles"):
-        ex.exclusion_circles(1.0, 2.0, 0.3, ["a", "b"])
+        exclusion_circles(1.0, 2.0, 0.3, ["a", "b"])
 
 
 def test_combine_regions_and_netcdf_round_trip(tmp_path):
-    a = ex.exclusion_circles([1.0, 2.0], [3.0, 4.0], 0.5, ["a", "bb"])
-    b = ex.exclusion_circles(5.0, 6.0, 1.0, "a much longer name")
-    both = ex.combine_regions(a, b)
+    a = exclusion_circles([1.0, 2.0], [3.0, 4.0], 0.5, ["a", "bb"])
+    b = exclusion_circles(5.0, 6.0, 1.0, "a much longer name")
+    both = combine_regions(a, b)
     assert both.sizes["source"] == 3
     assert list(both.name.values) == ["a", "bb", "a much longer name"]
     np.testing.assert_array_equal(both.radius.values, [0.5, 0.5, 1.0])
@@ -190,12 +192,12 @@ def test_combine_regions_and_netcdf_round_trip(tmp_path):
 
 
 def test_combine_regions_empty():
-    empty = ex.combine_regions()
+    empty = combine_regions()
     assert empty.sizes["source"] == 0
     assert set(empty.data_vars) == {"ra", "dec", "radius", "name"}
     assert empty.radius.attrs["units"] == "deg"
     # An empty list behaves everywhere as "no exclusion".
-    assert ex.combine_regions(empty, empty).sizes["source"] == 0
+    assert combine_regions(empty, empty).sizes["source"] == 0
     assert ex.outside_regions([1.0, 2.0], [3.0, 4.0], empty).all()
     np.testing.assert_array_equal(ex.ring_excluded_fraction([0, 1, 2], empty, 0.0, 0.0), [0, 0])
     assert ex.nearest_source_wedge(empty, 0.0, 0.0) is None
@@ -204,13 +206,13 @@ def test_combine_regions_empty():
 
 def test_combine_regions_rejects_non_regions():
     with pytest.raises(TypeError, match=r"xarray\.Dataset"):
-        ex.combine_regions([ex.exclusion_circles(1.0, 2.0, 0.3)])
+        combine_regions([exclusion_circles(1.0, 2.0, 0.3)])
     with pytest.raises(ValueError, match="missing"):
-        ex.combine_regions(xr.Dataset({"ra": ("source", [1.0])}))
+        combine_regions(xr.Dataset({"ra": ("source", [1.0])}))
 
 
 def test_regions_in_fov_is_strict():
-    reg = ex.combine_regions(
+    reg = combine_regions(
         _circle_at(50.0, 10.0, 30.0, 3.0, 0.5, "touching"),
         _circle_at(50.0, 10.0, 60.0, 2.9, 0.5, "inside"),
         _circle_at(50.0, 10.0, 90.0, 10.0, 0.5, "far"),
@@ -225,7 +227,7 @@ def test_regions_in_fov_is_strict():
 
 
 def test_regions_in_fov_crab_runs(gammacat_path, crab4_pointings):
-    regions = ex.read_catalog(gammacat_path)
+    regions = catalog.read_catalog(gammacat_path)
     found = {
         obs_id: sorted(ex.regions_in_fov(regions, ra, dec, 2.5).name.values)
         for obs_id, (ra, dec) in crab4_pointings.items()
@@ -245,7 +247,7 @@ def test_regions_in_fov_crab_runs(gammacat_path, crab4_pointings):
 
 
 def test_read_gammacat(gammacat_path):
-    regions = ex.read_catalog(gammacat_path)
+    regions = catalog.read_catalog(gammacat_path)
     raw = Table.read(gammacat_path)
     assert regions.sizes["source"] == len(raw) == 162
     assert regions.attrs["catalog"] == "gammacat.fits.gz"
@@ -267,11 +269,11 @@ def test_read_catalog_missing_file_is_a_catalog_error(tmp_path):
     """As documented: a CatalogError (a ValueError) naming the file, like every other problem."""
     path = tmp_path / "no-such-catalogue.fits.gz"
     with pytest.raises(CatalogError, match=re.escape(str(path)) + ": catalogue file not found"):
-        ex.read_catalog(path)
+        catalog.read_catalog(path)
 
 
 def test_read_gammacat_without_minimum(gammacat_path):
-    regions = ex.read_catalog(gammacat_path, min_radius=0.0, default_radius=0.2)
+    regions = catalog.read_catalog(gammacat_path, min_radius=0.0, default_radius=0.2)
     sigma = Table.read(gammacat_path)["morph_sigma"].filled(np.nan).astype(float)
     known = np.isfinite(sigma)
     np.testing.assert_allclose(regions.radius.values[known], sigma[known], rtol=1e-7)
@@ -281,7 +283,7 @@ def test_read_gammacat_without_minimum(gammacat_path):
 
 def test_read_hgps(hgps_path):
     # The file holds several tables; the sources are in HGPS_SOURCES (78 rows).
-    regions = ex.read_catalog(hgps_path, min_radius=0.0)
+    regions = catalog.read_catalog(hgps_path, min_radius=0.0)
     assert regions.sizes["source"] == 78
     names = list(regions.name.values)
     vela = regions.isel(source=names.index("HESS J0835-455"))
@@ -293,13 +295,13 @@ def test_read_hgps(hgps_path):
     missing = np.ma.getmaskarray(size) | ~np.isfinite(np.ma.getdata(size))
     assert missing.sum() > 0
     np.testing.assert_array_equal(regions.radius.values[missing], 0.3)
-    assert ex.read_catalog(hgps_path).radius.min() == 0.3
+    assert catalog.read_catalog(hgps_path).radius.min() == 0.3
 
 
 def test_read_hgps_with_other_radius_column(hgps_path):
     with pytest.raises(ValueError, match=r"size \(morph_sigma\)"):
-        ex.read_catalog(hgps_path, radius_column="morph_sigma")
-    regions = ex.read_catalog(hgps_path, radius_column="Size_UL", min_radius=0.0)
+        catalog.read_catalog(hgps_path, radius_column="morph_sigma")
+    regions = catalog.read_catalog(hgps_path, radius_column="Size_UL", min_radius=0.0)
     assert regions.sizes["source"] == 78
 
 
@@ -318,7 +320,7 @@ def test_read_generic_fits_table_with_units(tmp_path):
     other = fits.BinTableHDU(Table({"X": [1.0]}), name="OTHER")
     hdus = fits.HDUList([fits.PrimaryHDU(), other, fits.table_to_hdu(_generic_table())])
     hdus.writeto(path)
-    regions = ex.read_catalog(path, min_radius=0.25)
+    regions = catalog.read_catalog(path, min_radius=0.25)
     assert list(regions.name.values) == ["src A", "src B", "src C"]
     np.testing.assert_allclose(regions.ra.values, [10.0, 20.0, 30.0])
     # 12 arcmin = 0.2 deg -> raised to 0.25; 30 arcmin = 0.5 deg; NaN -> default 0.3.
@@ -329,14 +331,14 @@ def test_read_generic_ecsv_unitless_and_lowercase(tmp_path):
     table = Table({"ra": [350.0, -10.0], "dec": [1.0, 2.0], "radius": [0.4, 0.1]})
     path = tmp_path / "circles.ecsv"
     table.write(path)
-    regions = ex.read_catalog(path, min_radius=0.0)
+    regions = catalog.read_catalog(path, min_radius=0.0)
     np.testing.assert_allclose(regions.ra.values, [350.0, 350.0])
     np.testing.assert_allclose(regions.radius.values, [0.4, 0.1])  # unitless = deg
     assert list(regions.name.values) == ["row 0", "row 1"]
 
 
 def test_regions_from_table_in_memory():
-    regions = ex.regions_from_table(_generic_table("deg"), min_radius=0.0)
+    regions = catalog.regions_from_table(_generic_table("deg"), min_radius=0.0)
     np.testing.assert_allclose(regions.radius.values, [12.0, 30.0, 0.3])
 
 
@@ -344,7 +346,7 @@ def test_catalogue_errors_name_file_and_columns(tmp_path):
     path = tmp_path / "bad.fits"
     Table({"GLON": [1.0], "GLAT": [2.0], "Size": [0.1]}).write(path)
     with pytest.raises(ValueError, match=r"bad\.fits") as err:
-        ex.read_catalog(path)
+        catalog.read_catalog(path)
     text = str(err.value)
     assert "position (RA/DEC)" in text
     assert "RAJ2000/DEJ2000 or RA/DEC" in text
@@ -353,32 +355,32 @@ def test_catalogue_errors_name_file_and_columns(tmp_path):
     ecsv = tmp_path / "nosize.ecsv"
     Table({"RA": [1.0], "DEC": [2.0]}).write(ecsv)
     with pytest.raises(ValueError, match=r"nosize\.ecsv lacks the size column") as err:
-        ex.read_catalog(ecsv)
+        catalog.read_catalog(ecsv)
     assert "'RA', 'DEC'" in str(err.value)
 
     with pytest.raises(CatalogError, match=r"missing\.fits.*not found"):
-        ex.read_catalog(tmp_path / "missing.fits")
+        catalog.read_catalog(tmp_path / "missing.fits")
 
 
 def test_catalogue_bad_rows_are_errors(tmp_path):
     table = _generic_table()
     table["DEC"][1] = np.nan
     with pytest.raises(ValueError, match=r"invalid positions in rows 1 \('src B'\)"):
-        ex.regions_from_table(table)
+        catalog.regions_from_table(table)
     table = _generic_table()
     table["Radius"][0] = -1.0
     with pytest.raises(ValueError, match=r"rows 0 \('src A'\)"):
-        ex.regions_from_table(table, min_radius=0.0)
+        catalog.regions_from_table(table, min_radius=0.0)
     table = _generic_table()
     table["Radius"].unit = u.m
     with pytest.raises(ValueError, match="'Radius' of the table has unit m, which is not an angle"):
-        ex.regions_from_table(table)
+        catalog.regions_from_table(table)
     table = _generic_table()
     table["RA"] = ["00:40:00", "01:20:00", "02:00:00"]
     with pytest.raises(ValueError, match="'RA' of the table is not numeric"):
-        ex.regions_from_table(table)
+        catalog.regions_from_table(table)
     with pytest.raises(ValueError, match="min_radius >= 0"):
-        ex.regions_from_table(_generic_table(), min_radius=-1.0)
+        catalog.regions_from_table(_generic_table(), min_radius=-1.0)
 
 
 # ---------------------------------------------------------------------------
@@ -391,10 +393,10 @@ def test_outside_regions_matches_astropy():
     n = 200_000
     ra = (CRAB[0] + rng.uniform(-3, 3, n)).astype(np.float32)
     dec = (CRAB[1] + rng.uniform(-3, 3, n)).astype(np.float32)
-    regions = ex.combine_regions(
-        ex.exclusion_circles(*CRAB, 0.3, "Crab"),
-        ex.exclusion_circles([80.4415, 84.0], [21.2143, 22.5], [0.3, 0.5]),
-        ex.exclusion_circles(200.0, -40.0, 1.0, "elsewhere"),
+    regions = combine_regions(
+        exclusion_circles(*CRAB, 0.3, "Crab"),
+        exclusion_circles([80.4415, 84.0], [21.2143, 22.5], [0.3, 0.5]),
+        exclusion_circles(200.0, -40.0, 1.0, "elsewhere"),
     )
     keep = ex.outside_regions(ra, dec, regions)
     events = SkyCoord(ra.astype(float) * u.deg, dec.astype(float) * u.deg)
@@ -411,13 +413,13 @@ def test_outside_regions_matches_astropy():
 
 
 def test_outside_regions_edge_counts_as_inside():
-    regions = ex.exclusion_circles(10.0, 0.0, 0.5)
+    regions = exclusion_circles(10.0, 0.0, 0.5)
     keep = ex.outside_regions([10.0, 10.0, 10.0, 10.0], [0.5, 0.5000001, 0.4999999, -0.5], regions)
     np.testing.assert_array_equal(keep, [False, True, False, False])
 
 
 def test_outside_regions_shapes_poles_and_nan():
-    regions = ex.exclusion_circles([0.0, 123.0], [90.0, -10.0], [1.0, 0.2])
+    regions = exclusion_circles([0.0, 123.0], [90.0, -10.0], [1.0, 0.2])
     ra = np.array([[45.0, 270.0], [123.0, np.nan]])
     dec = np.array([[89.5, 88.9], [-10.1, 0.0]])
     keep = ex.outside_regions(ra, dec, regions)
@@ -436,7 +438,7 @@ def test_outside_regions_shapes_poles_and_nan():
 def test_ring_fraction_source_at_centre_is_analytic():
     edges = offset_edges()
     radius = 0.3
-    frac = ex.ring_excluded_fraction(edges, ex.exclusion_circles(*CRAB, radius), *CRAB)
+    frac = ex.ring_excluded_fraction(edges, exclusion_circles(*CRAB, radius), *CRAB)
     t = np.deg2rad(edges)
     expected = np.clip(
         (np.cos(t[:-1]) - np.cos(np.clip(np.deg2rad(radius), t[:-1], t[1:])))
@@ -497,7 +499,7 @@ def test_two_overlapping_circles_give_the_union():
     r1, r2 = 0.4, 0.3
     a = _circle_at(*CRAB, 30.0, 0.8, r1, "a")
     b = _circle_at(*CRAB, 50.0, 1.1, r2, "b")
-    both = ex.combine_regions(a, b)
+    both = combine_regions(a, b)
     dist = float(ex.separation(a.ra, a.dec, b.ra, b.dec)[0])
     assert abs(r1 - r2) < dist < r1 + r2  # they do overlap
     union = _cap(r1) + _cap(r2) - _lens(r1, r2, dist)
@@ -515,7 +517,7 @@ def test_duplicate_and_nested_circles_count_once():
     big = _circle_at(*CRAB, 100.0, 1.0, 0.5, "big")
     small = _circle_at(*CRAB, 110.0, 1.1, 0.2, "small")  # inside big
     f_big = ex.ring_excluded_fraction(edges, big, *CRAB)
-    for regions in (ex.combine_regions(big, big), ex.combine_regions(small, big)):
+    for regions in (combine_regions(big, big), combine_regions(small, big)):
         np.testing.assert_allclose(
             ex.ring_excluded_fraction(edges, regions, *CRAB), f_big, atol=1e-9
         )
@@ -523,7 +525,7 @@ def test_duplicate_and_nested_circles_count_once():
 
 def test_circle_outside_the_rings_excludes_nothing():
     edges = offset_edges()
-    regions = ex.combine_regions(
+    regions = combine_regions(
         _circle_at(*CRAB, 45.0, 2.9, 0.39),  # reaches 2.51 deg: just outside 2.5
         _circle_at(*CRAB, 45.0, 120.0, 5.0),  # far away
     )
@@ -544,7 +546,7 @@ def test_circle_outside_the_rings_excludes_nothing():
 def test_ring_fraction_against_brute_force_grid(circles):
     edges = np.array([0.0, 0.1, 0.25, 0.5, 0.8, 1.0, 1.5, 2.5, 3.5, 5.0])
     ra_pnt, dec_pnt = 200.0, -60.0
-    regions = ex.combine_regions(*(_circle_at(ra_pnt, dec_pnt, *c) for c in circles))
+    regions = combine_regions(*(_circle_at(ra_pnt, dec_pnt, *c) for c in circles))
     exact = ex.ring_excluded_fraction(edges, regions, ra_pnt, dec_pnt)
     brute = _grid_fraction(edges, regions, ra_pnt, dec_pnt)
     np.testing.assert_allclose(exact, brute, atol=5e-4)
@@ -552,7 +554,7 @@ def test_ring_fraction_against_brute_force_grid(circles):
 
 def test_ring_fraction_quadrature_converged():
     edges = offset_edges()
-    regions = ex.combine_regions(
+    regions = combine_regions(
         _circle_at(*CRAB, 10.0, 0.8, 0.4),
         _circle_at(*CRAB, 60.0, 1.1, 0.3),
         _circle_at(*CRAB, 62.0, 0.2, 0.25),
@@ -565,7 +567,7 @@ def test_ring_fraction_quadrature_converged():
 
 
 def test_ring_fraction_crab_run_23592_uses_every_source(gammacat_path, crab4_pointings):
-    regions = ex.read_catalog(gammacat_path)
+    regions = catalog.read_catalog(gammacat_path)
     ra, dec = crab4_pointings[23592]
     near = ex.regions_in_fov(regions, ra, dec, 2.5)
     edges = offset_edges()
@@ -580,7 +582,7 @@ def test_ring_fraction_crab_run_23592_uses_every_source(gammacat_path, crab4_poi
 
 
 def test_ring_fraction_input_validation():
-    regions = ex.exclusion_circles(0.0, 0.0, 0.3)
+    regions = exclusion_circles(0.0, 0.0, 0.3)
     with pytest.raises(ValueError, match="increasing"):
         ex.ring_excluded_fraction([0.0, 2.0, 1.0], regions, 0.0, 0.0)
     with pytest.raises(ValueError, match="180"):
@@ -612,12 +614,12 @@ def test_ring_fraction_properties(circles, dec_pnt, scale):
         np.arctan2(np.sin(p) * np.sin(s) * np.cos(d0), np.cos(s) - np.sin(d0) * np.sin(dec))
     )
     dec = np.rad2deg(dec)
-    regions = ex.exclusion_circles(ra, dec, radius)
+    regions = exclusion_circles(ra, dec, radius)
     frac = ex.ring_excluded_fraction(edges, regions, ra_pnt, dec_pnt)
     assert frac.shape == (39,)
     assert np.all((frac >= 0) & (frac <= 1))
     # Monotonic in the radius.
-    larger = ex.exclusion_circles(ra, dec, np.minimum(radius * scale, 179.0))
+    larger = exclusion_circles(ra, dec, np.minimum(radius * scale, 179.0))
     assert np.all(ex.ring_excluded_fraction(edges, larger, ra_pnt, dec_pnt) >= frac - 1e-8)
     # A union: at least each circle alone, at most their sum (within the documented
     # quadrature accuracy, a few 1e-9 for nearly tangent circles).
@@ -643,7 +645,7 @@ def test_ring_fraction_properties(circles, dec_pnt, scale):
 
 def test_wedge_for_crab_runs(gammacat_path, crab4_pointings):
     # Gammapy 0.6: gamma-cat radii without a minimum (the Crab gets the 0.3 default).
-    regions = ex.read_catalog(gammacat_path, min_radius=0.0)
+    regions = catalog.read_catalog(gammacat_path, min_radius=0.0)
     k = list(regions.name.values).index("Crab nebula")
     crab = SkyCoord(regions.ra.values[k], regions.dec.values[k], unit="deg")
     for obs_id, (ra, dec) in crab4_pointings.items():
@@ -664,7 +666,7 @@ def test_wedge_for_crab_runs(gammacat_path, crab4_pointings):
 
 def test_nearest_source_wedge_only_nearest_and_strict_fov():
     ra_pnt, dec_pnt = 40.0, 20.0
-    regions = ex.combine_regions(
+    regions = combine_regions(
         _circle_at(ra_pnt, dec_pnt, 90.0, 1.5, 0.3, "near"),
         _circle_at(ra_pnt, dec_pnt, 270.0, 1.6, 1.0, "second"),
     )
@@ -674,7 +676,7 @@ def test_nearest_source_wedge_only_nearest_and_strict_fov():
     far = _circle_at(ra_pnt, dec_pnt, 0.0, 2.6, 0.3)
     assert ex.nearest_source_wedge(far, ra_pnt, dec_pnt) is None
     assert ex.wedge_fraction(None) == 0.0
-    centred = ex.exclusion_circles(ra_pnt, dec_pnt, 0.3)
+    centred = exclusion_circles(ra_pnt, dec_pnt, 0.3)
     assert ex.nearest_source_wedge(centred, ra_pnt, dec_pnt)[1] == 90.0
     assert ex.wedge_fraction(ex.nearest_source_wedge(centred, ra_pnt, dec_pnt)) == 0.5
 

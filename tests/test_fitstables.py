@@ -13,8 +13,8 @@ from astropy.io import fits
 from astropy.table import Table
 
 from conftest import require
-from xbkg.exclusion import _from_astropy, _read_fits_fast, _read_source_table, read_catalog
 from xbkg.io import datastore
+from xbkg.io.catalog import _from_astropy, _read_fits_fast, _read_source_table, read_catalog
 from xbkg.io.eventfile import read_table
 from xbkg.io.fitsfile import _card_text, format_card, table_bytes, write_table
 

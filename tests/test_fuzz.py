@@ -35,7 +35,7 @@ from astropy.table import Table
 from conftest import require
 from xbkg import axes
 from xbkg.errors import CatalogError, ConfigError, DataStoreError
-from xbkg.exclusion import read_catalog
+from xbkg.io.catalog import read_catalog
 from xbkg.io.datastore import open_datastore, read_events
 from xbkg.io.eventfile import read_table_columns
 from xbkg.io.gadf import read_bkg, write_bkg_2d

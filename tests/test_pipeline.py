@@ -8,10 +8,10 @@ from astropy.io import fits
 from astropy.table import Table
 
 from conftest import require
-from xbkg import exclusion
 from xbkg.cube import _vincenty_offset
 from xbkg.errors import BackgroundWarning
 from xbkg.grouping import GroupAxis
+from xbkg.io import catalog
 from xbkg.io.datastore import open_datastore, run_table
 from xbkg.io.gadf import read_bkg
 from xbkg.io.netcdf import read_archive
@@ -55,7 +55,7 @@ def test_gammapy06_reference_numbers(crab4):
 
 def test_gammapy06_wedge_exclusion(crab4, gammacat_path):
     store, runs = crab4
-    regions = exclusion.read_catalog(gammacat_path, min_radius=0.0)
+    regions = catalog.read_catalog(gammacat_path, min_radius=0.0)
     bkg = build_background(store, runs, regions=regions, options=PRESETS["gammapy-0.6"])
     cube = bkg.cube
     # one run-wide factor (1 - wedge fraction) on LIVETIME, the same in every bin
@@ -117,7 +117,7 @@ def test_gammapy06_counts_equal_astropy_histogram_on_dr1(dr1_dir):
 
 def test_default_exact_exclusion_removes_every_source(crab4, gammacat_path):
     store, runs = crab4
-    regions = exclusion.read_catalog(gammacat_path)
+    regions = catalog.read_catalog(gammacat_path)
     bkg = build_background(store, runs, regions=regions)
     frac = bkg.cube["excluded_fraction"]
     # per-ring fractions: non-zero on the Crab's ring (0.5 deg), zero beyond its circle
@@ -139,7 +139,7 @@ def test_default_exact_exclusion_removes_every_source(crab4, gammacat_path):
 def dr1_build(dr1_dir, gammacat_path, tmp_path_factory):
     store = open_datastore(dr1_dir)
     runs = run_table(store)
-    regions = exclusion.read_catalog(gammacat_path)
+    regions = catalog.read_catalog(gammacat_path)
     # The group models in the index (the default gives every run a model of its own).
     bkg = build_background(store, runs, regions=regions, options=Options(model="groups"))
     out = tmp_path_factory.mktemp("dr1") / "model"

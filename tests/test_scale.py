@@ -11,6 +11,7 @@ from xbkg import exclusion, simulate
 from xbkg.cli import main
 from xbkg.cube import bin_events, make_run_cube, run_specs
 from xbkg.io.datastore import open_datastore, read_events, run_table
+from xbkg.regions import exclusion_circles
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def store_and_runs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def regions():
-    return exclusion.exclusion_circles([0.0, 0.5], [0.0, 0.3], [0.4, 0.2])
+    return exclusion_circles([0.0, 0.5], [0.0, 0.3], [0.4, 0.2])
 
 
 def test_workers_give_identical_cubes(store_and_runs, regions):

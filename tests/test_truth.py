@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from xbkg import exclusion, simulate
+from xbkg import simulate
 from xbkg.io.datastore import open_datastore, run_table
 from xbkg.options import options_for
 from xbkg.pipeline import build_background, write_background
+from xbkg.regions import exclusion_circles
 
 
 def expected_cube(cube):
@@ -94,7 +95,7 @@ def test_truth_recovered_with_sources_excluded(tmp_path):
     )
     store = open_datastore(path)
     runs = run_table(store)
-    regions = exclusion.exclusion_circles([source[0]], [source[1]], [0.6])
+    regions = exclusion_circles([source[0]], [source[1]], [0.6])
     with_excl = build_background(store, runs, regions=regions, options=options_for(time="livetime"))
     without = build_background(store, runs, options=options_for(time="livetime", exclude="none"))
     assert int(with_excl.cube["n_excluded"].sum()) > 4000

@@ -8,7 +8,8 @@ import xarray as xr
 
 from conftest import require
 from xbkg import axes, simulate
-from xbkg.exclusion import exclusion_circles, ring_excluded_fraction
+from xbkg.exclusion import ring_excluded_fraction
+from xbkg.regions import exclusion_circles
 from xbkg.validation import (
     crossval,
     crossval_predictions,

@@ -16,10 +16,10 @@ other 49 is scored on them (:func:`test_dr1_held_out_score`).
 import numpy as np
 import pytest
 
-from xbkg import exclusion
 from xbkg.cli import main
 from xbkg.conditions import conditions_builder, fit_conditions, run_rate
 from xbkg.cube import make_run_cube
+from xbkg.io import catalog
 from xbkg.io.datastore import open_datastore, read_run_templates, run_table, select_runs
 from xbkg.options import options_for
 from xbkg.pipeline import build_background
@@ -41,7 +41,7 @@ def dr1(dr1_dir, gammacat_path):
     """Store, runs, regions and the run cube, binned once for the module."""
     store = open_datastore(dr1_dir)
     runs = select_runs(run_table(store), ranges={"|GLAT_PNT|": (10, None)})
-    regions = exclusion.read_catalog(gammacat_path)
+    regions = catalog.read_catalog(gammacat_path)
     cube = make_run_cube(store, runs, regions=regions)
     return store, runs, regions, cube
 
@@ -103,7 +103,7 @@ def test_dr1_seed_model_in_sample(dr1, gammacat_path):
     store, runs, _, cube = dr1
     options = options_for(smoothing="adaptive")
     bkg = build_background(
-        store, runs, regions=exclusion.read_catalog(gammacat_path), options=options
+        store, runs, regions=catalog.read_catalog(gammacat_path), options=options
     )
     table = validate(cube, predict_counts(run_rates(bkg.smoothed, cube), cube))
     # Regression snapshot: "seed: two zenith groups, in-sample" in the output of

@@ -635,9 +635,10 @@ def _store_runs_regions(
     those of the catalogues (:func:`_catalogs`); ``make`` passes the
     catalogues in its options instead.
     """
-    from xbkg import exclusion
     from xbkg.conventions import DEFAULT_MIN_RADIUS
+    from xbkg.io import catalog
     from xbkg.io.datastore import open_datastore, run_table, select_runs
+    from xbkg.regions import combine_regions, exclusion_circles
 
     store = open_datastore(args.data_store)
     all_runs = run_table(store)
@@ -645,13 +646,13 @@ def _store_runs_regions(
     if runs.sizes["obs_id"] == 0:
         raise _Fail(f"{args.data_store}: no run passes the selection")
     radius = DEFAULT_MIN_RADIUS if min_radius is None else min_radius
-    known = exclusion.catalog_regions(_catalogs(args), min_radius=radius) if catalogs else None
+    known = catalog.catalog_regions(_catalogs(args), min_radius=radius) if catalogs else None
     regions_list = [] if known is None else [known]
     for circle in args.exclude_circle or []:
         if len(circle) != 3:
             raise _Fail(f"--exclude-circle needs RA,DEC,RADIUS, got {circle}")
-        regions_list.append(exclusion.exclusion_circles([circle[0]], [circle[1]], [circle[2]]))
-    regions = exclusion.combine_regions(*regions_list) if regions_list else None
+        regions_list.append(exclusion_circles([circle[0]], [circle[1]], [circle[2]]))
+    regions = combine_regions(*regions_list) if regions_list else None
     return store, all_runs, runs, regions
 
 

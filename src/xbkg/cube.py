@@ -33,7 +33,7 @@ import numpy as np
 import xarray as xr
 from numpy.typing import ArrayLike, NDArray
 
-from xbkg import __version__, exclusion
+from xbkg import __version__, exclusion, regions
 from xbkg.axes import binned_coords
 from xbkg.conventions import (
     DEFAULT_TIME_CONVENTION,
@@ -208,7 +208,7 @@ def _regions_key(regions: xr.Dataset) -> RegionsKey:
 @functools.lru_cache(maxsize=4)
 def _regions(key: RegionsKey) -> xr.Dataset:
     """The exclusion circles of a key, built once per process rather than once per pointing."""
-    return exclusion.exclusion_circles(*key)
+    return regions.exclusion_circles(*key)
 
 
 @functools.lru_cache(maxsize=1024)

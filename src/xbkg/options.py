@@ -77,7 +77,7 @@ class Options:
     exclude
         Catalogues of known sources left out of the model (events and exposure
         within ``max(size, min_radius)`` of each source): names of catalogues
-        shipped with xbkg (:data:`xbkg.exclusion.CATALOGS`) or catalogue
+        shipped with xbkg (:data:`xbkg.conventions.CATALOGS`) or catalogue
         files, read by :func:`build_background`; the regions given to it are
         left out as well. Default ``("gammacat",)``: gamma-cat, shipped with
         xbkg (CC BY-NC-SA 4.0; see ``xbkg/catalogs/gammacat/README.md`` for

@@ -39,7 +39,6 @@ from xbkg.conventions import (
 )
 from xbkg.cube import make_run_cube
 from xbkg.errors import BackgroundWarning, ConfigError, plural
-from xbkg.exclusion import SOURCE_DIM, catalog_regions, combine_regions
 from xbkg.grouping import (
     assign_groups,
     group_definitions,
@@ -47,6 +46,7 @@ from xbkg.grouping import (
     nearest_group,
     write_group_def,
 )
+from xbkg.io.catalog import catalog_regions
 from xbkg.io.datastore import DataStore, run_table
 from xbkg.io.outputs import all_or_nothing, check_outputs
 from xbkg.model import (
@@ -57,6 +57,7 @@ from xbkg.model import (
     stack_groups,
 )
 from xbkg.options import PRESETS, Background, Options
+from xbkg.regions import SOURCE_DIM, combine_regions
 
 __all__ = [
     "build_background",
@@ -97,8 +98,8 @@ def build_background(
     runs
         The runs to build from (a run table, possibly selected).
     regions
-        Exclusion circles (:func:`xbkg.exclusion.exclusion_circles`,
-        :func:`xbkg.exclusion.read_catalog`, ...) excluded in addition to the
+        Exclusion circles (:func:`xbkg.regions.exclusion_circles`,
+        :func:`xbkg.io.catalog.read_catalog`, ...) excluded in addition to the
         catalogues of ``options.exclude`` (by default the shipped gamma-cat;
         set ``exclude=()`` to exclude only these), or None. The result's
         ``regions`` holds all circles used.
