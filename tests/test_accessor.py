@@ -17,7 +17,8 @@ from xbkg import products
 from xbkg.accessor import BackgroundAccessor
 from xbkg.io.datastore import open_datastore, run_table
 from xbkg.io.gadf import read_bkg
-from xbkg.pipeline import build_background, model_fits_header
+from xbkg.io.store import model_fits_header
+from xbkg.pipeline import build_background
 from xbkg.simulate import simulate_datastore
 
 

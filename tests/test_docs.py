@@ -34,7 +34,7 @@ def test_docs_build_without_warnings(dr1_dir, gammacat_path, tmp_path):
     api = (out / "api.html").read_text()
     for name in (
         "products.acceptance_curve",
-        "pipeline.write_model_fits",
+        "io.store.write_model_fits",
         "io.backend.GadfBackendEntrypoint",
         "io.netcdf.read_archive",
     ):

@@ -4,6 +4,7 @@ import xarray as xr
 
 import xbkg
 from xbkg import grouping as g
+from xbkg.io import store
 
 
 def runs(**columns):
@@ -49,16 +50,16 @@ def test_invalid_axes(kwargs):
 def test_group_def_file_roundtrip(tmp_path):
     axes = [g.GroupAxis("ZEN_PNT", edges=(0, 20, 49, 90)), g.GroupAxis("N_TELS", values=(3, 4))]
     groups = g.group_definitions(axes)
-    path = g.write_group_def(groups, tmp_path / "group-def.fits")
+    path = store.write_group_def(groups, tmp_path / "group-def.fits")
     from astropy.table import Table
 
     t = Table.read(path)
     assert t.colnames == ["GROUP_ID", "ZEN_PNT_MIN", "ZEN_PNT_MAX", "N_TELS"]
     assert t["GROUP_ID"].tolist() == list(range(6))
-    back = g.read_group_def(path)
+    back = store.read_group_def(path)
     xr.testing.assert_equal(back, groups)
     with pytest.raises(FileExistsError):
-        g.write_group_def(groups, path)
+        store.write_group_def(groups, path)
 
 
 def test_group_def_not_in_row_major_order_is_refused(tmp_path):
@@ -68,7 +69,7 @@ def test_group_def_not_in_row_major_order_is_refused(tmp_path):
     path = tmp_path / "group-def.fits"
     Table({"GROUP_ID": [0, 1], "ZEN_PNT_MIN": [49, 0], "ZEN_PNT_MAX": [90, 49]}).write(path)
     with pytest.raises(xbkg.ConfigError) as info:
-        g.read_group_def(path)
+        store.read_group_def(path)
     message = str(info.value)
     assert str(path) in message
     assert "row 0 (GROUP_ID 0) is ZEN_PNT_MIN 49, ZEN_PNT_MAX 90" in message
@@ -78,7 +79,7 @@ def test_group_def_not_in_row_major_order_is_refused(tmp_path):
     Table({"GROUP_ID": [0, 1], "ZEN_PNT_MIN": [0, 49], "ZEN_PNT_MAX": [49, 90]}).write(
         path, overwrite=True
     )
-    assert g.read_group_def(path)["zen_pnt_min"].values.tolist() == [0, 49]
+    assert store.read_group_def(path)["zen_pnt_min"].values.tolist() == [0, 49]
     # two axes: the second axis must vary fastest
     Table(
         {
@@ -89,13 +90,13 @@ def test_group_def_not_in_row_major_order_is_refused(tmp_path):
         }
     ).write(path, overwrite=True)
     with pytest.raises(xbkg.ConfigError, match=r"row 1 \(GROUP_ID 1\) is ZEN_PNT_MIN 49"):
-        g.read_group_def(path)
+        store.read_group_def(path)
     # GROUP_IDs that do not count 0, 1, ... are refused too
     Table({"GROUP_ID": [1, 0], "ZEN_PNT_MIN": [0, 49], "ZEN_PNT_MAX": [49, 90]}).write(
         path, overwrite=True
     )
     with pytest.raises(xbkg.ConfigError, match=r"GROUP_IDs \[1, 0\] are not.*row-major order"):
-        g.read_group_def(path)
+        store.read_group_def(path)
 
 
 def test_nearest_group():

@@ -9,11 +9,12 @@ from conftest import require
 from xbkg import simulate
 from xbkg.cli import main
 from xbkg.conditions import run_rate
+from xbkg.conventions import run_model_filename
 from xbkg.errors import BackgroundWarning
 from xbkg.io.datastore import open_datastore, run_table
 from xbkg.io.gadf import read_bkg
 from xbkg.options import options_for
-from xbkg.pipeline import build_background, run_model_filename, write_background
+from xbkg.pipeline import build_background, write_background
 
 
 @pytest.fixture(scope="module")

@@ -100,7 +100,7 @@ class BackgroundAccessor:
         return plot_overview(self._ds, **kwargs)
 
     def to_fits(self, path: str | Path, **kwargs: Any) -> Path:
-        """Write one group as a GADF ``bkg_2d`` file: :func:`xbkg.pipeline.write_model_fits`."""
-        from xbkg.pipeline import write_model_fits
+        """Write one group as a GADF ``bkg_2d`` file: :func:`xbkg.io.store.write_model_fits`."""
+        from xbkg.io.store import write_model_fits
 
         return write_model_fits(self._ds, path, **kwargs)

@@ -102,6 +102,11 @@ def model_filename(group_id: int, smooth: bool) -> str:
     return f"{prefix}background_2D_group_{group_id:03d}_table.fits.gz"
 
 
+def run_model_filename(obs_id: int) -> str:
+    """File name of the ``bkg_2d`` model of one run (condition-dependent model)."""
+    return f"background_run_{obs_id:06d}.fits.gz"
+
+
 def coord_name(column: str) -> str:
     """Name of the run coordinate holding an obs-index column (``DATE-OBS`` -> ``date_obs``)."""
     return column.strip().lower().replace("-", "_")

@@ -16,9 +16,8 @@ never dropped silently).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,16 +26,14 @@ from numpy.typing import NDArray
 
 from xbkg.conventions import DEFAULT_GROUPING, GROUP_DIM, OBS_DIM, coord_name
 from xbkg.errors import ConfigError
-from xbkg.io.fitsfile import write_table
 
 __all__ = [
     "GroupAxis",
     "assign_groups",
     "default_grouping",
     "group_definitions",
+    "grouping_description",
     "nearest_group",
-    "read_group_def",
-    "write_group_def",
 ]
 
 NO_GROUP = -1
@@ -249,102 +246,3 @@ def nearest_group(runs: xr.Dataset, groups: xr.Dataset, candidates: Sequence[int
             dist += (values[:, None] != gv[None, :]).astype(float)
     best = cand[np.argmin(dist, axis=1)]
     return xr.DataArray(best, dims=OBS_DIM, coords={OBS_DIM: runs[OBS_DIM].values})
-
-
-def write_group_def(groups: xr.Dataset, path: str | Path, *, overwrite: bool = False) -> Path:
-    """Write the group definitions as ``group-def.fits``.
-
-    One BINTABLE row per group: ``GROUP_ID`` then ``<COL>_MIN``/``<COL>_MAX``
-    for edge axes or ``<COL>`` for value axes (the Gammapy 0.6 layout).
-    """
-    columns = {"GROUP_ID": groups[GROUP_DIM].values.astype(np.int64)}
-    for name, var in groups.coords.items():
-        if name == GROUP_DIM:
-            continue
-        gadf = str(var.attrs.get("gadf_name", str(name).upper()))
-        values = np.asarray(var.values)
-        if values.dtype.kind in "iub":
-            columns[gadf] = values.astype(np.int64)
-        elif values.dtype.kind == "f":
-            columns[gadf] = values.astype(np.float64)
-        else:
-            columns[gadf] = values.astype(str)
-    # No comment on this card: a long grouping description would not fit beside one.
-    header = {"GROUPING": str(groups.attrs.get("grouping", ""))}
-    return write_table(columns, path, "GROUP_DEF", header=header, overwrite=overwrite)
-
-
-def read_group_def(path: str | Path) -> xr.Dataset:
-    """Read a ``group-def.fits`` (ours or Gammapy 0.6's) into group definitions.
-
-    The groups must form a full cartesian grid of their axes, with GROUP_IDs
-    in row-major order (first axis slowest, edges increasing, values in the
-    order they first appear); anything else is refused rather than
-    re-numbered, since the GROUP_IDs of a file give models and runs their
-    meaning.
-
-    Raises
-    ------
-    ConfigError
-        If there is no GROUP_ID column, or the rows are not that grid in that
-        order (e.g. group 0 is not the first range); the message names the
-        file, the first row that differs and how to fix it.
-    """
-    from astropy.io import fits
-
-    path = Path(path)
-    with fits.open(path) as hdul:
-        data = hdul[1].data
-        names = [n.upper() for n in data.columns.names]
-        if "GROUP_ID" not in names:
-            raise ConfigError(f"{path}: group definition has no GROUP_ID column")
-        table: Mapping[str, NDArray[Any]] = {n: np.asarray(data[n]) for n in names}
-    axes = []
-    for n in names:
-        if n == "GROUP_ID" or n.endswith("_MAX"):
-            continue
-        if n.endswith("_MIN"):
-            col = n[: -len("_MIN")]
-            edges = np.unique(np.concatenate([table[n], table[f"{col}_MAX"]]))
-            axes.append(GroupAxis(col, edges=tuple(edges)))
-        else:
-            axes.append(GroupAxis(n, values=tuple(dict.fromkeys(table[n].tolist()))))
-    groups = group_definitions(axes)
-    expected = groups[GROUP_DIM].values
-    fix = (
-        "write the rows as the full grid of the axes with GROUP_ID = 0, 1, ... in row-major "
-        "order (first axis slowest, edges increasing), e.g. with xbkg.grouping.write_group_def, "
-        "and rebuild the models that use the old numbering"
-    )
-    if not np.array_equal(np.asarray(table["GROUP_ID"]), expected):
-        raise ConfigError(
-            f"{path}: GROUP_IDs {table['GROUP_ID'].tolist()} are not the row-major cartesian "
-            f"grid {expected.tolist()} of the axes {grouping_description(axes)}; {fix}"
-        )
-    # The same GROUP_IDs must also mean the same cells: a file whose group 0 is
-    # not the first range would otherwise be renumbered silently.
-    columns = {
-        str(var.attrs.get("gadf_name", str(name).upper())): var.values
-        for name, var in groups.coords.items()
-        if name != GROUP_DIM
-    }
-    differs = np.zeros(expected.size, dtype=bool)
-    for column, values in columns.items():
-        differs |= np.asarray(table[column]).astype(values.dtype) != values
-    if differs.any():
-        row = int(np.argmax(differs))
-
-        def cell(get: Any) -> str:
-            shown = {c: get(c) for c in columns}
-            return ", ".join(
-                f"{c} {v:g}" if isinstance(v, (int, float, np.number)) else f"{c} {v}"
-                for c, v in shown.items()
-            )
-
-        raise ConfigError(
-            f"{path}: row {row} (GROUP_ID {expected[row]}) is {cell(lambda c: table[c][row])}, "
-            f"but GROUP_ID {expected[row]} of the grid {grouping_description(axes)} in row-major "
-            f"order is {cell(lambda c: columns[c][row])}: the groups are not numbered in "
-            f"row-major order and reading the file would renumber them; {fix}"
-        )
-    return groups

@@ -32,10 +32,9 @@ from xbkg.conventions import (
     HDU_INDEX_FILE,
     OBS_DIM,
     OBS_INDEX_FILE,
-    OFFSET_DIM,
-    TIME_KEYWORD,
     coord_name,
     model_filename,
+    run_model_filename,
 )
 from xbkg.cube import make_run_cube
 from xbkg.errors import BackgroundWarning, ConfigError, plural
@@ -44,11 +43,11 @@ from xbkg.grouping import (
     group_definitions,
     grouping_description,
     nearest_group,
-    write_group_def,
 )
 from xbkg.io.catalog import catalog_regions
 from xbkg.io.datastore import DataStore, run_table
 from xbkg.io.outputs import all_or_nothing, check_outputs
+from xbkg.io.store import write_group_def, write_model_fits, write_run_model_files
 from xbkg.model import (
     SolidAngle,
     compute_rate,
@@ -63,13 +62,9 @@ __all__ = [
     "build_background",
     "export_models",
     "model_files",
-    "model_fits_header",
-    "run_model_filename",
     "run_models",
     "write_background",
     "write_model_files",
-    "write_model_fits",
-    "write_run_model_files",
 ]
 
 
@@ -307,112 +302,6 @@ def _run_range(cube: xr.Dataset, column: str) -> str:
     return str(sorted(set(values.tolist())))
 
 
-def model_fits_header(model: xr.Dataset) -> dict[str, Any]:
-    """Header keywords of the ``bkg_2d`` file of one group, from the model alone.
-
-    ``GROUP_ID``, ``N_RUNS``, ``BKGTIME`` (the run duration normalising the
-    rate), ``SMOOTHED`` (smoothing method), ``CREATOR`` (the xbkg version
-    that built the model, so that files re-written from an archive are
-    identical) and the group ranges (``ZEN_PNT_MIN``, ...), as
-    ``(value, comment)`` pairs.
-
-    Parameters
-    ----------
-    model
-        One group of a model (``model.sel(group=g)``).
-    """
-    header: dict[str, Any] = {}
-    if GROUP_DIM in model.coords and model[GROUP_DIM].ndim == 0:
-        header["GROUP_ID"] = (int(model[GROUP_DIM]), "run group of this model (see group-def.fits)")
-    if "n_runs" in model.coords:
-        header["N_RUNS"] = (int(model["n_runs"]), "runs stacked")
-    if "time_convention" in model.attrs:
-        header[TIME_KEYWORD] = (
-            str(model.attrs["time_convention"]).upper(),
-            "run duration normalising the rate",
-        )
-    header["SMOOTHED"] = (str(model.attrs.get("smoothing", "none")), "smoothing method")
-    if "filled" in model:
-        header.update(fill_cards(model["filled"]))
-    version = model.attrs.get("xbkg_version", __version__)
-    header["CREATOR"] = (f"xbkg {version}", "program that wrote this file")
-    for name, var in model.coords.items():
-        if name == GROUP_DIM or "gadf_name" not in var.attrs or var.ndim != 0:
-            continue
-        value = var.item()
-        key = str(var.attrs["gadf_name"])
-        # Longer names (ZEN_PNT_MIN) need the HIERARCH convention; cutting them to
-        # 8 characters would make ZEN_PNT_MIN and ZEN_PNT_MAX the same keyword.
-        header[key if len(key) <= 8 else f"HIERARCH {key}"] = (
-            value.item() if isinstance(value, np.generic) else value,
-            "group range",
-        )
-    return header
-
-
-def fill_cards(filled: xr.DataArray) -> dict[str, tuple[Any, str]]:
-    """Header keywords recording which bins of one model were filled.
-
-    ``BKGFILL`` (how), ``NFILLED`` (how many bins) and ``DATA_ELO`` /
-    ``DATA_EHI``: the energy range (TeV) of the rows holding bins that the
-    data constrain; outside it every bin is a continuation. The full mask is
-    in the archive (``filled``).
-    """
-    mask = filled.transpose(ENERGY_DIM, OFFSET_DIM).values
-    cards: dict[str, tuple[Any, str]] = {
-        "BKGFILL": ("loglog", "unconstrained bins: smooth continuation"),
-        "NFILLED": (int(mask.sum()), "bins filled (not constrained by the data)"),
-    }
-    rows = np.flatnonzero(~mask.all(axis=1))
-    if rows.size:
-        bin_edges = edges(filled, ENERGY_DIM)
-        cards["DATA_ELO"] = (float(bin_edges[rows[0]]), "[TeV] lowest energy constrained by data")
-        cards["DATA_EHI"] = (float(bin_edges[rows[-1] + 1]), "[TeV] highest energy constrained")
-    return cards
-
-
-def write_model_fits(
-    model: xr.Dataset,
-    path: str | Path,
-    *,
-    group: int | None = None,
-    overwrite: bool = False,
-) -> Path:
-    """Write the rate of one group of a model as a GADF ``bkg_2d`` file.
-
-    Bins that no run exposed (NaN rate) are written as 0, since science tools
-    cannot use NaN; the archive keeps the distinction (``exposure_time == 0``).
-    The header is :func:`model_fits_header`. ``xbkg make`` and ``xbkg
-    export`` write their model files with this function.
-
-    Parameters
-    ----------
-    model
-        A model with ``rate`` (raw or smoothed), one group or several.
-    path
-        Output file (gzip-compressed if it ends in ``.gz``).
-    group
-        GROUP_ID to write; needed if ``model`` has a ``group`` dimension.
-    overwrite
-        Replace an existing file.
-
-    Returns
-    -------
-    pathlib.Path
-        The path written.
-    """
-    from xbkg.io.gadf import write_bkg_2d
-
-    if group is not None:
-        model = model.sel({GROUP_DIM: group})
-    if GROUP_DIM in model.dims:
-        raise ConfigError(
-            f"the model has {model.sizes[GROUP_DIM]} groups; choose the one to write with group="
-        )
-    rate = model["rate"].fillna(0.0)
-    return write_bkg_2d(rate, path, header=model_fits_header(model), overwrite=overwrite)
-
-
 def model_files(bkg: Background) -> list[str]:
     """Names of the files :func:`write_model_files` writes."""
     names = [GROUP_DEF_FILE]
@@ -447,7 +336,10 @@ def write_model_files(bkg: Background, directory: str | Path) -> list[Path]:
                 write_model_fits(model, directory / model_filename(g, smooth=is_smooth), group=g)
             )
     if bkg.run_models is not None:
-        written += write_run_model_files(bkg, bkg.run_models, directory)
+        version = str(bkg.cube.attrs.get("xbkg_version", __version__))
+        written += write_run_model_files(
+            bkg.run_models, directory, time=bkg.options.time, version=version
+        )
     return written
 
 
@@ -606,11 +498,6 @@ def write_background(
     return {"out_dir": out_dir, "files": names, "reassigned": moved, "background": bkg}
 
 
-def run_model_filename(obs_id: int) -> str:
-    """File name of the ``bkg_2d`` model of one run (condition-dependent model)."""
-    return f"background_run_{obs_id:06d}.fits.gz"
-
-
 def run_models(bkg: Background, runs: xr.Dataset) -> xr.Dataset | None:
     """Each run's own model from the condition model, in the options' time convention.
 
@@ -673,39 +560,6 @@ def run_models(bkg: Background, runs: xr.Dataset) -> xr.Dataset | None:
     mask = rate.copy(data=constrained)
     filled_rate, filled = fill_unconstrained(rate, mask, solid_angle=bkg.options.solid_angle)
     return xr.Dataset({"rate": filled_rate.assign_attrs(rate.attrs), "filled": filled})
-
-
-def write_run_model_files(bkg: Background, models: xr.Dataset, directory: str | Path) -> list[Path]:
-    """Write each run's own ``bkg_2d`` model (:func:`run_models`) into ``directory``.
-
-    Bins without a rate are written as 0 (only without filling). The header
-    holds ``OBS_ID``, ``BKGTIME``, ``SMOOTHED``, ``BKGMODEL = 'conditions'``,
-    the fill keywords (:func:`fill_cards`) and ``CREATOR``.
-    """
-    from xbkg.io.gadf import write_bkg_2d_files
-
-    directory = Path(directory)
-    version = bkg.cube.attrs.get("xbkg_version", __version__)
-    smoothing = str(models["rate"].attrs.get("smoothing", "none"))
-    obs_ids = [int(o) for o in models[OBS_DIM].values]
-    headers = []
-    for obs_id in obs_ids:
-        header: dict[str, Any] = {
-            "OBS_ID": (obs_id, "run this model is for"),
-            TIME_KEYWORD: (bkg.options.time.upper(), "run duration normalising the rate"),
-            "SMOOTHED": (smoothing, "smoothing method"),
-            "BKGMODEL": ("conditions", "rate for the run's own observing conditions"),
-        }
-        if "filled" in models:
-            header.update(fill_cards(models["filled"].sel({OBS_DIM: obs_id})))
-        header["CREATOR"] = (f"xbkg {version}", "program that wrote this file")
-        headers.append(header)
-    return write_bkg_2d_files(
-        models["rate"].fillna(0.0),
-        OBS_DIM,
-        [directory / run_model_filename(o) for o in obs_ids],
-        headers,
-    )
 
 
 def group_summary(bkg: Background) -> list[dict[str, Any]]:
