@@ -27,6 +27,7 @@ from astropy.table import Table
 
 import xbkg
 from xbkg import cli, cube
+from xbkg.errors import DataStoreError
 from xbkg.simulate import simulate_datastore
 
 RUNS = (33001, 33004, 33006, 33007)
@@ -206,7 +207,7 @@ def test_checksum_covers_the_whole_file(store):
     path.write_bytes(bytes(data))
     events = xbkg.read_events(path, verify=False)
     assert events.energy.size == 3000
-    with pytest.raises(xbkg.DataStoreError, match=r"obs_033001\.fits\.gz.*damaged"):
+    with pytest.raises(DataStoreError, match=r"obs_033001\.fits\.gz.*damaged"):
         xbkg.read_events(path)
 
 
@@ -612,7 +613,7 @@ def test_without_skip_the_first_bad_run_stops_everything(store, tmp_path, capsys
     out = tmp_path / "out"
     assert_failed(make(store, out), capsys, out, "obs_033004.fits.gz")
     store_ = xbkg.open_datastore(store)
-    with pytest.raises(xbkg.DataStoreError, match=r"obs_033004\.fits\.gz"):
+    with pytest.raises(DataStoreError, match=r"obs_033004\.fits\.gz"):
         xbkg.build_background(store_, xbkg.run_table(store_))
 
 

@@ -3,7 +3,7 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-import xbkg
+from xbkg.errors import OutputExistsError
 from xbkg.io import datastore as ds
 
 
@@ -70,7 +70,7 @@ def test_copy_runs(crab4_dir, tmp_path):
     assert len(out.hdu_index) == 7
     for row in out.hdu_index:
         assert (out.base_dir / row["FILE_DIR"] / row["FILE_NAME"]).is_file()
-    with pytest.raises(xbkg.OutputExistsError, match="would overwrite"):
+    with pytest.raises(OutputExistsError, match="would overwrite"):
         ds.copy_runs(src, [23559], tmp_path / "copy")
     with pytest.raises(ds.DataStoreError, match="not in the data store"):
         ds.copy_runs(src, [1], tmp_path / "other")

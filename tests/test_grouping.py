@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-import xbkg
 from xbkg import grouping as g
+from xbkg.errors import ConfigError
 from xbkg.io import store
 
 
@@ -34,7 +34,7 @@ def test_half_open_edges():
 
 def test_unknown_column_message():
     groups = g.group_definitions([g.GroupAxis("MUONEFF", edges=(0, 1))])
-    with pytest.raises(xbkg.ConfigError, match="cannot group on 'MUONEFF'"):
+    with pytest.raises(ConfigError, match="cannot group on 'MUONEFF'"):
         g.assign_groups(runs(zen_pnt=[1.0]), groups)
 
 
@@ -68,7 +68,7 @@ def test_group_def_not_in_row_major_order_is_refused(tmp_path):
     # Gammapy 0.6's layout, but group 0 is the upper zenith range
     path = tmp_path / "group-def.fits"
     Table({"GROUP_ID": [0, 1], "ZEN_PNT_MIN": [49, 0], "ZEN_PNT_MAX": [90, 49]}).write(path)
-    with pytest.raises(xbkg.ConfigError) as info:
+    with pytest.raises(ConfigError) as info:
         store.read_group_def(path)
     message = str(info.value)
     assert str(path) in message
@@ -89,13 +89,13 @@ def test_group_def_not_in_row_major_order_is_refused(tmp_path):
             "N_TELS": [3, 3, 4, 4],
         }
     ).write(path, overwrite=True)
-    with pytest.raises(xbkg.ConfigError, match=r"row 1 \(GROUP_ID 1\) is ZEN_PNT_MIN 49"):
+    with pytest.raises(ConfigError, match=r"row 1 \(GROUP_ID 1\) is ZEN_PNT_MIN 49"):
         store.read_group_def(path)
     # GROUP_IDs that do not count 0, 1, ... are refused too
     Table({"GROUP_ID": [1, 0], "ZEN_PNT_MIN": [0, 49], "ZEN_PNT_MAX": [49, 90]}).write(
         path, overwrite=True
     )
-    with pytest.raises(xbkg.ConfigError, match=r"GROUP_IDs \[1, 0\] are not.*row-major order"):
+    with pytest.raises(ConfigError, match=r"GROUP_IDs \[1, 0\] are not.*row-major order"):
         store.read_group_def(path)
 
 

@@ -1,14 +1,9 @@
 """xbkg: template background models for gamma-ray telescopes on labelled arrays.
 
-The public API is importable from the package top level. Submodules are loaded
-on first use, so that ``import xbkg`` (and the ``xbkg`` command) stay fast.
-
-The ``ds.bkg`` accessor (:mod:`xbkg.accessor`) is registered as soon as both
-xbkg and xarray are in use: at ``import xbkg`` if xarray is already imported,
-otherwise by the first xbkg function used or module imported that makes or
-reads Datasets, and by ``xr.open_dataset(path)`` without an ``engine``
-(xarray then loads every installed backend, xbkg's among them). ``import
-xbkg.accessor`` registers it explicitly.
+The names a notebook user needs are importable from the package top level
+(:data:`__all__`); everything else is in the submodules. They are loaded on
+first use, so that ``import xbkg`` (and the ``xbkg`` command) stay fast.
+``import xbkg`` registers the ``ds.bkg`` accessor (:mod:`xbkg.accessor`).
 
 Examples
 --------
@@ -22,75 +17,60 @@ Examples
 from __future__ import annotations
 
 import importlib
-import sys
 from typing import Any
 
-# The one place of the version (pyproject.toml reads it from here): a literal,
-# because looking up installed package metadata costs a tenth of a second at
-# every start of the command line.
-__version__ = "0.1.0"
+# Registers the ``ds.bkg`` accessor: it exists as soon as xbkg is imported,
+# whatever else was imported before.
+from xbkg import accessor as _accessor  # noqa: F401
+from xbkg._version import __version__
 
-#: Public name -> submodule that defines it.
+#: The names a notebook user needs -> the submodule that defines each. Everything
+#: else lives in its submodule (``xbkg.model.fill_unconstrained``, ...). They are
+#: loaded on first use, so that ``import xbkg`` and the command line start fast.
 _EXPORTS = {
+    # the input data store
     "open_datastore": "io.datastore",
     "run_table": "io.datastore",
     "select_runs": "io.datastore",
-    "copy_runs": "io.datastore",
     "read_events": "io.datastore",
-    "XbkgError": "errors",
-    "DataStoreError": "errors",
-    "CatalogError": "errors",
-    "ConfigError": "errors",
-    "OutputError": "errors",
-    "OutputExistsError": "errors",
-    "RunsFailedError": "errors",
-    "read_catalog": "io.catalog",
-    "exclusion_circles": "regions",
-    "combine_regions": "regions",
-    "make_run_cube": "cube",
+    # choices
+    "Options": "options",
+    "options_for": "options",
     "GroupAxis": "grouping",
     "group_definitions": "grouping",
     "assign_groups": "grouping",
-    "read_group_def": "io.store",
-    "write_group_def": "io.store",
+    # known sources
+    "read_catalog": "io.catalog",
+    "exclusion_circles": "regions",
+    # the build, step by step and in one call
+    "make_run_cube": "cube",
     "stack_groups": "model",
     "compute_rate": "model",
     "smooth": "model",
-    "Options": "options",
-    "PRESETS": "options",
-    "options_for": "options",
-    "Background": "options",
     "build_background": "pipeline",
     "write_background": "pipeline",
-    "read_bkg": "io.gadf",
-    "write_bkg_2d": "io.gadf",
     "export_models": "pipeline",
-    "write_model_fits": "io.store",
-    "integrate": "products",
+    # products
     "acceptance_curve": "products",
     "spectrum": "products",
     "image": "products",
     "radial_profile": "products",
-    "plot_acceptance_curve": "plotting",
-    "plot_spectrum": "plotting",
-    "plot_image": "plotting",
-    "plot_overview": "plotting",
+    # files: one reader and one writer per format
     "read_archive": "io.netcdf",
-    "write_archive": "io.netcdf",
-    "simulate_datastore": "simulate",
-    "fit_conditions": "conditions",
-    "run_rate": "conditions",
-    "validate": "validation",
-    "crossval": "validation",
+    "read_bkg": "io.gadf",
+    "write_bkg_2d": "io.gadf",
+    # checks
     "predict_counts": "validation",
     "template_predictions": "validation",
+    "validate": "validation",
+    "crossval": "validation",
+    # synthetic data stores
+    "simulate_datastore": "simulate",
+    # the base class of every error xbkg raises on bad input
+    "XbkgError": "errors",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
-
-
-if "xarray" in sys.modules:  # xarray is loaded already: registering costs nothing
-    importlib.import_module("xbkg.accessor")
 
 
 def __getattr__(name: str) -> Any:

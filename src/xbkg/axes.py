@@ -24,9 +24,6 @@ import numpy as np
 import xarray as xr
 from numpy.typing import ArrayLike, NDArray
 
-# Every module that makes labelled products builds on this one: importing the
-# accessor here makes ``ds.bkg`` available wherever xbkg Datasets appear.
-from xbkg import accessor as _accessor  # noqa: F401
 from xbkg.conventions import (
     BOUNDS_DIM,
     DEFAULT_ENERGY_BINS,

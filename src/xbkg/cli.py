@@ -775,7 +775,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
-        from xbkg import __version__
+        from xbkg._version import __version__
 
         print(f"xbkg {__version__}")
         return 0

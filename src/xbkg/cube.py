@@ -33,7 +33,8 @@ import numpy as np
 import xarray as xr
 from numpy.typing import ArrayLike, NDArray
 
-from xbkg import __version__, exclusion, regions
+from xbkg import exclusion, regions
+from xbkg._version import __version__
 from xbkg.axes import binned_coords
 from xbkg.conventions import (
     DEFAULT_TIME_CONVENTION,

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import xarray as xr
 
-from xbkg import __version__
+from xbkg._version import __version__
 from xbkg.axes import edges, energy_edges
 from xbkg.conventions import (
     ARCHIVE_FILE,

@@ -29,9 +29,6 @@ from typing import Any
 import xarray as xr
 from xarray.backends import BackendEntrypoint
 
-# Make ``ds.bkg`` available on every Dataset xarray opens.
-from xbkg import accessor as _accessor  # noqa: F401
-
 __all__ = ["GadfBackendEntrypoint", "open_bkg_dataset"]
 
 _SUFFIXES = (".fits", ".fits.gz", ".fit", ".fit.gz", ".fts", ".fts.gz")

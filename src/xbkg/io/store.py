@@ -17,7 +17,7 @@ import xarray as xr
 from astropy.io import fits
 from numpy.typing import NDArray
 
-from xbkg import __version__
+from xbkg._version import __version__
 from xbkg.axes import edges
 from xbkg.conventions import (
     ENERGY_DIM,
