@@ -644,8 +644,8 @@ def _interrupts_held() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        for sig in dict.fromkeys(noted):
-            signal.raise_signal(sig)
+        for signum in dict.fromkeys(noted):
+            signal.raise_signal(signum)
 
 
 #: ``PR_SET_PDEATHSIG`` of Linux's ``prctl``: the signal a process gets when its parent ends.
