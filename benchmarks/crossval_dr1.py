@@ -41,6 +41,7 @@ from xbkg import axes, simulate
 from xbkg.conditions import conditions_builder, fit_conditions, run_rate
 from xbkg.cube import make_run_cube
 from xbkg.io.datastore import read_run_templates
+from xbkg.truth import expected_counts
 from xbkg.validation import (
     HELD_OUT_OBS_IDS,
     crossval,
@@ -79,7 +80,7 @@ def simulation_pulls() -> tuple[float, float, int]:
         cube = make_run_cube(store, xbkg.run_table(store))
     model = fit_conditions(cube)
     predicted = predict_counts(run_rate(model.assign(rate=model["rate_raw"]), cube), cube)
-    truth = simulate.expected_counts(
+    truth = expected_counts(
         axes.edges(cube, "energy"),
         axes.edges(cube, "offset"),
         zenith=cube["zen_pnt"],

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from xbkg import axes, simulate
+from xbkg import axes
 from xbkg.conditions import (
     SITES,
     condition_values,
@@ -15,6 +15,7 @@ from xbkg.conditions import (
     run_rate,
 )
 from xbkg.model import bin_volume
+from xbkg.truth import expected_counts
 from xbkg.validation import crossval, predict_counts, validate
 
 
@@ -24,7 +25,7 @@ def model(sim_cube):
 
 
 def expected(cube):
-    counts = simulate.expected_counts(
+    counts = expected_counts(
         axes.edges(cube, "energy"),
         axes.edges(cube, "offset"),
         zenith=cube["zen_pnt"],

@@ -17,10 +17,11 @@ from astropy.time import Time
 from astropy.utils import iers
 from scipy import integrate
 
-import xbkg.simulate as simulate
+import xbkg.io.simstore as simstore
 from conftest import require
 from xbkg.axes import energy_edges, energy_width_mev, offset_edges, ring_solid_angle
-from xbkg.simulate import expected_counts, simulate_datastore, true_binned_rate, true_rate
+from xbkg.simulate import simulate_datastore
+from xbkg.truth import TRUTH_VERSION, expected_counts, true_binned_rate, true_rate
 
 # --------------------------------------------------------------------------------------
 # helpers
@@ -220,7 +221,7 @@ def test_obs_index_is_consistent_with_event_files(store: Path) -> None:
         assert len(events) == row["EVENT_COUNT"]
         for key in ("RA_PNT", "DEC_PNT", "ALT_PNT", "LIVETIME", "ONTIME", "TSTART", "MUONEFF"):
             assert header[key] == pytest.approx(row[key], rel=1e-12)
-        assert header["SIMTRUTH"] == simulate.TRUTH_VERSION
+        assert header["SIMTRUTH"] == TRUTH_VERSION
         assert header["SIMNBKG"] == len(events)
         assert "DATE" not in header
         assert np.all(np.diff(events["TIME"]) >= 0)
@@ -472,7 +473,7 @@ def test_overwrite_replaces_an_earlier_store(tmp_path: Path) -> None:
 
 def test_failure_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    real_write = simulate.write_fits
+    real_write = simstore.write_fits
 
     def failing_write(*args: object, **kwargs: object) -> Path:
         calls.append(args)
@@ -480,7 +481,7 @@ def test_failure_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.Monke
             raise OSError("disk full")
         return real_write(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(simulate, "write_fits", failing_write)
+    monkeypatch.setattr(simstore, "write_fits", failing_write)
     with pytest.raises(OSError, match="disk full"):
         simulate_datastore(tmp_path / "store", n_runs=4)
     assert list(tmp_path.iterdir()) == []

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from xbkg import simulate
+from xbkg import simulate, truth
 from xbkg.io.datastore import open_datastore, run_table
 from xbkg.options import options_for
 from xbkg.pipeline import build_background, write_background
@@ -15,7 +15,7 @@ def expected_cube(cube):
     """Expected counts of every run and bin, with the run's safe-energy mask."""
     edges_e = np.append(cube["energy_lo"].values, cube["energy_hi"].values[-1])
     edges_t = np.append(cube["offset_lo"].values, cube["offset_hi"].values[-1])
-    expected = simulate.expected_counts(
+    expected = truth.expected_counts(
         edges_e, edges_t, zenith=cube["zen_pnt"], livetime=cube["livetime"], muoneff=cube["muoneff"]
     )
     return expected.where(cube["exposure_time"] > 0, 0.0).transpose(*cube["counts"].dims)

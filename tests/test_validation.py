@@ -7,9 +7,10 @@ import pytest
 import xarray as xr
 
 from conftest import require
-from xbkg import axes, simulate
+from xbkg import axes
 from xbkg.exclusion import ring_excluded_fraction
 from xbkg.regions import exclusion_circles
+from xbkg.truth import expected_counts, true_binned_rate
 from xbkg.validation import (
     crossval,
     crossval_predictions,
@@ -26,7 +27,7 @@ from xbkg.validation import (
 
 def expected(cube):
     """Exact expected counts of every run and bin (per live time), zero where unexposed."""
-    counts = simulate.expected_counts(
+    counts = expected_counts(
         axes.edges(cube, "energy"),
         axes.edges(cube, "offset"),
         zenith=cube["zen_pnt"],
@@ -39,7 +40,7 @@ def expected(cube):
 
 def truth_rate(cube):
     """The true rate of every run (per live time), as a model would hold it."""
-    rate = simulate.true_binned_rate(
+    rate = true_binned_rate(
         axes.edges(cube, "energy"), axes.edges(cube, "offset"), cube["zen_pnt"], cube["muoneff"]
     )
     return rate.assign_attrs(time_convention="livetime").transpose("obs_id", "energy", "offset")
@@ -265,7 +266,7 @@ def test_prediction_from_a_model_on_finer_energy_bins(sim_cube):
     """Nested energy bins are summed exactly; a missing model bin makes its cube bin unknown."""
     coarse = axes.edges(sim_cube, "energy")
     fine = np.sort(np.concatenate([coarse, np.sqrt(coarse[:-1] * coarse[1:])]))
-    rate = simulate.true_binned_rate(
+    rate = true_binned_rate(
         fine, axes.edges(sim_cube, "offset"), sim_cube["zen_pnt"], sim_cube["muoneff"]
     ).assign_attrs(time_convention="livetime")
     pred = predict_counts(rate.transpose("obs_id", "energy", "offset"), sim_cube, prediction="step")
