@@ -266,16 +266,18 @@ index[index["HDU_TYPE"] == "bkg"][:5]
 # `background.nc` holds everything: the per-run cube, the raw and smoothed
 # models, the group definitions, the exclusion regions, the options and the
 # provenance (which runs were used, and why others were not). It follows the
-# CF conventions, so plain xarray reads it; `xbkg.read_archive` rebuilds the
-# products exactly, and the FITS files can be written again from it alone
+# CF conventions, so plain xarray reads it (`xr.open_datatree`: one group per
+# product); `xbkg.read_archive` rebuilds the products exactly, and the FITS
+# files can be written again from it alone
 # (`xbkg export background/background.nc exported`).
 
 # %%
 archive = xbkg.read_archive(OUT / "background.nc")
 xr.testing.assert_identical(archive.smoothed, bkg.smoothed)
-with xr.open_dataset(OUT / "background.nc") as ds:
-    print(ds["run_status"].attrs["flag_meanings"], np.bincount(ds["run_status"].values))
-    print(ds.attrs["time_convention"], ds.attrs["source"])
+with xr.open_datatree(OUT / "background.nc") as tree:
+    status = tree["runs/run_status"]
+    print(status.attrs["flag_meanings"], np.bincount(status.values))
+    print(tree.attrs["time_convention"], tree.attrs["source"])
 
 # %%
 exported = xbkg.export_models(archive, "exported", overwrite=True)

@@ -70,7 +70,7 @@ def test_build_background_excludes_gammacat_by_default(small_store):
     assert bkg.regions.sizes["source"] == 162
     archive = to_archive(bkg)
     assert json.loads(archive.attrs["options"])["exclude"] == ["gammacat"]
-    assert archive.attrs["region_catalog"] == "gammacat"
+    assert archive["regions"].attrs["catalog"] == "gammacat"
     assert from_archive(archive).options == bkg.options
     # given regions are excluded as well
     circle = exclusion_circles([10.0], [-30.0], [1.0], name="mine")

@@ -196,10 +196,20 @@ def _solid_angle_mode(ds: xr.Dataset) -> SolidAngle:
 
 
 def _model_view(ds: xr.Dataset, model: ModelChoice) -> xr.Dataset:
-    """The variables of the chosen model: ``rate`` smoothed or raw, ``attrs["smoothing"]``."""
+    """The variables of the chosen model: ``rate`` smoothed or raw, ``attrs["smoothing"]``.
+
+    A group model of an archive (``xr.open_datatree(path)["model/smoothed"]``
+    as a Dataset) is a model like any other; the root of an archive holds none.
+    """
     if model not in ("smoothed", "raw"):
         raise ValueError(f"model must be 'smoothed' or 'raw', got {model!r}")
-    if _ARCHIVE_SMOOTHED in ds.variables:  # an archive: both rates side by side
+    if "xbkg_schema" in ds.attrs and ENERGY_DIM not in ds.dims:
+        raise ValueError(
+            "this is the root of an xbkg archive (its provenance); the models are its groups "
+            "'model/smoothed' and 'model/raw': use xr.open_datatree(path)['model/smoothed']"
+            ".to_dataset().bkg or xr.open_dataset(path, group='model/smoothed').bkg"
+        )
+    if _ARCHIVE_SMOOTHED in ds.variables:  # a flat archive (schema 2, 3): both rates
         smoothing = str(ds.attrs.get("smoothing", "none"))
         if model == "smoothed":
             ds = ds.assign(rate=ds[_ARCHIVE_SMOOTHED])
