@@ -38,14 +38,14 @@ from _common import data_path
 
 import xbkg
 from xbkg import axes, simulate
-from xbkg.conditions import conditions_builder, fit_conditions, run_rate
+from xbkg.conditions import fit_conditions, run_rate
 from xbkg.cube import make_run_cube
 from xbkg.io.datastore import read_run_templates
+from xbkg.pipeline import conditions_builder, grouped_builder
 from xbkg.truth import expected_counts
 from xbkg.validation import (
     HELD_OUT_OBS_IDS,
     crossval,
-    grouped_builder,
     held_out_validation,
     predict_counts,
     run_rates,

@@ -46,12 +46,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import xbkg
-from xbkg.conditions import conditions_builder
 from xbkg.cube import make_run_cube
 from xbkg.io.datastore import read_run_templates
+from xbkg.pipeline import builder_for
+from xbkg.plotting import plot_validation
 from xbkg.validation import (
     crossval,
-    plot_validation,
     predict_counts,
     run_rates,
     template_predictions,
@@ -109,9 +109,12 @@ groups = validate(cube, predict_counts(run_rates(seed.smoothed, cube), cube))
 
 # %% [markdown]
 # ## 3. xbkg's default model, 5-fold cross-validation
+#
+# Each run is predicted by the model that `xbkg make` builds, with the default
+# options, from the runs of the other four folds (`builder_for`).
 
 # %%
-default = crossval(cube, conditions_builder(), k=5, seed=0)
+default = crossval(cube, builder_for(xbkg.Options()), k=5, seed=0)
 
 # %% [markdown]
 # ## The numbers

@@ -8,13 +8,13 @@ from xbkg import axes
 from xbkg.conditions import (
     SITES,
     condition_values,
-    conditions_builder,
     fit_conditions,
     period_correction,
     run_condition_factor,
     run_rate,
 )
 from xbkg.model import bin_volume
+from xbkg.pipeline import conditions_builder
 from xbkg.truth import expected_counts
 from xbkg.validation import crossval, predict_counts, validate
 

@@ -13,7 +13,6 @@ from xbkg.conditions import (
     SITES,
     ConditionsWarning,
     condition_values,
-    conditions_builder,
     fit_conditions,
     run_condition_factor,
     run_rate,
@@ -21,6 +20,7 @@ from xbkg.conditions import (
 )
 from xbkg.cube import make_run_cube
 from xbkg.io.datastore import open_datastore, run_table
+from xbkg.pipeline import conditions_builder
 
 
 def _table(**columns):

@@ -9,6 +9,14 @@ import xarray as xr
 from conftest import require
 from xbkg import axes
 from xbkg.exclusion import ring_excluded_fraction
+from xbkg.options import options_for
+from xbkg.pipeline import (
+    build_background,
+    builder_for,
+    grouped_builder,
+    models_from_cube,
+    run_models,
+)
 from xbkg.regions import exclusion_circles
 from xbkg.truth import expected_counts, true_binned_rate
 from xbkg.validation import (
@@ -17,8 +25,8 @@ from xbkg.validation import (
     energy_redistribution,
     fold_assignment,
     fov_coordinates,
-    grouped_builder,
     predict_counts,
+    run_rates,
     template_counts,
     time_scale,
     validate,
@@ -251,6 +259,27 @@ def test_crossval_on_simulation(sim_cube):
     # each held-out prediction comes from the other folds only: it differs from in-sample
     assert table.attrs["k"] == 4
     assert 0.8 < table.attrs["normalisation"] < 1.2
+
+
+@pytest.mark.parametrize("model", ["conditions", "groups"])
+def test_crossval_builds_what_make_builds(sim_store, model):
+    """A fold's model is build_background's on its runs; each run gets the rate make indexes."""
+    store, runs = sim_store
+    bkg = build_background(store, runs, options=options_for(model=model, exclude="none"))
+    models = models_from_cube(bkg.cube, bkg.options)
+    xr.testing.assert_identical(models.groups, bkg.groups)
+    xr.testing.assert_identical(models.model, bkg.model)
+    xr.testing.assert_identical(models.smoothed, bkg.smoothed)
+    if model == "conditions":
+        xr.testing.assert_identical(models.conditions, bkg.conditions)
+        written = run_models(bkg, runs.sortby("obs_id"))["rate"]
+    else:
+        assert models.conditions is None
+        written = run_rates(bkg.smoothed, runs.sortby("obs_id"))
+    rate = builder_for(bkg.options)(bkg.cube, bkg.cube)
+    assert rate.attrs["time_convention"] == bkg.options.time
+    np.testing.assert_array_equal(rate.values, written.values)
+    assert not rate.isnull().any()  # filled, as written
 
 
 def test_crossval_table_is_validation_of_held_out_predictions(sim_cube):

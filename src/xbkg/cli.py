@@ -573,9 +573,9 @@ def _add_validation_commands(sub: Any) -> None:
         "crossval",
         help="k-fold cross-validation of background models by run",
         description=(
-            "Build models on k-1 folds of the runs of DATA_STORE and validate each on the "
-            "held-out fold (folds by sorted OBS_ID shuffled with --seed). Prints the summary "
-            "of the held-out predictions of all runs."
+            "Build the models 'make' builds (with the same options) from k-1 folds of the "
+            "runs of DATA_STORE and validate each on the held-out fold (folds by sorted OBS_ID "
+            "shuffled with --seed). Prints the summary of the held-out predictions of all runs."
         ),
     )
     for cmd in (validate, crossval):
@@ -701,7 +701,7 @@ def _report(table: Any, args: argparse.Namespace, title: str) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from xbkg.validation import plot_validation
+        from xbkg.plotting import plot_validation
 
         axes = plot_validation(table, label=title)
         axes[0].figure.savefig(args.plot, dpi=100)
@@ -740,22 +740,16 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_crossval(args: argparse.Namespace) -> int:
-    from xbkg.conditions import conditions_builder
     from xbkg.options import options_for
-    from xbkg.validation import crossval, grouped_builder
+    from xbkg.pipeline import builder_for
+    from xbkg.validation import crossval
 
-    # The options of 'make', so that the same defaults are cross-validated.
+    # The options of 'make': each fold's model is what 'make' builds from its training runs.
     options = options_for(grouping=_grouping(args), smoothing=args.smoothing, model=args.model)
     _, cube, _ = _validation_inputs(args)
-    if options.model == "conditions":
-        builder = conditions_builder(smoothing=options.smoothing, solid_angle=options.solid_angle)
-    else:
-        builder = grouped_builder(
-            options.grouping, smoothing=options.smoothing, solid_angle=options.solid_angle
-        )
     table = crossval(
         cube,
-        builder,
+        builder_for(options),
         k=args.k,
         seed=args.seed,
         offset_max=args.offset_max,

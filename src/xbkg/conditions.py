@@ -107,7 +107,6 @@ __all__ = [
     "ConditionsWarning",
     "Site",
     "condition_values",
-    "conditions_builder",
     "fit_conditions",
     "period_correction",
     "run_condition_factor",
@@ -1035,23 +1034,3 @@ def run_rate(model: xr.Dataset, runs: xr.Dataset, *, time: str | None = None) ->
             "time_convention": convention,
         },
     )
-
-
-def conditions_builder(**options: Any) -> Callable[[xr.Dataset, xr.Dataset], xr.DataArray]:
-    """Builder of condition-dependent models for :func:`xbkg.validation.crossval`.
-
-    ``options`` are passed to :func:`fit_conditions`. A condition left out
-    for lack of data is reported by the first fit only (the folds share it).
-    """
-    warned = False
-
-    def build(train: xr.Dataset, test: xr.Dataset) -> xr.DataArray:
-        nonlocal warned
-        with warnings.catch_warnings():
-            if warned:
-                warnings.simplefilter("ignore", ConditionsWarning)
-            model = fit_conditions(train, **options)
-        warned = True
-        return run_rate(model, test)
-
-    return build

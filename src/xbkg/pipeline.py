@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple, cast
 
 import numpy as np
 import xarray as xr
@@ -32,6 +32,8 @@ from xbkg.conventions import (
     HDU_INDEX_FILE,
     OBS_DIM,
     OBS_INDEX_FILE,
+    OFFSET_DIM,
+    TimeConvention,
     coord_name,
     model_filename,
     run_model_filename,
@@ -39,6 +41,7 @@ from xbkg.conventions import (
 from xbkg.cube import make_run_cube
 from xbkg.errors import BackgroundWarning, ConfigError, plural
 from xbkg.grouping import (
+    GroupAxis,
     assign_groups,
     group_definitions,
     grouping_description,
@@ -49,19 +52,28 @@ from xbkg.io.datastore import DataStore, run_table
 from xbkg.io.outputs import all_or_nothing, check_outputs
 from xbkg.io.store import write_group_def, write_model_fits, write_run_model_files
 from xbkg.model import (
+    DEFAULT_SMOOTHING,
+    SmoothingMethod,
     SolidAngle,
     compute_rate,
     fill_unconstrained,
     smooth,
     stack_groups,
 )
-from xbkg.options import PRESETS, Background, Options
+from xbkg.options import PRESETS, Background, Options, options_for
 from xbkg.regions import SOURCE_DIM, combine_regions
+from xbkg.validation import ModelBuilder
 
 __all__ = [
+    "Models",
     "build_background",
+    "builder_for",
+    "conditions_builder",
     "export_models",
+    "grouped_builder",
+    "index_rates",
     "model_files",
+    "models_from_cube",
     "run_models",
     "write_background",
     "write_model_files",
@@ -144,20 +156,68 @@ def build_background(
         cube = _trim_energy(cube, plan)
         options = dataclasses.replace(options, energy_edges=tuple(edges(cube, ENERGY_DIM)))
     cube.attrs["options"] = options.to_json()
+    models = models_from_cube(cube, options)
+    cube = cube.assign_coords(
+        group_id=assign_groups(cube, models.groups).assign_attrs(
+            long_name="GROUP_ID the run was stacked into (-1: in no group)"
+        )
+    )
+    return Background(
+        cube, models.groups, models.model, models.smoothed, regions, options, models.conditions
+    )
+
+
+class Models(NamedTuple):
+    """The models of a run cube (:func:`models_from_cube`), as in :class:`Background`."""
+
+    groups: xr.Dataset
+    model: xr.Dataset
+    smoothed: xr.Dataset
+    conditions: xr.Dataset | None
+
+
+def models_from_cube(
+    cube: xr.Dataset, options: Options, *, fit_options: Mapping[str, Any] | None = None
+) -> Models:
+    """The models :func:`build_background` builds from a run cube.
+
+    The runs are stacked per group of ``options.grouping``, the group rates
+    computed and smoothed (``options.smoothing``, ``options.solid_angle``),
+    the unconstrained bins of the smoothed models filled if
+    ``options.fill_unconstrained`` (:func:`fill_model`), and, if
+    ``options.model == "conditions"``, the condition model fitted
+    (:func:`xbkg.conditions.fit_conditions`). The options that shape the cube
+    (binning, time convention, safe energy, exclusion) are the cube's.
+
+    Parameters
+    ----------
+    cube
+        Run cube (:func:`xbkg.cube.make_run_cube`).
+    options
+        The options of the build.
+    fit_options
+        Further arguments of :func:`xbkg.conditions.fit_conditions` (e.g.
+        ``period_days=None``), overriding those from ``options``.
+
+    Returns
+    -------
+    Models
+        ``(groups, model, smoothed, conditions)``: the group definitions, the
+        raw and the smoothed group models, and the condition model or None.
+
+    Raises
+    ------
+    ConfigError
+        If no run falls into any group.
+    """
     groups = group_definitions(options.grouping)
-    group_id = assign_groups(cube, groups)
-    if not (group_id.values >= 0).any():
+    if not (assign_groups(cube, groups).values >= 0).any():
         ranges = ", ".join(f"{a.column} {_run_range(cube, a.column)}" for a in options.grouping)
         grouping = grouping_description(options.grouping)
         raise ConfigError(
             f"no run falls into any group of the grouping {grouping}; "
             f"the runs have {ranges}: change the group edges or values (grouping=)"
         )
-    cube = cube.assign_coords(
-        group_id=group_id.assign_attrs(
-            long_name="GROUP_ID the run was stacked into (-1: in no group)"
-        )
-    )
     model = compute_rate(stack_groups(cube, groups), solid_angle=options.solid_angle)
     model.attrs["options"] = options.to_json()
     smoothed = smooth(model, options.smoothing)
@@ -167,11 +227,10 @@ def build_background(
     if options.model == "conditions":
         from xbkg.conditions import fit_conditions
 
-        conditions = fit_conditions(
-            cube, smoothing=options.smoothing, solid_angle=options.solid_angle
-        )
+        arguments = {"smoothing": options.smoothing, "solid_angle": options.solid_angle}
+        conditions = fit_conditions(cube, **{**arguments, **(fit_options or {})})
         conditions.attrs["options"] = options.to_json()
-    return Background(cube, groups, model, smoothed, regions, options, conditions)
+    return Models(groups, model, smoothed, conditions)
 
 
 def _add_regions(known: xr.Dataset, given: xr.Dataset) -> xr.Dataset:
@@ -581,3 +640,109 @@ def group_summary(bkg: Background) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def index_rates(bkg: Background, runs: xr.Dataset) -> xr.DataArray:
+    """The rate each run gets from the models :func:`write_background` writes for ``bkg``.
+
+    A run with a model of its own (:func:`run_models`: a condition model, and
+    the run has its conditions) gets that; the others get their group's
+    model, or the nearest populated group's (:func:`index_assignment`): the
+    smoothed or the raw one as ``options.index_model`` says, filled if
+    ``options.fill_unconstrained``.
+
+    Returns
+    -------
+    xarray.DataArray
+        Rate along ``(obs_id, energy, offset)`` in the order of ``runs``, with
+        ``attrs["time_convention"]``.
+    """
+    from xbkg.validation import run_rates
+
+    own = run_models(bkg, runs)
+    if own is not None and own.sizes[OBS_DIM] == runs.sizes[OBS_DIM]:
+        return own["rate"]
+    group_model = bkg.smoothed
+    if bkg.options.index_model == "raw":
+        group_model = bkg.model
+        if bkg.options.fill_unconstrained:
+            group_model = fill_model(group_model, solid_angle=bkg.options.solid_angle)
+    rate = run_rates(group_model, runs)
+    if own is None or own.sizes[OBS_DIM] == 0:
+        return rate
+    if own["rate"].attrs["time_convention"] != rate.attrs["time_convention"]:
+        raise ValueError(
+            f"the group models are per {rate.attrs['time_convention']}, the run models per "
+            f"{own['rate'].attrs['time_convention']}: build with the cube's time convention"
+        )
+    where = np.flatnonzero(np.isin(runs[OBS_DIM].values, own[OBS_DIM].values))
+    values = rate.values.copy()
+    values[where] = own["rate"].transpose(OBS_DIM, ENERGY_DIM, OFFSET_DIM).values
+    return rate.copy(data=values)
+
+
+def builder_for(options: Options | None = None, **fit_options: Any) -> ModelBuilder:
+    """Builder of what ``xbkg make`` builds, for :func:`xbkg.validation.crossval`.
+
+    ``builder(train_cube, test_cube)`` builds the models of the training runs
+    as :func:`build_background` does with ``options`` (:func:`models_from_cube`)
+    and returns the rate each test run gets from the written store
+    (:func:`index_rates`). The cube holds the options that shape it (binning,
+    safe energy, exclusion); its time convention is used for ``options.time``.
+
+    Parameters
+    ----------
+    options
+        Default ``PRESETS["default"]`` (the condition model).
+    fit_options
+        Further arguments of :func:`xbkg.conditions.fit_conditions` (e.g.
+        ``period_days=None``), to study variants of the condition model. A
+        condition left out for lack of data is reported by the first fit only
+        (the folds share it).
+    """
+    from xbkg.conditions import ConditionsWarning
+
+    chosen = options or PRESETS["default"]
+    warned = False
+
+    def build(train: xr.Dataset, test: xr.Dataset) -> xr.DataArray:
+        nonlocal warned
+        time = cast(TimeConvention, train.attrs.get("time_convention", chosen.time))
+        used = dataclasses.replace(chosen, time=time)
+        with warnings.catch_warnings():
+            if warned:
+                warnings.simplefilter("ignore", ConditionsWarning)
+            models = models_from_cube(train, used, fit_options=fit_options)
+        warned = True
+        groups, model, smoothed, conditions = models
+        bkg = Background(train, groups, model, smoothed, None, used, conditions)
+        return index_rates(bkg, test)
+
+    return build
+
+
+def grouped_builder(
+    grouping: Sequence[GroupAxis] | None = None,
+    smoothing: SmoothingMethod = DEFAULT_SMOOTHING,
+    solid_angle: SolidAngle = "exact",
+) -> ModelBuilder:
+    """Builder of grouped models (the classic method) for :func:`xbkg.validation.crossval`.
+
+    :func:`builder_for` with the options of ``xbkg make --group``: the
+    training runs are stacked per group (``grouping``, default the two zenith
+    bands), the rate computed, smoothed and filled, and each test run gets its
+    group's rate (the nearest populated group's if its own is empty).
+    """
+    options = options_for(
+        grouping=grouping, smoothing=smoothing, solid_angle=solid_angle, model="groups"
+    )
+    return builder_for(options)
+
+
+def conditions_builder(**fit_options: Any) -> ModelBuilder:
+    """Builder of condition-dependent models for :func:`xbkg.validation.crossval`.
+
+    :func:`builder_for` with the default options (``model="conditions"``);
+    ``fit_options`` are passed to :func:`xbkg.conditions.fit_conditions`.
+    """
+    return builder_for(options_for(model="conditions"), **fit_options)

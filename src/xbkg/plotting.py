@@ -1,7 +1,9 @@
-"""Plots of background products: acceptance curve, spectrum, image, overview.
+"""Plots of background products (acceptance curve, spectrum, image, overview) and of
+validation tables.
 
-Every function takes an optional matplotlib ``Axes`` (``ax=``), draws on it
-(or on the current axes) and returns it, like xarray's plotting functions.
+Every function takes an optional matplotlib ``Axes`` (``ax=``; four of them,
+``axes=``, for :func:`plot_validation`), draws on it (or on the current axes)
+and returns it, like xarray's plotting functions.
 Products are computed by :mod:`xbkg.products` and drawn as they are: a raw
 model (``attrs["smoothing"] == "none"``) as points with Poisson error bars
 and horizontal bars spanning each bin, a smoothed model as a line through
@@ -36,6 +38,7 @@ __all__ = [
     "plot_image",
     "plot_overview",
     "plot_spectrum",
+    "plot_validation",
     "unit_label",
     "write_plots",
 ]
@@ -388,6 +391,57 @@ def plot_overview(
     if title:
         curve_ax.figure.suptitle(title)
     return axes
+
+
+def plot_validation(table: xr.Dataset, *, label: str | None = None, axes: Any = None) -> Any:
+    """Four panels: obs/pred per run against zenith, shape chi2/dof, residual significance, and
+    obs/pred per energy bin (mean and spread over runs).
+
+    Parameters
+    ----------
+    table
+        Output of :func:`xbkg.validation.validate` or :func:`xbkg.validation.crossval`.
+    label
+        Legend label (e.g. the model's name); several tables can share ``axes``.
+    axes
+        Four matplotlib axes; a new 2 x 2 figure if None.
+
+    Returns
+    -------
+    numpy.ndarray
+        The four axes.
+    """
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        _, axes = plt.subplots(2, 2, figsize=(10, 7), constrained_layout=True)
+    ax = np.asarray(axes).ravel()
+    s = table.attrs
+    text = (
+        f"{label + ': ' if label else ''}scatter {s['scatter']:.3f}, chi2/dof {s['chi2_dof']:.2f}"
+    )
+    x = table["zen_pnt"].values if "zen_pnt" in table.coords else np.arange(table.sizes[OBS_DIM])
+    ax[0].plot(x, table["ratio"].values, "o", label=text)
+    ax[0].set_xlabel("zenith angle (deg)" if "zen_pnt" in table.coords else "run")
+    ax[0].set_ylabel("observed / predicted")
+    ax[0].legend(fontsize="small")
+    ax[1].hist(table["chi2_dof"].values, bins=20, histtype="step", label=label)
+    ax[1].set_xlabel("shape chi2 / dof per run")
+    ax[2].hist(table["significance"].values, bins=20, histtype="step", label=label)
+    ax[2].set_xlabel("(observed - predicted) / sqrt(predicted) per run")
+    ratio_e = table["ratio_energy"]
+    ax[3].errorbar(
+        table[ENERGY_DIM].values,
+        ratio_e.mean(OBS_DIM, skipna=True).values,
+        yerr=ratio_e.std(OBS_DIM, skipna=True).values,
+        fmt="o-",
+        label=label,
+    )
+    ax[3].set_xscale("log")
+    ax[3].axhline(1.0, color="0.5", lw=0.8)
+    ax[3].set_xlabel("energy (TeV)")
+    ax[3].set_ylabel("observed / predicted (mean, std over runs)")
+    return ax
 
 
 def _as_tuple(dims: str | Sequence[str]) -> tuple[str, ...]:

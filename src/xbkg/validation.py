@@ -48,7 +48,10 @@ For a model equal to the truth the Pearson chi2 has expectation exactly
 equals the Poisson scatter, whatever the counts per bin.
 
 :func:`crossval` builds models on k-1 folds of runs and validates each on the
-held-out fold, with a deterministic assignment of runs to folds.
+held-out fold, with a deterministic assignment of runs to folds. The models
+are built by a :data:`ModelBuilder`: :func:`xbkg.pipeline.builder_for` gives
+one that builds what ``xbkg make`` builds with given options. The figures of
+these tables are drawn by :func:`xbkg.plotting.plot_validation`.
 
 Examples
 --------
@@ -68,8 +71,8 @@ model by 5-fold cross-validation:
 >>> bkg = xbkg.build_background(store, runs, regions=regions)  # doctest: +SKIP
 >>> rate = run_rates(bkg.smoothed, cube)  # doctest: +SKIP
 >>> xbkg.validate(cube, xbkg.predict_counts(rate, cube)).attrs["scatter"]  # doctest: +SKIP
->>> from xbkg.conditions import conditions_builder
->>> xbkg.crossval(cube, conditions_builder(), k=5).attrs["chi2_dof"]  # doctest: +SKIP
+>>> from xbkg.pipeline import builder_for
+>>> xbkg.crossval(cube, builder_for(xbkg.Options()), k=5).attrs["chi2_dof"]  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -85,7 +88,6 @@ from numpy.typing import ArrayLike, NDArray
 from xbkg import exclusion
 from xbkg.axes import edges, ring_solid_angle
 from xbkg.conventions import (
-    DEFAULT_SMOOTHING,
     ENERGY_DIM,
     GROUP_DIM,
     MEV_PER_TEV,
@@ -104,9 +106,7 @@ __all__ = [
     "energy_redistribution",
     "fold_assignment",
     "fov_coordinates",
-    "grouped_builder",
     "held_out_validation",
-    "plot_validation",
     "predict_counts",
     "run_rates",
     "summarize",
@@ -843,7 +843,7 @@ def crossval_predictions(
         Run cube of all runs.
     builder
         ``builder(train_cube, test_cube)`` returns the rate of each test run
-        (e.g. :func:`grouped_builder`, :func:`xbkg.conditions.conditions_builder`).
+        (e.g. :func:`xbkg.pipeline.builder_for`).
     k, seed
         Folds (:func:`fold_assignment`).
     prediction
@@ -885,7 +885,7 @@ def crossval(
         Run cube of all runs.
     builder
         ``builder(train_cube, test_cube)`` returns the rate of each test run
-        (e.g. :func:`grouped_builder`, :func:`xbkg.conditions.conditions_builder`).
+        (e.g. :func:`xbkg.pipeline.builder_for`).
     k, seed
         Folds (:func:`fold_assignment`).
     offset_max
@@ -905,85 +905,6 @@ def crossval(
     table = table.assign_coords(fold=predicted["fold"])
     table.attrs.update({"k": k, "seed": seed})
     return table
-
-
-def grouped_builder(
-    grouping: Sequence[Any] | None = None,
-    smoothing: str = DEFAULT_SMOOTHING,
-    solid_angle: str = "exact",
-) -> ModelBuilder:
-    """Builder of grouped models (the classic method) for :func:`crossval`.
-
-    The training runs are stacked per group (``grouping``, default the
-    two zenith bands), the rate computed and smoothed, and each test run gets
-    its group's rate (the nearest populated group's if its own is empty).
-    """
-    from xbkg.grouping import default_grouping, group_definitions
-    from xbkg.model import compute_rate, smooth, stack_groups
-
-    groups = group_definitions(list(grouping) if grouping is not None else default_grouping())
-
-    def build(train: xr.Dataset, test: xr.Dataset) -> xr.DataArray:
-        model = compute_rate(stack_groups(train, groups), solid_angle=solid_angle)  # type: ignore[arg-type]
-        model.attrs["time_convention"] = train.attrs.get("time_convention", "ontime")
-        smoothed = smooth(model, smoothing)  # type: ignore[arg-type]
-        return run_rates(smoothed, test)
-
-    return build
-
-
-# --------------------------------------------------------------------------- plots
-
-
-def plot_validation(table: xr.Dataset, *, label: str | None = None, axes: Any = None) -> Any:
-    """Four panels: obs/pred per run against zenith, shape chi2/dof, residual significance, and
-    obs/pred per energy bin (mean and spread over runs).
-
-    Parameters
-    ----------
-    table
-        Output of :func:`validate` or :func:`crossval`.
-    label
-        Legend label (e.g. the model's name); several tables can share ``axes``.
-    axes
-        Four matplotlib axes; a new 2 x 2 figure if None.
-
-    Returns
-    -------
-    numpy.ndarray
-        The four axes.
-    """
-    import matplotlib.pyplot as plt
-
-    if axes is None:
-        _, axes = plt.subplots(2, 2, figsize=(10, 7), constrained_layout=True)
-    ax = np.asarray(axes).ravel()
-    s = table.attrs
-    text = (
-        f"{label + ': ' if label else ''}scatter {s['scatter']:.3f}, chi2/dof {s['chi2_dof']:.2f}"
-    )
-    x = table["zen_pnt"].values if "zen_pnt" in table.coords else np.arange(table.sizes[OBS_DIM])
-    ax[0].plot(x, table["ratio"].values, "o", label=text)
-    ax[0].set_xlabel("zenith angle (deg)" if "zen_pnt" in table.coords else "run")
-    ax[0].set_ylabel("observed / predicted")
-    ax[0].legend(fontsize="small")
-    ax[1].hist(table["chi2_dof"].values, bins=20, histtype="step", label=label)
-    ax[1].set_xlabel("shape chi2 / dof per run")
-    ax[2].hist(table["significance"].values, bins=20, histtype="step", label=label)
-    ax[2].set_xlabel("(observed - predicted) / sqrt(predicted) per run")
-    ratio_e = table["ratio_energy"]
-    ax[3].errorbar(
-        table[ENERGY_DIM].values,
-        ratio_e.mean(OBS_DIM, skipna=True).values,
-        yerr=ratio_e.std(OBS_DIM, skipna=True).values,
-        fmt="o-",
-        label=label,
-    )
-    ax[3].set_xscale("log")
-    ax[3].axhline(1.0, color="0.5", lw=0.8)
-    ax[3].set_xlabel("energy (TeV)")
-    ax[3].set_ylabel("observed / predicted (mean, std over runs)")
-    return ax
 
 
 # --------------------------------------------------------------------------- held-out runs
