@@ -2,12 +2,9 @@
 
 ``ds.bkg.acceptance_curve(energy=1.0)`` is ``xbkg.products.acceptance_curve(ds,
 energy=1.0)``, and so on: every method hands its arguments unchanged to one
-public function, whose documentation applies. The accessor is registered when
-this module is imported: by every xbkg module that makes or reads Datasets,
-by ``import xbkg`` when xarray is already imported, by the first top-level
-function used (``xbkg.read_archive``), and by ``xr.open_dataset(path)``
-without an engine (xarray loads xbkg's backend). ``import xbkg.accessor``
-registers it explicitly.
+public function, whose documentation applies. ``import xbkg`` (or of any of
+its modules) registers it, whatever was imported before; so does
+``xr.open_dataset(path)`` without an engine (xarray loads xbkg's backend).
 
 The functions are imported inside the methods so that importing this module
 costs only the import of xarray.

@@ -68,9 +68,9 @@ __all__ = [
 #: values (the bins overlapping it), or None (the whole axis).
 Selection = float | slice | None
 
-#: Which model of an archive (or of a smoothed model) a product describes.
+#: Which model a product describes: the smoothed rate, or the observed counts.
 ModelChoice = Literal["smoothed", "raw"]
-#: The smoothed rate's name in the archive (:mod:`xbkg.io.netcdf`).
+#: The smoothed rate's name in old flat archives (schema 2 and 3, :mod:`xbkg.io.netcdf`).
 _ARCHIVE_SMOOTHED = "smoothed_rate"
 
 #: Overlaps shorter than this fraction of a bin width do not select the bin.
@@ -256,10 +256,11 @@ def integrate(
     energy_index, offset_index
         Bins to use, by position, instead of by value.
     model
-        For an archive opened with :func:`xarray.open_dataset` (it holds both
-        rates): ``"smoothed"`` (default), the model the FITS files hold, or
-        ``"raw"``, the observed counts. For a smoothed model in memory,
-        ``"raw"`` uses its observed counts instead of its rate.
+        ``"smoothed"`` (default): a smoothed model contributes its rate, as
+        the FITS files hold it; ``"raw"``: the observed counts instead. (An
+        archive opens as a tree whose ``model/smoothed`` and ``model/raw``
+        groups are the two models; old flat archives hold both rates side by
+        side, and this chooses between them.)
 
     Returns
     -------

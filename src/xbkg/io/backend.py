@@ -16,8 +16,8 @@ options are accepted. Because the file has no counts, the
 energy width (uniform exposure).
 
 xarray imports every installed backend module when it has to choose an
-engine, so this module imports nothing heavy at import time; it registers the
-``ds.bkg`` accessor, so that ``xr.open_dataset("background.nc").bkg`` works.
+engine, so this module imports nothing heavy at import time. Being part of
+xbkg, importing it registers the ``ds.bkg`` accessor (``import xbkg`` does).
 """
 
 from __future__ import annotations
