@@ -51,7 +51,7 @@ def test_select_runs(dr1_dir):
 def test_missing_columns_completed_from_headers(crab4_dir, tmp_path):
     # Another instrument's index: no ZEN_PNT, no LIVETIME, no pointing.
     store = ds.copy_runs(ds.open_datastore(crab4_dir), [23523, 23526], tmp_path / "s")
-    obs = store.obs_index.to_table()
+    obs = store.obs_index.copy()
     obs.remove_columns(["ZEN_PNT", "LIVETIME", "RA_PNT", "DEC_PNT", "MUONEFF"])
     fits.HDUList([fits.PrimaryHDU(), fits.table_to_hdu(obs)]).writeto(
         tmp_path / "s" / "obs-index.fits.gz", overwrite=True

@@ -37,7 +37,6 @@ from xbkg import axes
 from xbkg.errors import CatalogError, ConfigError, DataStoreError
 from xbkg.io.catalog import read_catalog
 from xbkg.io.datastore import open_datastore, read_events
-from xbkg.io.eventfile import read_table_columns
 from xbkg.io.gadf import read_bkg, write_bkg_2d
 
 hypothesis = require("hypothesis")
@@ -437,23 +436,6 @@ def event_tables(draw: st.DrawFn) -> tuple[dict[str, np.ndarray], dict[str, str]
 
 
 @settings(FUZZ, max_examples=40)
-@given(event_tables(), st.booleans())
-def test_fast_reader_agrees_with_astropy_or_steps_aside(scratch, table, packed):
-    arrays, _units, data = table
-    path = scratch / ("events.fits.gz" if packed else "events.fits")
-    path.write_bytes(gzip.compress(data, mtime=0) if packed else data)
-    wanted = [c for c in ("RA", "DEC", "ENERGY") if c in arrays]
-    fast = read_table_columns(path, "events", wanted)
-    if fast is None:
-        return
-    columns, _cards, _ = fast
-    with fits.open(path) as hdul:
-        for name in wanted:
-            expected = np.asarray(hdul["EVENTS"].data[name], dtype=np.float64)
-            np.testing.assert_array_equal(columns[name], expected)
-
-
-@settings(FUZZ, max_examples=40)
 @given(event_tables())
 def test_read_events_reads_or_names_the_problem(scratch, table):
     arrays, units, data = table
@@ -473,16 +455,6 @@ def test_read_events_reads_or_names_the_problem(scratch, table):
 
 @settings(FUZZ, max_examples=60)
 @given(st.data())
-def test_fast_reader_never_raises_on_damaged_dr1_run(scratch, dr1_events, data):
-    path = write_damaged(scratch, "fast", data.draw(damaged(dr1_events)))
-    fast = read_table_columns(path, "EVENTS", ["RA", "DEC", "ENERGY"])
-    if fast is not None:
-        columns, _, _ = fast
-        assert len({c.size for c in columns.values()}) == 1
-
-
-@settings(FUZZ, max_examples=60)
-@given(st.data())
 def test_read_events_on_damaged_dr1_run(scratch, dr1_events, data):
     path = write_damaged(scratch, "events", data.draw(damaged(dr1_events)))
     reads_or_fails_cleanly(lambda: read_events(path, "EVENTS"), DataStoreError, path)
@@ -492,7 +464,6 @@ def test_read_events_on_damaged_dr1_run(scratch, dr1_events, data):
 @given(st.data())
 def test_read_events_on_damaged_synthetic_file(scratch, synthetic_events_sample, data):
     path = write_damaged(scratch, "synthetic", data.draw(damaged(synthetic_events_sample)))
-    read_table_columns(path, "EVENTS", ["RA", "SCALED"])  # never raises
     reads_or_fails_cleanly(lambda: read_events(path, "EVENTS"), DataStoreError, path)
 
 
@@ -504,7 +475,6 @@ def test_read_events_on_damaged_synthetic_file(scratch, synthetic_events_sample,
 def test_garbage_files(scratch, data):
     path = scratch / "garbage.fits.gz"
     path.write_bytes(data)
-    assert read_table_columns(path, "EVENTS", ["RA"]) is None
     reads_or_fails_cleanly(lambda: read_events(path), DataStoreError, path)
     reads_or_fails_cleanly(lambda: read_bkg(path), DataStoreError, path)
     with pytest.raises(CatalogError, match="garbage"):
@@ -757,12 +727,22 @@ def test_read_catalog_on_damaged_files(scratch, catalog_samples, data, which):
     reads_or_fails_cleanly(lambda: read_catalog(path), CatalogError, path)
 
 
-@settings(FUZZ, max_examples=20)
-@given(st.text(string.printable, max_size=200))
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "RA,DEC\n1,2\n",
+        "# %ECSV 1.0\n# ---\n# datatype:\n# - {name: RA, datatype: float64}\nRA\n1\nx\n",
+        "# %ECSV 1.0\n# ---\n# datatype:\n# - {name: RA, datatype: float64}\n# - {name: D\n",
+    ],
+    ids=["empty", "not-ecsv", "bad-value", "bad-yaml"],
+)
 def test_read_catalog_on_garbled_ecsv(scratch, text):
+    """astropy's ECSV reader names these problems; they are reported with the file."""
     path = scratch / "catalog.ecsv"
-    path.write_text("# %ECSV 1.0\n# ---\n" + text)
-    reads_or_fails_cleanly(lambda: read_catalog(path), CatalogError, path)
+    path.write_text(text)
+    with pytest.raises(CatalogError, match=r"catalog\.ecsv"):
+        read_catalog(path)
 
 
 @pytest.mark.parametrize("packed", [False, True], ids=["fits", "gzip"])

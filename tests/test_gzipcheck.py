@@ -6,13 +6,13 @@ import gzip
 import shutil
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import pytest
 
 from xbkg import cli
-from xbkg.io.gzipcheck import check_gzip_file
+from xbkg.errors import DataStoreError
+from xbkg.io.datastore import read_events
 from xbkg.simulate import simulate_datastore
 
 RUNS = (33002, 33005, 33006, 33008)
@@ -42,25 +42,23 @@ def damage_last_block(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-def test_check_gzip_file(store, tmp_path):
-    check_gzip_file(event_file(store, 33002))
+def test_checksum_of_the_whole_file(store, tmp_path):
+    read_events(event_file(store, 33002))
     damaged = event_file(store, 33005)
     damage_last_block(damaged)
-    with pytest.raises((OSError, EOFError, zlib.error)):
-        check_gzip_file(damaged)
+    assert read_events(damaged, verify=False).energy.size == 2000  # EVENTS reads
+    with pytest.raises(DataStoreError, match=r"obs_033005\.fits\.gz: .*gzip check failed"):
+        read_events(damaged)
     truncated = tmp_path / "truncated.fits.gz"
     truncated.write_bytes(event_file(store, 33002).read_bytes()[:-100])
-    with pytest.raises((OSError, EOFError, zlib.error)):
-        check_gzip_file(truncated)
-    tiny = tmp_path / "tiny.gz"
-    tiny.write_bytes(gzip.compress(b"x", mtime=0))
-    check_gzip_file(tiny)
-    # Nothing to check in a file that is not compressed.
+    with pytest.raises(DataStoreError, match=r"truncated\.fits\.gz: .*truncated"):
+        read_events(truncated)
+    # Nothing to check in a file that is not compressed: it is read the same way.
     plain = tmp_path / "plain.fits"
-    plain.write_bytes(b"SIMPLE  =                    T" + b" " * 2850)
-    check_gzip_file(plain)
-    with pytest.raises(FileNotFoundError):
-        check_gzip_file(tmp_path / "missing.fits.gz")
+    plain.write_bytes(gzip.decompress(event_file(store, 33002).read_bytes()))
+    assert read_events(plain).energy.size == 2000
+    with pytest.raises(DataStoreError, match="does not exist"):
+        read_events(tmp_path / "missing.fits.gz")
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

@@ -48,7 +48,7 @@ from xbkg.grouping import (
     nearest_group,
 )
 from xbkg.io.catalog import catalog_regions
-from xbkg.io.datastore import DataStore, run_table
+from xbkg.io.datastore import DataStore, run_table, write_index
 from xbkg.io.outputs import all_or_nothing, check_outputs
 from xbkg.io.store import write_group_def, write_model_fits, write_run_model_files
 from xbkg.model import (
@@ -548,10 +548,9 @@ def write_background(
     def write(stage: Path) -> None:
         write_archive(bkg, stage / ARCHIVE_FILE, all_runs=all_runs, reassigned=moved)
         write_model_files(bkg, stage)
-        make_hdu_index(store, out_dir, files, files_dir=stage).write(
-            stage / HDU_INDEX_FILE, "HDU_INDEX"
-        )
-        make_obs_index(store).write(stage / OBS_INDEX_FILE, "OBS_INDEX")
+        hdu_index = make_hdu_index(store, out_dir, files, files_dir=stage)
+        write_index(hdu_index, stage / HDU_INDEX_FILE, "HDU_INDEX")
+        write_index(make_obs_index(store), stage / OBS_INDEX_FILE, "OBS_INDEX")
 
     all_or_nothing(out_dir, names, overwrite, write)
     return {"out_dir": out_dir, "files": names, "reassigned": moved, "background": bkg}

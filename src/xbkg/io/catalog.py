@@ -7,25 +7,21 @@ the catalogues of :attr:`xbkg.options.Options.exclude`.
 
 from __future__ import annotations
 
-import math
-import zlib
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
+import astropy.units as u
 import numpy as np
 import xarray as xr
+from astropy.io import fits
+from astropy.io.registry import IORegistryError
+from astropy.table import Table
 from numpy.typing import NDArray
 
 from xbkg.conventions import CATALOGS, DEFAULT_MIN_RADIUS, DEFAULT_SOURCE_RADIUS, NO_CATALOG
-from xbkg.errors import CatalogError, ConfigError, XbkgError, describe
-from xbkg.io.eventfile import read_table
-from xbkg.io.fitsfile import open_fits, read_errors, strict_warnings
+from xbkg.errors import CatalogError, ConfigError, describe
+from xbkg.io.fitsread import DamagedFile, read_fits
 from xbkg.regions import combine_regions, describe_rows, make_regions
-
-if TYPE_CHECKING:
-    from astropy.table import Table
 
 __all__ = ["CATALOGS", "catalog_regions", "read_catalog", "regions_from_table"]
 
@@ -82,108 +78,55 @@ def _missing(columns: Sequence[str], radius_column: str | None) -> list[str]:
     return missing
 
 
-@dataclass(frozen=True)
-class _SourceTable:
-    """The columns of a source table (masked arrays where values are missing) and their units."""
-
-    columns: Mapping[str, NDArray[Any]]
-    units: Mapping[str, str]
-
-    @property
-    def colnames(self) -> list[str]:
-        return list(self.columns)
-
-    def __len__(self) -> int:
-        return len(next(iter(self.columns.values()))) if self.columns else 0
-
-
-def _from_astropy(table: Table) -> _SourceTable:
-    units = {n: str(table[n].unit) for n in table.colnames if table[n].unit is not None}
-    return _SourceTable({n: table[n] for n in table.colnames}, units)
-
-
-def _read_table(path: Path, radius_column: str | None) -> _SourceTable:
+def _read_table(path: Path, radius_column: str | None) -> Table:
     """Read the source table of a catalogue file (FITS: pick the right HDU)."""
     if not path.is_file():
         raise CatalogError(f"{path}: catalogue file not found; check the path")
-    suffixes = [s.lower() for s in path.suffixes]
-    if any(s in _FITS_SUFFIXES for s in suffixes):
-        fast = _read_fits_fast(path, radius_column)
-        if fast is not None:
-            return fast
-    try:
-        with strict_warnings():
-            return _from_astropy(_read_source_table(path, radius_column))
-    except XbkgError:
-        raise
-    except read_errors() as exc:
-        text = describe(exc)
-        if isinstance(exc, (EOFError, zlib.error)) or "truncated" in str(exc):
-            hint = "the file is incomplete (truncated or a broken gzip stream), download it again"
-        else:
-            hint = "the file is damaged or not a table in a format astropy reads, replace it"
-        raise CatalogError(f"cannot read catalogue {path} ({text}); {hint}") from exc
-
-
-def _read_fits_fast(path: Path, radius_column: str | None) -> _SourceTable | None:
-    """The schema's columns of the source table, read without astropy (None: use astropy).
-
-    The table named ``HGPS_SOURCES`` if there is one, else the first with usable columns.
-    """
-
-    def rank(name: str, names: list[str]) -> int | None:
-        if name.upper() == _PREFERRED_HDU:
-            return 0
-        return 1 if not _missing(names, radius_column) else None
-
-    def wanted(names: list[str]) -> list[str]:
-        # Only the columns the schema uses are decoded (a catalogue has dozens).
-        position, size, name = _schema(names, radius_column)
-        return [c for c in (*(position or ()), size, name) if c]
-
-    table = read_table(path, rank, wanted)
-    if table is None:
-        return None
-    return _SourceTable(table.columns, table.units)
-
-
-def _read_source_table(path: Path, radius_column: str | None) -> Table:
-    from astropy.io import fits
-    from astropy.table import Table
-
-    suffixes = [s.lower() for s in path.suffixes]
-    if not any(s in _FITS_SUFFIXES for s in suffixes):
-        return Table.read(path)
-    with open_fits(path) as hdul:
-        tables = [h for h in hdul if isinstance(h, (fits.BinTableHDU, fits.TableHDU))]
-        chosen = next((h for h in tables if h.name.upper() == _PREFERRED_HDU), None)
-        if chosen is None:
-            chosen = next((h for h in tables if not _missing(h.columns.names, radius_column)), None)
-        if chosen is None:
-            found = "; ".join(
-                f"HDU {h.name or '(unnamed)'} lacks "
-                + ", ".join(_missing(h.columns.names, radius_column))
-                for h in tables
-            )
+    if not any(s.lower() in _FITS_SUFFIXES for s in path.suffixes):
+        try:
+            return Table.read(path)
+        except (ValueError, OSError, IORegistryError) as exc:
             raise CatalogError(
-                f"no source table in catalogue {path}: {found or 'the file has no table HDU'}; "
-                f"{_accepted(radius_column)}"
-            )
-        # Only the columns the schema uses are converted (a catalogue has dozens,
-        # some of them vectors; reading them all is most of the time spent here).
-        position, size, name = _schema(chosen.columns.names, radius_column)
-        wanted = {c for c in (*(position or ()), size, name) if c}
-        columns = [c for c in chosen.columns if c.name in wanted]
-        return Table.read(fits.BinTableHDU.from_columns(columns, name=chosen.name))
+                f"cannot read catalogue {path} ({describe(exc)}); the file is damaged or not "
+                "a table in a format astropy reads, replace it"
+            ) from exc
+    try:
+        hdul = read_fits(path)
+    except DamagedFile as exc:
+        raise CatalogError(
+            f"cannot read catalogue {path} ({exc}); the file is damaged or incomplete, "
+            "download it again"
+        ) from exc
+    tables = [h for h in hdul if isinstance(h, (fits.BinTableHDU, fits.TableHDU))]
+    chosen = next((h for h in tables if h.name.upper() == _PREFERRED_HDU), None)
+    if chosen is None:
+        chosen = next((h for h in tables if not _missing(h.columns.names, radius_column)), None)
+    if chosen is None:
+        found = "; ".join(
+            f"HDU {h.name or '(unnamed)'} lacks "
+            + ", ".join(_missing(h.columns.names, radius_column))
+            for h in tables
+        )
+        raise CatalogError(
+            f"no source table in catalogue {path}: {found or 'the file has no table HDU'}; "
+            f"{_accepted(radius_column)}"
+        )
+    # Only the columns the schema uses are converted (a catalogue has dozens,
+    # some of them vectors; reading them all is most of the time spent here).
+    position, size, name = _schema(chosen.columns.names, radius_column)
+    wanted = {c for c in (*(position or ()), size, name) if c}
+    columns = [c for c in chosen.columns if c.name in wanted]
+    try:
+        return Table.read(fits.BinTableHDU.from_columns(columns), unit_parse_strict="silent")
+    except u.UnitsError as exc:  # a unit astropy refuses even silently, e.g. TUNITn = '0'
+        raise CatalogError(
+            f"cannot read catalogue {path} ({exc}); the file is damaged, download it again"
+        ) from exc
 
 
-#: Angle units of catalogue columns, in deg; others are converted by astropy.
-_DEGREES = {"deg": 1.0, "degree": 1.0, "rad": 180 / math.pi, "arcmin": 1 / 60, "arcsec": 1 / 3600}
-
-
-def _degrees(table: _SourceTable, column: str, what: str) -> NDArray[np.float64]:
+def _degrees(table: Table, column: str, what: str) -> NDArray[np.float64]:
     """Column values in deg (unitless means deg); masked entries become NaN."""
-    col = table.columns[column]
+    col = table[column]
     try:
         values = np.asarray(np.ma.getdata(col), dtype=np.float64)
     except (TypeError, ValueError):
@@ -192,33 +135,28 @@ def _degrees(table: _SourceTable, column: str, what: str) -> NDArray[np.float64]
             "give angles as numbers in deg or with an angle unit"
         ) from None
     values = np.where(np.ma.getmaskarray(col), np.nan, values)
-    unit = table.units.get(column, "").strip()
-    if unit in ("", "1"):
+    if col.unit is None or col.unit == u.dimensionless_unscaled:
         return values
-    if unit in _DEGREES:
-        return values * _DEGREES[unit]
-    import astropy.units as u
-
     try:
-        return (values * u.Unit(unit)).to_value(u.deg)
-    except (u.UnitsError, TypeError, ValueError):
+        return values * col.unit.to(u.deg)
+    except (u.UnitsError, ValueError):
         raise CatalogError(
-            f"column {column!r} of {what} has unit {unit!s}, which is not an angle"
+            f"column {column!r} of {what} has unit {col.unit!s}, which is not an angle"
         ) from None
 
 
-def _names(table: _SourceTable, column: str | None) -> list[str]:
+def _names(table: Table, column: str | None) -> list[str]:
     if column is None:
         return [f"row {i}" for i in range(len(table))]
     out = []
-    for v in table.columns[column]:
+    for v in table[column]:
         text = v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
         out.append(text.strip().strip("\x00"))
     return out
 
 
 def _regions_from_table(
-    table: _SourceTable,
+    table: Table,
     what: str,
     *,
     min_radius: float,
@@ -272,7 +210,7 @@ def regions_from_table(
     Same rules as :func:`read_catalog`.
     """
     return _regions_from_table(
-        _from_astropy(table),
+        table,
         "the table",
         min_radius=min_radius,
         default_radius=default_radius,

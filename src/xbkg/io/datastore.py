@@ -13,9 +13,8 @@ The run conditions are exposed as an :class:`xarray.Dataset` along ``obs_id``
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import functools
 import json
-import os
 import shutil
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -23,25 +22,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import astropy.units as u
 import numpy as np
+from astropy.io import fits
+from astropy.io.fits.verify import VerifyError
+from astropy.table import Column, Table
 from numpy.typing import ArrayLike, NDArray
 
 from xbkg.conventions import HDU_INDEX_FILE, OBS_DIM, OBS_INDEX_FILE, coord_name
-from xbkg.errors import DataStoreError, XbkgWarning, describe
-from xbkg.io.eventfile import DamagedFile, read_table, read_table_columns
-from xbkg.io.fitsfile import open_fits, read_errors, write_table
-from xbkg.io.gzipcheck import check_gzip_file
+from xbkg.errors import DataStoreError, XbkgWarning
+from xbkg.io.fitsfile import write_table
+from xbkg.io.fitsread import (
+    DamagedFile,
+    NoSuchHDU,
+    TableColumns,
+    read_fits,
+    read_header,
+    read_table,
+)
 from xbkg.io.outputs import all_or_nothing
 
 if TYPE_CHECKING:
     import xarray as xr
-    from astropy.io import fits
-    from astropy.table import Table
 
 __all__ = [
     "DataStore",
     "EventList",
-    "IndexTable",
     "copy_runs",
     "event_locations",
     "hdu_location",
@@ -52,6 +58,7 @@ __all__ = [
     "run_table",
     "select_runs",
     "selected_rows",
+    "write_index",
 ]
 
 #: Columns the HDU index must have (GADF).
@@ -111,151 +118,66 @@ def _clean_str(value: Any) -> str:
     return str(value).replace("\x00", "").strip()
 
 
-@dataclass(frozen=True)
-class IndexTable:
-    """A GADF index table: one numpy array per column, with units and header keywords.
-
-    Strings are ``str`` with NUL padding and blanks stripped. Index columns
-    ``table["OBS_ID"]``, rows ``table.take(mask)``; :meth:`to_table` gives an
-    :class:`astropy.table.Table`.
-
-    Attributes
-    ----------
-    columns
-        Column name -> values (one per row), in file order.
-    units
-        Column name -> unit, for the columns that have one.
-    header
-        ``(keyword, value)`` of the header keywords that do not describe the
-        table layout, in file order (COMMENT and HISTORY included).
-    """
-
-    columns: Mapping[str, NDArray[Any]]
-    units: Mapping[str, str]
-    header: tuple[tuple[str, Any], ...] = ()
-
-    def __getitem__(self, name: str) -> NDArray[Any]:
-        return self.columns[name]
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.columns
-
-    def __len__(self) -> int:
-        return len(next(iter(self.columns.values()))) if self.columns else 0
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        """Rows as ``{column: value}``."""
-        for i in range(len(self)):
-            yield {name: values[i] for name, values in self.columns.items()}
-
-    @property
-    def colnames(self) -> list[str]:
-        """Column names in file order."""
-        return list(self.columns)
-
-    @property
-    def meta(self) -> dict[str, Any]:
-        """Header keyword values (COMMENT and HISTORY left out; the first card of a keyword)."""
-        out: dict[str, Any] = {}
-        for key, value in self.header:
-            if key not in ("COMMENT", "HISTORY"):
-                out.setdefault(key, value)
-        return out
-
-    def take(self, rows: NDArray[Any]) -> IndexTable:
-        """The table of some rows (a boolean mask or row numbers)."""
-        return dataclasses.replace(
-            self, columns={name: values[rows] for name, values in self.columns.items()}
-        )
-
-    def to_table(self) -> Table:
-        """The table as an :class:`astropy.table.Table` (units and keywords kept)."""
-        import astropy.units as u
-        from astropy.table import Table
-
-        table = Table()
-        for name, values in self.columns.items():
-            unit = self.units.get(name)
-            table[name] = values
-            if unit:
-                table[name].unit = u.Unit(unit, parse_strict="silent")
-        table.meta.update(self.meta)
-        comments = [str(v) for k, v in self.header if k == "COMMENT"]
-        if comments:
-            table.meta["comments"] = comments
-        return table
-
-    def write(self, path: str | Path, extname: str, *, overwrite: bool = False) -> Path:
-        """Write as a FITS binary table named ``extname`` (gzip if the name ends in .gz)."""
-        return write_table(
-            self.columns,
-            path,
-            extname,
-            units=self.units,
-            header=[(k, v) for k, v in self.header if k != "BASE_DIR"],
-            overwrite=overwrite,
-        )
+def _index_column(column: Column) -> NDArray[Any] | None:
+    """A scalar index column as plain values (masked numbers NaN, text cleaned); None if vector."""
+    data: np.ma.MaskedArray = np.ma.asarray(column)
+    if data.ndim != 1:
+        return None  # vector cells: not an index column
+    if data.dtype.kind in "SUO":
+        return np.array([_clean_str(v) for v in data.filled("")], dtype=str)
+    if data.dtype.kind in "iu" and np.ma.is_masked(data):
+        return np.ma.filled(data.astype(np.float64), np.nan)
+    if data.dtype.kind == "f":
+        return np.ma.filled(data, np.nan).astype(data.dtype.newbyteorder("="))
+    if data.dtype.kind in "iu":
+        return np.asarray(data.data, dtype=np.int64)
+    return np.asarray(data.data)
 
 
-def _from_astropy(table: Table) -> IndexTable:
-    """An index read by astropy: scalar columns only, masked values as NaN, strings cleaned."""
-    columns: dict[str, NDArray[Any]] = {}
-    units: dict[str, str] = {}
-    for name in table.colnames:
-        column = table[name]
-        data: np.ma.MaskedArray = np.ma.asarray(column)
-        if data.ndim != 1:
-            continue  # vector cells: not an index column
-        if data.dtype.kind in "SUO":
-            columns[name] = np.array([_clean_str(v) for v in data.filled("")], dtype=str)
-        elif data.dtype.kind in "iu" and np.ma.is_masked(data):
-            columns[name] = np.ma.filled(data.astype(np.float64), np.nan)
-        elif data.dtype.kind == "f":
-            columns[name] = np.ma.filled(data, np.nan).astype(data.dtype.newbyteorder("="))
-        elif data.dtype.kind in "iu":
-            columns[name] = np.asarray(data.data, dtype=np.int64)
-        else:
-            columns[name] = np.asarray(data.data)
-        if getattr(column, "unit", None) is not None:
-            units[name] = column.unit.to_string()
-    header: list[tuple[str, Any]] = []
-    for key, value in table.meta.items():
-        if key.lower() in ("comments", "history"):
-            header += [(key.upper().rstrip("S"), str(v)) for v in value]
-        elif key != "EXTNAME" and isinstance(value, (bool, int, float, str)):
-            header.append((key, value))
-    return IndexTable(columns, units, tuple(header))
-
-
-def _read_index(path: Path, kind: str) -> IndexTable:
+def _read_index(path: Path, kind: str) -> Table:
+    """The first table of an index file, its scalar columns cleaned (:func:`_index_column`)."""
     if not path.is_file():
         raise DataStoreError(
             f"{path}: {kind} not found; a GADF data store needs {HDU_INDEX_FILE} and "
             f"{OBS_INDEX_FILE} in its folder"
         )
-    fast = read_table(path)
-    if fast is not None:
-        return IndexTable(fast.columns, fast.units, tuple(fast.header))
-    # Not a layout the fast reader knows, or damaged: astropy reads or explains.
-    from astropy.io import fits
-    from astropy.table import Table
-
     try:
-        with open_fits(path) as hdul:
-            tables = [h for h in hdul if isinstance(h, fits.BinTableHDU)]
-            if not tables:
-                raise DataStoreError(
-                    f"{path}: cannot read the {kind}: the file holds no table; it is damaged, "
-                    "incomplete or not an index: copy it again"
-                )
-            table = Table.read(tables[0], unit_parse_strict="silent")
-    except DataStoreError:
-        raise
-    except read_errors() as exc:
+        hdus = read_fits(path)
+    except DamagedFile as exc:
+        raise DataStoreError(f"{path}: cannot read the {kind} ({exc}); {DAMAGED}") from exc
+    tables = [h for h in hdus if isinstance(h, fits.BinTableHDU)]
+    if not tables:
         raise DataStoreError(
-            f"{path}: cannot read the {kind} ({describe(exc)}); {DAMAGED}"
-        ) from exc
-    return _from_astropy(table)
+            f"{path}: cannot read the {kind}: the file holds no table; it is damaged, "
+            "incomplete or not an index: copy it again"
+        )
+    try:
+        read = Table.read(tables[0], unit_parse_strict="silent")
+    except u.UnitsError as exc:  # a unit astropy refuses even silently, e.g. TUNITn = '0'
+        raise DataStoreError(f"{path}: cannot read the {kind} ({exc}); {DAMAGED}") from exc
+    table = Table(meta={k: v for k, v in read.meta.items() if k != "EXTNAME"})
+    for name in read.colnames:
+        values = _index_column(read[name])
+        if values is not None:
+            table[name] = Column(values, unit=read[name].unit)
+    return table
+
+
+def write_index(table: Table, path: str | Path, extname: str, *, overwrite: bool = False) -> Path:
+    """Write an index table (gzip if the name ends in .gz), without ``BASE_DIR``.
+
+    The files an index lists lie beside it once it is written (the output of
+    ``xbkg make`` or :func:`copy_runs`).
+    """
+    table = table.copy(copy_data=False)
+    table.meta.pop("BASE_DIR", None)
+    return write_table(table, path, extname, overwrite=overwrite)
+
+
+def _unit(table: Table, name: str) -> str | None:
+    """The unit of a column as text, or None."""
+    unit = table[name].unit
+    return None if unit is None else unit.to_string()
 
 
 @dataclass(frozen=True)
@@ -277,8 +199,8 @@ class DataStore:
 
     path: Path
     base_dir: Path
-    hdu_index: IndexTable
-    obs_index: IndexTable
+    hdu_index: Table
+    obs_index: Table
 
     @property
     def obs_ids(self) -> NDArray[np.int64]:
@@ -313,10 +235,8 @@ def open_datastore(path: str | Path) -> DataStore:
             f"{hdu_path}: HDU index columns {not_text} must hold text (FITS format A); "
             "the index is damaged or was written wrongly"
         )
-    columns = dict(hdu_index.columns)
     for col in ("HDU_TYPE", "HDU_CLASS"):
-        columns[col] = np.char.lower(columns[col].astype(str))
-    hdu_index = dataclasses.replace(hdu_index, columns=columns)
+        hdu_index[col] = np.char.lower(np.asarray(hdu_index[col], dtype=str))
     base = hdu_index.meta.get("BASE_DIR")
     base_dir = (hdu_path.parent / _clean_str(base)) if base else hdu_path.parent
     return DataStore(path=folder, base_dir=base_dir, hdu_index=hdu_index, obs_index=obs_index)
@@ -343,7 +263,7 @@ def hdu_location(store: DataStore, obs_id: int, hdu_type: str = "events") -> tup
 
 def event_locations(store: DataStore) -> dict[int, tuple[Path, str]]:
     """File and HDU name of the events of every run (first index row of each run)."""
-    rows = store.hdu_index.take(store.hdu_index["HDU_TYPE"] == "events")
+    rows = store.hdu_index[store.hdu_index["HDU_TYPE"] == "events"]
     out: dict[int, tuple[Path, str]] = {}
     for obs_id, file_dir, file_name, hdu_name in zip(
         rows["OBS_ID"].tolist(),
@@ -420,7 +340,7 @@ def run_table(store: DataStore, *, complete: bool = True) -> xr.Dataset:
             "one row, remove the duplicates"
         )
     variables = {
-        coord_name(c): _column_to_variable(obs[c], obs.units.get(c), c)
+        coord_name(c): _column_to_variable(np.asarray(obs[c]), _unit(obs, c), c)
         for c in obs.colnames
         if c != "OBS_ID"
     }
@@ -539,34 +459,29 @@ def _complete_runs(store: DataStore, runs: xr.Dataset) -> xr.Dataset:
     return runs
 
 
-def _read_header(path: Path, hdu: str) -> fits.Header:
+def _read_header(path: Path, hdu: str) -> dict[str, Any]:
+    """The run keywords (:data:`HEADER_RUN_KEYWORDS`, ``TELESCOP``) of an EVENTS header."""
+    with _reading(path, hdu, "the header"):
+        header = read_header(path, hdu)
+        keys = (*HEADER_RUN_KEYWORDS, TELESCOP_KEYWORD)
+        return {key: header[key] for key in keys if key in header}
+
+
+@contextlib.contextmanager
+def _reading(path: Path, hdu: str, what: str) -> Iterator[None]:
+    """Reading ``what`` of ``path``: its problems as a :class:`DataStoreError` naming the file."""
     try:
-        with open_fits(path) as hdul:
-            return hdul[_find_hdu(hdul, hdu, path)].header.copy()
+        yield
     except FileNotFoundError as exc:
         raise DataStoreError(f"{path}: {MISSING_FILE}") from exc
-    except DataStoreError:
-        raise
-    except read_errors() as exc:
+    except NoSuchHDU as exc:
         raise DataStoreError(
-            f"{path}: cannot read the header ({describe(exc)}); {DAMAGED}"
+            f"{path}: no HDU named {hdu!r} (the file has {exc.names}); fix HDU_NAME in the HDU "
+            "index, or, if the HDU should be there, the file is damaged or incomplete: copy it "
+            "again"
         ) from exc
-
-
-def _find_hdu(hdul: fits.HDUList, name: str, path: Path) -> int:
-    wanted = name.strip().upper()
-    for i, h in enumerate(hdul):
-        if str(h.name).strip().upper() == wanted:
-            return i
-    # Old files may lack EXTNAME: fall back to the HDUNAME keyword.
-    for i, h in enumerate(hdul):
-        if _clean_str(h.header.get("HDUNAME", "")).upper() == wanted:
-            return i
-    names = [h.name for h in hdul]
-    raise DataStoreError(
-        f"{path}: no HDU named {name!r} (the file has {names}); fix HDU_NAME in the HDU index, "
-        "or, if the HDU should be there, the file is damaged or incomplete: copy it again"
-    )
+    except (DamagedFile, VerifyError) as exc:
+        raise DataStoreError(f"{path}: cannot read {what}: {exc}; {DAMAGED}") from exc
 
 
 def select_runs(
@@ -643,87 +558,59 @@ def selected_rows(
 
 @dataclass(frozen=True)
 class EventList:
-    """The event columns needed for binning (TeV, deg) and the EVENTS header values."""
+    """The event columns needed for binning (TeV, deg), the file, and the EVENTS table read.
+
+    ``header`` is the EVENTS header (:class:`astropy.io.fits.Header`), parsed
+    when first looked into: binning needs none of it.
+    """
 
     ra: NDArray[np.float64]
     dec: NDArray[np.float64]
     energy: NDArray[np.float64]
-    header: Mapping[str, Any]
     path: Path
+    table: TableColumns
+
+    @property
+    def header(self) -> fits.Header:
+        """The EVENTS header.
+
+        Raises
+        ------
+        DataStoreError
+            If a pointing card (``RA_PNT``, ``DEC_PNT``: binning may use them) is garbled.
+        """
+        with _reading(self.path, "EVENTS", "the EVENTS header"):
+            header = self.table.header
+            header.get("RA_PNT"), header.get("DEC_PNT")
+        return header
 
 
-#: Conversion factors of the units event lists use, so that astropy is needed
-#: only for others (exact: 1 eV = 1.602176634e-19 J by definition).
-_FACTORS = {
-    "deg": {"deg": 1.0, "rad": 180.0 / np.pi, "arcmin": 1 / 60, "arcsec": 1 / 3600},
-    "TeV": {
-        "TeV": 1.0,
-        "GeV": 1e-3,
-        "MeV": 1e-6,
-        "keV": 1e-9,
-        "eV": 1e-12,
-        "PeV": 1e3,
-        "J": 1e-12 / 1.602176634e-19,
-        "erg": 1e-19 / 1.602176634e-19,
-    },
-}
+@functools.lru_cache(maxsize=64)
+def _factor(unit: str, target: str) -> float:
+    """Conversion factor from ``unit`` to ``target`` (parsing units is slow; cached)."""
+    return 1.0 if unit == target else float(u.Unit(unit).to(target))
 
 
 def _to_unit(
-    values: NDArray[np.float64], unit: str | None, target: str, path: Path, column: str
+    values: NDArray[np.float64], unit: str, target: str, path: Path, column: str
 ) -> NDArray[np.float64]:
     """``values`` converted from the column's ``unit`` (TUNITn) to ``target``."""
-    if not unit or unit == target:
-        return values
-    known = _FACTORS[target].get(unit.strip())
-    if known is not None:
-        return values * known
-    import astropy.units as u
-
     try:
-        factor = u.Unit(unit).to(target)
-    except (ValueError, TypeError, u.UnitsError) as exc:
+        factor = _factor(unit.strip(), target)
+    except (ValueError, u.UnitsError) as exc:
         raise DataStoreError(
             f"{path}: column {column} has unit {unit!r}, which is not convertible to "
             f"{target}; fix its TUNIT keyword"
         ) from exc
-    return values * factor
-
-
-def _column_units(cards: Mapping[str, Any], names: Sequence[str]) -> dict[str, str | None]:
-    """TUNITn of the named columns (``None`` where absent or blank)."""
-    number = {
-        str(cards.get(f"TTYPE{i}", "")).strip().upper(): i
-        for i in range(1, int(cards.get("TFIELDS", 0)) + 1)
-    }
-    return {
-        name: str(cards.get(f"TUNIT{number.get(name, 0)}", "")).strip() or None for name in names
-    }
-
-
-def _events_from_columns(
-    columns: Mapping[str, NDArray[np.float64]], cards: Mapping[str, Any], path: Path
-) -> EventList:
-    units = _column_units(cards, ("RA", "DEC", "ENERGY"))
-    # Old GADF files leave ENERGY without a unit: the header's EUNIT, else TeV.
-    energy_unit = units["ENERGY"] or _clean_str(cards.get("EUNIT", "TeV")) or "TeV"
-    return EventList(
-        ra=_to_unit(columns["RA"], units["RA"], "deg", path, "RA"),
-        dec=_to_unit(columns["DEC"], units["DEC"], "deg", path, "DEC"),
-        energy=_to_unit(columns["ENERGY"], energy_unit, "TeV", path, "ENERGY"),
-        header=cards,
-        path=path,
-    )
+    return values if factor == 1.0 else values * factor
 
 
 def read_events(path: str | Path, hdu: str = "EVENTS", *, verify: bool = True) -> EventList:
     """Read RA, DEC and ENERGY of an EVENTS HDU.
 
-    Only the EVENTS table is decompressed and only the three needed columns
-    are decoded (:func:`xbkg.io.eventfile.read_table_columns`); files that the
-    fast reader does not understand go through :mod:`astropy.io.fits`.
-    ENERGY without a unit is taken in the header's ``EUNIT``, else TeV (the
-    convention of old GADF files).
+    The file is decompressed only up to the end of the EVENTS table
+    (:func:`xbkg.io.fitsread.read_table`). ENERGY without a unit is taken in
+    the header's ``EUNIT``, else TeV (the convention of old GADF files).
 
     With ``verify`` (default), a gzip-compressed file is decompressed to its
     end to check its CRC-32 and length: damage inside the EVENTS table that
@@ -736,76 +623,23 @@ def read_events(path: str | Path, hdu: str = "EVENTS", *, verify: bool = True) -
         message names the file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataStoreError(f"{path}: {MISSING_FILE}")
-    try:
-        fast = read_table_columns(path, hdu, ("RA", "DEC", "ENERGY"), verify=verify)
-    except DamagedFile as exc:
-        raise DataStoreError(f"{path}: gzip check failed ({describe(exc)}); {DAMAGED}") from exc
-    if fast is not None:
-        fast_columns, fast_cards, _ = fast
-        return _events_from_columns(fast_columns, fast_cards, path)
-    from astropy.io import fits
-
-    try:
-        with open_fits(path) as hdul:
-            table = hdul[_find_hdu(hdul, hdu, path)]
-            if not isinstance(table, fits.BinTableHDU):
-                raise DataStoreError(f"{path}: HDU {hdu!r} is not a binary table")
-            _check_table_size(table.header, path)
-            names = [str(n).upper() for n in table.columns.names]
-            missing = [c for c in ("RA", "DEC", "ENERGY") if c not in names]
-            if missing:
-                raise DataStoreError(
-                    f"{path}: EVENTS table lacks the columns {missing}; fix the file or leave "
-                    "the run out (select_runs)"
-                )
-            data = table.data
-            columns = {
-                c: np.asarray(data.field(names.index(c)), dtype=np.float64)
-                for c in ("RA", "DEC", "ENERGY")
-            }
-            cards = {k: v for k, v in table.header.items() if k not in ("COMMENT", "HISTORY", "")}
-        if verify:
-            check_gzip_file(path)
-    except DataStoreError:
-        raise
-    except read_errors() as exc:
+    with _reading(path, hdu, "the events"):
+        table = read_table(path, hdu, ("RA", "DEC", "ENERGY"), verify=verify)
+        energy_unit = table.units.get("ENERGY") or _clean_str(table.get("EUNIT", "")) or "TeV"
+    missing = [c for c in ("RA", "DEC", "ENERGY") if c not in table.values]
+    if missing:
         raise DataStoreError(
-            f"{path}: cannot read the events ({describe(exc)}); {DAMAGED}"
-        ) from exc
-    return _events_from_columns(columns, cards, path)
-
-
-def _check_table_size(header: fits.Header, path: Path) -> None:
-    """Refuse a table whose header claims more data than the file holds (or a negative size).
-
-    astropy would allocate the claimed size, or read garbage for a negative one.
-    """
-    rows, width = header.get("NAXIS2"), header.get("NAXIS1")
-    if not (isinstance(rows, int) and isinstance(width, int) and rows >= 0 and width >= 0):
-        raise DataStoreError(
-            f"{path}: the table header has NAXIS1 = {width!r}, NAXIS2 = {rows!r}, not sizes; "
-            f"{DAMAGED}"
+            f"{path}: EVENTS table lacks the columns {missing}; fix the file or leave "
+            "the run out (select_runs)"
         )
-    if rows * width > _uncompressed_size(path):
-        raise DataStoreError(
-            f"{path}: the table header claims {rows} rows of {width} bytes, more than the file "
-            f"holds; {DAMAGED}"
-        )
-
-
-def _uncompressed_size(path: Path) -> int:
-    """An upper bound of the size of the file's content (exact for gzip files below 4 GiB)."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        if f.read(2) != b"\x1f\x8b" or size < 18:
-            return size
-        f.seek(-4, os.SEEK_END)
-        isize = int.from_bytes(f.read(4), "little")
-    # The gzip trailer holds the size modulo 4 GiB; deflate expands at most 1032-fold.
-    limit = 1032 * size
-    return isize if limit < (1 << 32) else limit
+    values, units = table.values, table.units
+    return EventList(
+        ra=_to_unit(values["RA"], units["RA"] or "deg", "deg", path, "RA"),
+        dec=_to_unit(values["DEC"], units["DEC"] or "deg", "deg", path, "DEC"),
+        energy=_to_unit(values["ENERGY"], energy_unit, "TeV", path, "ENERGY"),
+        path=path,
+        table=table,
+    )
 
 
 def read_run_templates(
@@ -859,8 +693,8 @@ def copy_runs(
     unknown = np.setdiff1d(wanted, store.obs_ids)
     if unknown.size:
         raise DataStoreError(f"{store.path}: OBS_IDs not in the data store: {unknown.tolist()}")
-    hdu_rows = store.hdu_index.take(np.isin(store.hdu_index["OBS_ID"], wanted))
-    obs_rows = store.obs_index.take(np.isin(store.obs_index["OBS_ID"], wanted))
+    hdu_rows = store.hdu_index[np.isin(store.hdu_index["OBS_ID"], wanted)]
+    obs_rows = store.obs_index[np.isin(store.obs_index["OBS_ID"], wanted)]
     files = sorted(
         {Path(d) / n for d, n in zip(hdu_rows["FILE_DIR"], hdu_rows["FILE_NAME"], strict=True)}
     )
@@ -879,8 +713,8 @@ def copy_runs(
             (stage / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(store.base_dir / relative, stage / relative)
         # BASE_DIR is dropped: the copied files lie beside the new indexes.
-        hdu_rows.write(stage / HDU_INDEX_FILE, "HDU_INDEX")
-        obs_rows.write(stage / OBS_INDEX_FILE, "OBS_INDEX")
+        write_index(hdu_rows, stage / HDU_INDEX_FILE, "HDU_INDEX")
+        write_index(obs_rows, stage / OBS_INDEX_FILE, "OBS_INDEX")
 
     names = [HDU_INDEX_FILE, OBS_INDEX_FILE, *(r.as_posix() for r in files)]
     all_or_nothing(out_dir, names, overwrite, write)

@@ -24,28 +24,21 @@ import functools
 import itertools
 import os
 import re
-import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import astropy.units as u
 import numpy as np
 import xarray as xr
+from astropy.io import fits
 from numpy.typing import NDArray
 
 from xbkg import conventions
 from xbkg.axes import binned_coords, edges, validate_edges
-from xbkg.errors import ConfigError, DataStoreError, XbkgError, describe
-from xbkg.io.fitsfile import (
-    atomic_write_bytes,
-    gzip_bytes,
-    one_row_table_bytes,
-    open_fits,
-    read_errors,
-)
-
-if TYPE_CHECKING:
-    from astropy.io import fits
+from xbkg.errors import ConfigError, DataStoreError
+from xbkg.io.fitsfile import write_fits
+from xbkg.io.fitsread import DamagedFile, read_fits
 
 __all__ = [
     "BKG_COLUMNS",
@@ -146,16 +139,21 @@ def bkg_2d_hdu(
         holds NaN or infinite values (fill empty bins first), or if
         ``header`` tries to set a structural keyword.
     """
-    from astropy.io import fits
-
     columns, cards = _bkg_2d_parts(rate, header)
-    hdr = fits.Header([fits.Card(*card) for card in cards])
+    table = _bkg_2d_table(columns, extname)
+    table.header.extend(cards)
+    return table
+
+
+def _bkg_2d_table(
+    columns: list[tuple[str, NDArray[np.float64], str, str | None]], extname: str
+) -> fits.BinTableHDU:
+    """The one-row table of ``columns`` ``(name, cell, unit, tdim)``, without other keywords."""
     return fits.BinTableHDU.from_columns(
         [
             fits.Column(name=n, format=f"{v.size}D", unit=unit, dim=d, array=v[np.newaxis])
             for n, v, unit, d in columns
         ],
-        header=hdr,
         name=extname,
     )
 
@@ -245,15 +243,32 @@ def write_bkg_2d_files(
         )
     _check_dims([d for d in rates.dims if d != dim])
     values = _rate_for_file(rates.transpose(dim, *DIMS_2D))
+    cards = [_bkg_2d_cards(header) for header in headers]
     columns = _bkg_2d_columns(rates.isel({dim: 0}, drop=True), values[0])
+    return _write_tables(columns, values, cards, paths, extname, overwrite)
+
+
+def _write_tables(
+    columns: list[tuple[str, NDArray[np.float64], str, str | None]],
+    values: NDArray[np.float64],
+    cards: Sequence[list[tuple[str, Any, str]]],
+    paths: Sequence[str | os.PathLike[str]],
+    extname: str,
+    overwrite: bool,
+) -> list[Path]:
+    """Write the table of ``columns`` once per path, with ``values[i]`` as BKG and ``cards[i]``.
+
+    astropy builds the table once: building it costs more than writing a file.
+    """
+    table = _bkg_2d_table(columns, extname)
+    layout = len(table.header)
+    hdulist = fits.HDUList([fits.PrimaryHDU(), table])
     written = []
-    for i, (path, header) in enumerate(zip(paths, headers, strict=True)):
-        columns[-1] = (*columns[-1][:1], values[i].ravel(), *columns[-1][2:])
-        data = one_row_table_bytes(columns, _bkg_2d_cards(header), extname)
-        path = Path(path)
-        if path.suffix == ".gz":
-            data = gzip_bytes(data)
-        written.append(atomic_write_bytes(data, path, overwrite=overwrite))
+    for cell, file_cards, path in zip(values, cards, paths, strict=True):
+        table.data["BKG"][0] = cell
+        del table.header[layout:]
+        table.header.extend(file_cards)
+        written.append(write_fits(hdulist, path, overwrite=overwrite))
     return written
 
 
@@ -292,14 +307,9 @@ def write_bkg_2d(
     ValueError
         As for :func:`bkg_2d_hdu`; nothing is written then.
     """
-    # The same bytes as writing bkg_2d_hdu with astropy (tested), without its
-    # per-table overhead: one file is written per run.
     columns, cards = _bkg_2d_parts(rate, header)
-    data = one_row_table_bytes(columns, cards, extname)
-    path = Path(path)
-    if path.suffix == ".gz":
-        data = gzip_bytes(data)
-    return atomic_write_bytes(data, path, overwrite=overwrite)
+    values = columns[-1][1].reshape(1, rate.sizes[conventions.ENERGY_DIM], -1)
+    return _write_tables(columns, values, [cards], [path], extname, overwrite)[0]
 
 
 def _edges_for_file(rate: xr.DataArray, dim: str) -> NDArray[np.float64]:
@@ -399,28 +409,19 @@ def read_bkg(
     if not path.is_file():
         raise FileNotFoundError(f"{path}: background file not found")
     try:
-        with open_fits(path) as hdulist:
-            index, table = _select_hdu(hdulist, hdu, path)
-            return _read_table(table, index, path, axis_order)
-    except XbkgError:
-        raise
-    except read_errors() as exc:
-        raise DataStoreError(f"{path}: cannot read the background table ({_problem(exc)})") from exc
-
-
-def _problem(exc: BaseException) -> str:
-    """What is wrong with a file that could not be read, and what to do."""
-    text = describe(exc)
-    if isinstance(exc, (EOFError, zlib.error)) or "truncated" in str(exc):
-        return f"{text}; the file is incomplete (truncated or a broken gzip stream), copy it again"
-    return f"{text}; the file is damaged or not a GADF background file, copy it again"
+        hdulist = read_fits(path)
+    except DamagedFile as exc:
+        raise DataStoreError(
+            f"{path}: cannot read the background table ({exc}); the file is damaged or "
+            "incomplete, copy it again"
+        ) from exc
+    index, table = _select_hdu(hdulist, hdu, path)
+    return _read_table(table, index, path, axis_order)
 
 
 def _select_hdu(
     hdulist: fits.HDUList, hdu: str | int | None, path: Path
 ) -> tuple[int, fits.BinTableHDU]:
-    from astropy.io import fits
-
     if hdu is None:
         tables = [(i, h) for i, h in enumerate(hdulist) if isinstance(h, fits.BinTableHDU)]
         found = [(i, h) for i, h in tables if _declares_bkg(h.header)]
@@ -719,8 +720,6 @@ def _scale(unit: str, target: str) -> float:
     """Conversion factor between two unit strings (parsing units is slow; cached)."""
     if unit.strip() == target:
         return 1.0
-    import astropy.units as u
-
     try:
         return float(u.Unit(unit).to(target))
     except u.UnitsError as err:

@@ -17,12 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from astropy.table import Table
 from numpy.typing import NDArray
 
 from xbkg.conventions import BKG_2D_EXTNAME
-from xbkg.io.datastore import DataStore, IndexTable
+from xbkg.io.datastore import DataStore
 
 __all__ = ["file_md5", "make_hdu_index", "make_obs_index"]
+
+# Written with :func:`xbkg.io.datastore.write_index`.
 
 
 def file_md5(path: str | Path) -> str:
@@ -47,8 +50,8 @@ def make_hdu_index(
     files_dir: str | Path | None = None,
     hdu_name: str = BKG_2D_EXTNAME,
     hdu_class: str = "bkg_2d",
-) -> IndexTable:
-    """HDU index of the output data store (write it with :meth:`IndexTable.write`).
+) -> Table:
+    """HDU index of the output data store (write it with :func:`xbkg.io.datastore.write_index`).
 
     Parameters
     ----------
@@ -67,24 +70,20 @@ def make_hdu_index(
 
     Returns
     -------
-    IndexTable
+    astropy.table.Table
         Input rows (bkg rows of the given runs removed, FILE_DIR re-based) and
         one new bkg row per run, ordered by OBS_ID, HDU_TYPE, HDU_CLASS, HDU_NAME,
         FILE_DIR and FILE_NAME.
     """
     out_dir = Path(out_dir)
     files_dir = Path(files_dir) if files_dir is not None else out_dir
-    old = store.hdu_index.take(
-        ~(
-            (store.hdu_index["HDU_TYPE"] == "bkg")
-            & np.isin(store.hdu_index["OBS_ID"], list(bkg_files))
-        )
-    )
-    old_columns = dict(old.columns)
+    index = store.hdu_index
+    old = index[~((index["HDU_TYPE"] == "bkg") & np.isin(index["OBS_ID"], list(bkg_files)))]
+    old_columns = {name: np.asarray(old[name]) for name in old.colnames}
     # Re-based once per folder: an index has thousands of rows and a few folders.
-    folders, inverse = np.unique(old["FILE_DIR"], return_inverse=True)
+    folders, inverse = np.unique(old_columns["FILE_DIR"], return_inverse=True)
     rebased = np.array([_relative_dir(store.base_dir / d, out_dir) for d in folders], dtype=str)
-    old_columns["FILE_DIR"] = rebased[inverse] if len(old) else old["FILE_DIR"]
+    old_columns["FILE_DIR"] = rebased[inverse] if len(old) else old_columns["FILE_DIR"]
     info = {}
     for name in sorted(set(bkg_files.values())):
         path = files_dir / name
@@ -114,8 +113,10 @@ def make_hdu_index(
     # on the order of the input index.
     keys = ("FILE_NAME", "FILE_DIR", "HDU_NAME", "HDU_CLASS", "HDU_TYPE", "OBS_ID")
     order = np.lexsort([columns[k] for k in keys])
-    header = tuple((k, v) for k, v in store.hdu_index.header if k != "BASE_DIR")
-    return IndexTable({k: v[order] for k, v in columns.items()}, store.hdu_index.units, header)
+    table = Table({k: v[order] for k, v in columns.items()}, meta=index.meta)
+    for name in index.colnames:
+        table[name].unit = index[name].unit
+    return table
 
 
 def _concatenate(old: NDArray[Any], new: NDArray[Any]) -> NDArray[Any]:
@@ -135,6 +136,6 @@ def _blank(column: NDArray[Any], n: int) -> NDArray[Any]:
     return np.full(n, "")
 
 
-def make_obs_index(store: DataStore) -> IndexTable:
+def make_obs_index(store: DataStore) -> Table:
     """The observation index of the output store: the input's rows, sorted by OBS_ID."""
-    return store.obs_index.take(np.argsort(store.obs_index["OBS_ID"], kind="stable"))
+    return store.obs_index[np.argsort(store.obs_index["OBS_ID"], kind="stable")]

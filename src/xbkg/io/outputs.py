@@ -29,7 +29,23 @@ from pathlib import Path
 
 from xbkg.errors import OutputError, OutputExistsError, XbkgError, XbkgWarning, describe
 
-__all__ = ["all_or_nothing", "check_outputs"]
+__all__ = ["all_or_nothing", "check_outputs", "publish"]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish(tmp: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
+    """Give a finished temporary file the usual permissions and rename it to ``path``.
+
+    ``tempfile.mkstemp`` creates files readable by the owner only; outputs
+    should get the permissions of any newly created file.
+    """
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
 
 
 def check_outputs(

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 from astropy.io import fits
+from astropy.table import Table
 from numpy.typing import NDArray
 
 from xbkg._version import __version__
@@ -30,6 +31,7 @@ from xbkg.conventions import (
 from xbkg.errors import ConfigError
 from xbkg.grouping import GroupAxis, group_definitions, grouping_description
 from xbkg.io.fitsfile import write_table
+from xbkg.io.fitsread import DamagedFile, read_fits
 from xbkg.io.gadf import write_bkg_2d, write_bkg_2d_files
 
 __all__ = [
@@ -198,8 +200,8 @@ def write_group_def(groups: xr.Dataset, path: str | Path, *, overwrite: bool = F
         else:
             columns[gadf] = values.astype(str)
     # No comment on this card: a long grouping description would not fit beside one.
-    header = {"GROUPING": str(groups.attrs.get("grouping", ""))}
-    return write_table(columns, path, "GROUP_DEF", header=header, overwrite=overwrite)
+    table = Table(columns, meta={"GROUPING": str(groups.attrs.get("grouping", ""))})
+    return write_table(table, path, "GROUP_DEF", overwrite=overwrite)
 
 
 def read_group_def(path: str | Path) -> xr.Dataset:
@@ -219,12 +221,17 @@ def read_group_def(path: str | Path) -> xr.Dataset:
         file, the first row that differs and how to fix it.
     """
     path = Path(path)
-    with fits.open(path) as hdul:
-        data = hdul[1].data
-        names = [n.upper() for n in data.columns.names]
-        if "GROUP_ID" not in names:
-            raise ConfigError(f"{path}: group definition has no GROUP_ID column")
-        table: Mapping[str, NDArray[Any]] = {n: np.asarray(data[n]) for n in names}
+    try:
+        hdul = read_fits(path)
+    except DamagedFile as exc:
+        raise ConfigError(f"{path}: cannot read the group definitions ({exc})") from exc
+    if len(hdul) < 2 or not isinstance(hdul[1], fits.BinTableHDU):
+        raise ConfigError(f"{path}: the file holds no group definition table")
+    data = hdul[1].data
+    names = [n.upper() for n in data.columns.names]
+    if "GROUP_ID" not in names:
+        raise ConfigError(f"{path}: group definition has no GROUP_ID column")
+    table: Mapping[str, NDArray[Any]] = {n: np.asarray(data[n]) for n in names}
     axes = []
     for n in names:
         if n == "GROUP_ID" or n.endswith("_MAX"):
