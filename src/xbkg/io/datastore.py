@@ -32,14 +32,7 @@ from numpy.typing import ArrayLike, NDArray
 from xbkg.conventions import HDU_INDEX_FILE, OBS_DIM, OBS_INDEX_FILE, coord_name
 from xbkg.errors import DataStoreError, XbkgWarning
 from xbkg.io.fitsfile import write_table
-from xbkg.io.fitsread import (
-    DamagedFile,
-    NoSuchHDU,
-    TableColumns,
-    read_fits,
-    read_header,
-    read_table,
-)
+from xbkg.io.fitsread import DamagedFile, HeaderCards, NoSuchHDU, read_fits, read_table
 from xbkg.io.outputs import all_or_nothing
 
 if TYPE_CHECKING:
@@ -462,7 +455,7 @@ def _complete_runs(store: DataStore, runs: xr.Dataset) -> xr.Dataset:
 def _read_header(path: Path, hdu: str) -> dict[str, Any]:
     """The run keywords (:data:`HEADER_RUN_KEYWORDS`, ``TELESCOP``) of an EVENTS header."""
     with _reading(path, hdu, "the header"):
-        header = read_header(path, hdu)
+        header = read_table(path, hdu, verify=False)[0].header
         keys = (*HEADER_RUN_KEYWORDS, TELESCOP_KEYWORD)
         return {key: header[key] for key in keys if key in header}
 
@@ -558,17 +551,17 @@ def selected_rows(
 
 @dataclass(frozen=True)
 class EventList:
-    """The event columns needed for binning (TeV, deg), the file, and the EVENTS table read.
+    """The event columns needed for binning (TeV, deg), the file and the EVENTS header.
 
     ``header`` is the EVENTS header (:class:`astropy.io.fits.Header`), parsed
-    when first looked into: binning needs none of it.
+    from ``cards`` when first looked into: binning needs none of it.
     """
 
     ra: NDArray[np.float64]
     dec: NDArray[np.float64]
     energy: NDArray[np.float64]
     path: Path
-    table: TableColumns
+    cards: HeaderCards
 
     @property
     def header(self) -> fits.Header:
@@ -580,7 +573,7 @@ class EventList:
             If a pointing card (``RA_PNT``, ``DEC_PNT``: binning may use them) is garbled.
         """
         with _reading(self.path, "EVENTS", "the EVENTS header"):
-            header = self.table.header
+            header = self.cards.header
             header.get("RA_PNT"), header.get("DEC_PNT")
         return header
 
@@ -624,21 +617,20 @@ def read_events(path: str | Path, hdu: str = "EVENTS", *, verify: bool = True) -
     """
     path = Path(path)
     with _reading(path, hdu, "the events"):
-        table = read_table(path, hdu, ("RA", "DEC", "ENERGY"), verify=verify)
-        energy_unit = table.units.get("ENERGY") or _clean_str(table.get("EUNIT", "")) or "TeV"
-    missing = [c for c in ("RA", "DEC", "ENERGY") if c not in table.values]
+        cards, values, units = read_table(path, hdu, ("RA", "DEC", "ENERGY"), verify=verify)
+        energy_unit = units.get("ENERGY") or _clean_str(cards.get("EUNIT", "")) or "TeV"
+    missing = [c for c in ("RA", "DEC", "ENERGY") if c not in values]
     if missing:
         raise DataStoreError(
             f"{path}: EVENTS table lacks the columns {missing}; fix the file or leave "
             "the run out (select_runs)"
         )
-    values, units = table.values, table.units
     return EventList(
         ra=_to_unit(values["RA"], units["RA"] or "deg", "deg", path, "RA"),
         dec=_to_unit(values["DEC"], units["DEC"] or "deg", "deg", path, "DEC"),
         energy=_to_unit(values["ENERGY"], energy_unit, "TeV", path, "ENERGY"),
         path=path,
-        table=table,
+        cards=cards,
     )
 
 
