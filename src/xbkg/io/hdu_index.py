@@ -25,8 +25,6 @@ from xbkg.io.datastore import DataStore
 
 __all__ = ["file_md5", "make_hdu_index", "make_obs_index"]
 
-# Written with :func:`xbkg.io.datastore.write_index`.
-
 
 def file_md5(path: str | Path) -> str:
     """Hex MD5 digest of a file."""

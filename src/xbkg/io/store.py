@@ -224,7 +224,10 @@ def read_group_def(path: str | Path) -> xr.Dataset:
     try:
         hdul = read_fits(path)
     except DamagedFile as exc:
-        raise ConfigError(f"{path}: cannot read the group definitions ({exc})") from exc
+        raise ConfigError(
+            f"{path}: cannot read the group definitions ({exc}); the file is damaged or "
+            "incomplete: copy it again"
+        ) from exc
     if len(hdul) < 2 or not isinstance(hdul[1], fits.BinTableHDU):
         raise ConfigError(f"{path}: the file holds no group definition table")
     data = hdul[1].data
