@@ -111,16 +111,18 @@ class HeaderCards:
 
     def get(self, key: str, default: Any = None) -> Any:
         """The value of the first card ``key`` (quicker than parsing the whole header)."""
-        if key not in self._values:
-            start = _card(self.raw, key.encode().ljust(8))
-            if start < 0:
-                return default
-            try:
+        try:
+            if "header" in self.__dict__:  # parsed already
+                return self.header.get(key, default)
+            if key not in self._values:
+                start = _card(self.raw, key.encode().ljust(8))
+                if start < 0:
+                    return default
                 card = fits.Card.fromstring(self.raw[start : start + 80].decode())
                 self._values[key] = card.value
-            except VerifyError as exc:
-                raise DamagedFile(f"the header of HDU {self.number} is garbled ({exc})") from exc
-        return self._values[key]
+            return self._values[key]
+        except VerifyError as exc:
+            raise DamagedFile(f"the header of HDU {self.number} is garbled ({exc})") from exc
 
     @functools.cached_property
     def header(self) -> fits.Header:
@@ -174,15 +176,15 @@ def _next_header(content: _Content, number: int) -> HeaderCards | None:
     return HeaderCards(raw, number)
 
 
-def _column_defs(header: HeaderCards) -> fits.ColDefs:
-    """The column definitions of a binary table, checked."""
+def _column_defs(header: HeaderCards, table: fits.BinTableHDU | None = None) -> fits.ColDefs:
+    """The column definitions of a binary table (the header's, or ``table``'s), checked."""
     for i in range(1, min(header.size("TFIELDS"), 999) + 1):
         for key in (f"TFORM{i}", f"TTYPE{i}", f"TUNIT{i}", f"TDIM{i}"):
             value = header.get(key, "" if key[1] != "F" else None)
             if not isinstance(value, str) or (key[1] == "F" and not value.strip()):
                 raise DamagedFile(f"the header gives {key} = {value!r}, not text")
     try:
-        columns = fits.BinTableHDU.fromstring(header.raw).columns
+        columns = (table or fits.BinTableHDU.fromstring(header.raw)).columns
         width = columns.dtype.itemsize  # astropy refuses some column names only here
     except (ValueError, VerifyError) as exc:
         raise DamagedFile(f"the column definitions are garbled ({exc})") from exc
@@ -268,7 +270,7 @@ def read_fits(path: str | os.PathLike[str]) -> fits.HDUList:
     Raises ``OSError`` if the file cannot be opened, :class:`DamagedFile` if it
     is truncated, its gzip data or checksum are wrong, or a header is garbled.
     """
-    pieces: list[bytes] = []
+    pieces, tables = list[bytes](), dict[int, HeaderCards]()
     with open(path, "rb") as file:
         content = _Content(file)
         while (header := _next_header(content, len(pieces))) is not None:
@@ -279,9 +281,12 @@ def read_fits(path: str | os.PathLike[str]) -> fits.HDUList:
             size = header.data_size()
             if header.get("XTENSION") == "BINTABLE":
                 header.check_table()
-                _column_defs(header)
+                tables[len(pieces)] = header
             data = content.read(size, f"the data of HDU {len(pieces)}")
             content.read(-size % _BLOCK)  # the padding (may be missing at the end)
             pieces.append(header.raw + data + bytes(-size % _BLOCK))
         content.drain()
-    return fits.HDUList.fromstring(b"".join(pieces))
+    hdus = fits.HDUList.fromstring(b"".join(pieces))
+    for number, header in tables.items():
+        _column_defs(header, hdus[number])
+    return hdus
