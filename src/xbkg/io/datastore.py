@@ -84,7 +84,9 @@ MISSING_FILE = (
 #: Run-table attribute: JSON ``{obs_id: message}`` of runs whose EVENTS header
 #: could not be read to complete the obs-index.
 UNREADABLE_ATTR = "unreadable_runs"
-_UNITS = {
+#: The units GADF gives these obs-index columns and EVENTS keywords, for the run
+#: table when an index leaves TUNITn out (old stores) or a value comes from a header.
+_GADF_UNITS = {
     "RA_PNT": "deg",
     "DEC_PNT": "deg",
     "ALT_PNT": "deg",
@@ -298,7 +300,7 @@ def _column_to_variable(values: NDArray[Any], unit: str | None, name: str) -> xr
     # there is no integer "missing" value), bool or cleaned str.
     if values.dtype.kind == "f":
         values = values.astype(np.float64)
-    units = unit if unit is not None else _UNITS.get(name, "")
+    units = unit if unit is not None else _GADF_UNITS.get(name, "")
     attrs = {"gadf_name": name}
     if units:
         attrs["units"] = units
@@ -370,8 +372,8 @@ def _set(runs: xr.Dataset, gadf: str, values: NDArray[np.float64], fill: NDArray
     old = runs[name].values.astype(np.float64) if name in runs else np.full(fill.shape, np.nan)
     new = np.where(fill, values, old)
     attrs = {"gadf_name": gadf}
-    if gadf in _UNITS:
-        attrs["units"] = _UNITS[gadf]
+    if gadf in _GADF_UNITS:
+        attrs["units"] = _GADF_UNITS[gadf]
     runs[name] = xr.Variable(OBS_DIM, new, attrs=attrs)
 
 

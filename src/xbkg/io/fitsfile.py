@@ -19,7 +19,7 @@ from astropy.table import Table
 
 from xbkg.io.outputs import publish
 
-__all__ = ["atomic_write_bytes", "fits_bytes", "publish", "write_fits", "write_table"]
+__all__ = ["atomic_write_bytes", "fits_bytes", "write_fits", "write_table"]
 
 
 def fits_bytes(hdulist: fits.HDUList, *, compress: bool) -> bytes:

@@ -52,7 +52,7 @@ from xarray.backends import NetCDF4DataStore
 
 from xbkg.axes import from_cf_bounds, to_cf_bounds
 from xbkg.conventions import GROUP_DIM, OBS_DIM, SKIPPED_ATTR
-from xbkg.io.fitsfile import publish
+from xbkg.io.outputs import publish
 
 if TYPE_CHECKING:
     from xbkg.options import Background, Options
