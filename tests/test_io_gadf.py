@@ -558,8 +558,8 @@ def test_gammapy_reads_dr1_in_the_gadf_order(dr1_dir):
 
 
 @pytest.mark.parametrize("shape", [(15, 99), (5, 5), (1, 1), (3, 7)])
-def test_fast_writer_matches_astropy_bytes(tmp_path, shape):
-    """write_bkg_2d builds the file itself; it must be what astropy would write."""
+def test_writer_matches_the_hdu_bytes(tmp_path, shape):
+    """write_bkg_2d reuses one table for many files; it writes what bkg_2d_hdu holds."""
     from xbkg.io.fitsfile import fits_bytes
 
     rate = make_rate(*shape)
