@@ -151,6 +151,8 @@ def test_many_files_equal_one_by_one(tmp_path):
     rates = xr.concat([make_rate(6, 4, seed=s) for s in range(3)], dim="obs_id")
     rates = rates.assign_coords(obs_id=[7, 8, 9]).transpose("energy", "obs_id", "offset")
     headers = [{"OBS_ID": (int(o), "run")} for o in rates["obs_id"].values]
+    # One table is written again and again: keywords of one file must not stay in the next.
+    headers[1].update({"DATA_ELO": (0.5, "lowest energy"), "HIERARCH ZEN_PNT_MIN": 12.5})
     paths = [tmp_path / f"many_{o}.fits.gz" for o in rates["obs_id"].values]
     assert write_bkg_2d_files(rates, "obs_id", paths, headers) == paths
     for i, path in enumerate(paths):
