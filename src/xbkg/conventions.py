@@ -49,7 +49,7 @@ DEFAULT_GROUPING: Final = {"ZEN_PNT": (0.0, 49.0, 90.0)}
 #: Source catalogues shipped with xbkg, by name: file inside the package (each
 #: with its licence and citation in a README next to it). gamma-cat is under CC
 #: BY-NC-SA 4.0, not under xbkg's licence.
-CATALOGS: Final = {"gammacat": "catalogs/gammacat/gammacat.fits.gz"}
+CATALOGS: Final = {"gammacat": "catalogs/gammacat/gammacat-exclusion.ecsv"}
 #: Catalogue of known sources excluded by default (``Options.exclude``).
 DEFAULT_CATALOG: Final = "gammacat"
 #: Name that turns catalogue exclusion off (``--exclude none``, ``Options(exclude="none")``).
