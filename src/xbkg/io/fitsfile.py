@@ -4,6 +4,12 @@ The same inputs give the same bytes: astropy adds no date or checksum, and
 ``.gz`` files are compressed here with a zero gzip timestamp and no file name
 (astropy would stamp the current time). A file is serialised in memory and
 moved into place with one rename, so that a failure leaves no partial file.
+
+:func:`one_row_table_bytes` serialises the one-row tables of the background
+models (105 files for H.E.S.S. DR1) without astropy's table writer, which
+byte-swaps an array cell one element at a time (2.4 ms of the 2.7 ms a file
+took): astropy formats the header, numpy the cells, and the tests check that
+the bytes are those astropy writes.
 """
 
 from __future__ import annotations
@@ -12,14 +18,27 @@ import gzip
 import io
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from astropy.io import fits
 from astropy.table import Table
+from numpy.typing import NDArray
 
 from xbkg.io.outputs import publish
 
-__all__ = ["atomic_write_bytes", "fits_bytes", "write_fits", "write_table"]
+__all__ = [
+    "atomic_write_bytes",
+    "fits_bytes",
+    "one_row_table_bytes",
+    "write_fits",
+    "write_fits_bytes",
+    "write_table",
+]
+
+_BLOCK = 2880  # bytes of a FITS block: every header and data unit fills whole blocks
+_PRIMARY = fits.PrimaryHDU().header.tostring().encode("ascii")  # an empty primary HDU
 
 
 def fits_bytes(hdulist: fits.HDUList, *, compress: bool) -> bytes:
@@ -29,8 +48,45 @@ def fits_bytes(hdulist: fits.HDUList, *, compress: bool) -> bytes:
     # back with astropy and Gammapy: verifying each file again at every write cost a
     # fifth of writing the 105 per-run models of H.E.S.S. DR1.
     hdulist.writeto(buffer, output_verify="ignore", checksum=False)
-    raw = buffer.getvalue()
-    return gzip.compress(raw, compresslevel=6, mtime=0) if compress else raw
+    return _compressed(buffer.getvalue()) if compress else buffer.getvalue()
+
+
+def _compressed(raw: bytes) -> bytes:
+    """gzip with a zero timestamp and no file name, so that the bytes are reproducible."""
+    return gzip.compress(raw, compresslevel=6, mtime=0)
+
+
+def one_row_table_bytes(header: fits.Header, cells: Sequence[NDArray[np.float64]]) -> bytes:
+    """The FITS file of an empty primary HDU and a one-row table of float64 array cells.
+
+    The bytes that ``fits.HDUList([fits.PrimaryHDU(), table]).writeto`` writes
+    for the table whose header is ``header`` and whose row holds ``cells``.
+
+    Parameters
+    ----------
+    header
+        The complete table header, as astropy builds it (``BinTableHDU.header``
+        plus any keywords): one row, one ``nD`` column per cell, in order.
+    cells
+        The value of each column in the row.
+
+    Raises
+    ------
+    ValueError
+        If ``header`` does not describe one row of ``cells`` (a programming
+        error in the caller: the header and the cells were built apart).
+    """
+    forms = [header.get(f"TFORM{i + 1}") for i in range(len(cells))]
+    expected = [f"{np.size(cell)}D" for cell in cells]
+    if (
+        header.get("NAXIS2") != 1
+        or header.get("TFIELDS") != len(cells)
+        or forms != expected
+        or header.get("NAXIS1") != 8 * sum(np.size(cell) for cell in cells)
+    ):
+        raise ValueError(f"the header describes the columns {forms}, the cells are {expected}")
+    data = b"".join(np.ascontiguousarray(cell, dtype=">f8").tobytes() for cell in cells)
+    return _PRIMARY + header.tostring().encode("ascii") + data + bytes(-len(data) % _BLOCK)
 
 
 def atomic_write_bytes(data: bytes, path: str | os.PathLike[str], *, overwrite: bool) -> Path:
@@ -60,8 +116,13 @@ def write_fits(
     hdulist: fits.HDUList, path: str | os.PathLike[str], *, overwrite: bool = False
 ) -> Path:
     """Write ``hdulist`` reproducibly and atomically; gzip if the name ends in ``.gz``."""
+    return write_fits_bytes(fits_bytes(hdulist, compress=False), path, overwrite=overwrite)
+
+
+def write_fits_bytes(raw: bytes, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Write the FITS file ``raw`` as :func:`write_fits` does (gzip if the name ends in ``.gz``)."""
     path = Path(path)
-    data = fits_bytes(hdulist, compress=path.suffix == ".gz")
+    data = _compressed(raw) if path.suffix == ".gz" else raw
     return atomic_write_bytes(data, path, overwrite=overwrite)
 
 

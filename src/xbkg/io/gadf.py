@@ -37,7 +37,7 @@ from numpy.typing import NDArray
 from xbkg import conventions
 from xbkg.axes import binned_coords, edges, validate_edges
 from xbkg.errors import ConfigError, DataStoreError
-from xbkg.io.fitsfile import write_fits
+from xbkg.io.fitsfile import one_row_table_bytes, write_fits_bytes
 from xbkg.io.fitsread import DamagedFile, read_fits
 
 __all__ = [
@@ -258,17 +258,16 @@ def _write_tables(
 ) -> list[Path]:
     """Write the table of ``columns`` once per path, with ``values[i]`` as BKG and ``cards[i]``.
 
-    astropy builds the table once: building it costs more than writing a file.
+    astropy builds the table header once (building a table costs more than
+    writing a file); each file is that header plus its cards, and its row.
     """
-    table = _bkg_2d_table(columns, extname)
-    layout = len(table.header)
-    hdulist = fits.HDUList([fits.PrimaryHDU(), table])
+    layout = _bkg_2d_table(columns, extname).header
     written = []
-    for cell, file_cards, path in zip(values, cards, paths, strict=True):
-        table.data["BKG"][0] = cell
-        del table.header[layout:]
-        table.header.extend(file_cards)
-        written.append(write_fits(hdulist, path, overwrite=overwrite))
+    for bkg, file_cards, path in zip(values, cards, paths, strict=True):
+        header = fits.Header([*layout.cards, *file_cards])
+        cells = [bkg.ravel() if name == "BKG" else cell for name, cell, _, _ in columns]
+        raw = one_row_table_bytes(header, cells)
+        written.append(write_fits_bytes(raw, path, overwrite=overwrite))
     return written
 
 
