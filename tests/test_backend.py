@@ -43,12 +43,12 @@ def test_open_our_bkg_2d(dr1_make_dir):
 def test_open_dr1_per_run_template(dr1_dir):
     path = dr1_dir / "data" / "hess_dl3_dr1_obs_id_020136.fits.gz"
     with xr.open_dataset(path, engine="gadf", hdu="bkg") as ds:
-        assert ds["rate"].dims == ("energy", "detx", "dety")
-        assert ds.sizes == {"energy": 20, "detx": 50, "dety": 50}
+        assert ds["rate"].dims == ("energy", "fov_lon", "fov_lat")
+        assert ds.sizes == {"energy": 20, "fov_lon": 50, "fov_lat": 50}
         assert ds.attrs["HDUCLAS4"] == "BKG_3D"
         assert ds.attrs["FOVALIGN"] == "RADEC"
-        assert ds["detx_lo"].attrs["units"] == "deg"
-        np.testing.assert_allclose(edges(ds, "detx")[[0, -1]], [-2.5, 2.5])
+        assert ds["fov_lon_lo"].attrs["units"] == "deg"
+        np.testing.assert_allclose(edges(ds, "fov_lon")[[0, -1]], [-2.5, 2.5])
         np.testing.assert_array_equal(ds["rate"].values, read_bkg(path, "bkg").values)
         # a bkg_3d has no offset axis: its products go through radial profiles
         with pytest.raises(ValueError, match="radial_profile"):

@@ -667,7 +667,7 @@ def test_read_bkg_on_damaged_dr1_bkg_3d(scratch, dr1_bkg, data):
     path = write_damaged(scratch, "bkg3d", data.draw(damaged(dr1_bkg)))
     rate = reads_or_fails_cleanly(lambda: read_bkg(path, "BKG"), DataStoreError, path)
     if rate is not None:
-        assert rate.dims == ("energy", "detx", "dety")
+        assert rate.dims == ("energy", "fov_lon", "fov_lat")
 
 
 @FUZZ

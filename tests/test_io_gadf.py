@@ -18,7 +18,7 @@ from xbkg.axes import binned_coords, edges
 from xbkg.io.gadf import bkg_2d_hdu, read_bkg, write_bkg_2d, write_bkg_2d_files
 
 GADF_2D_ORDER = ("energy", "offset")
-GADF_3D_ORDER = ("energy", "detx", "dety")
+GADF_3D_ORDER = ("energy", "fov_lon", "fov_lat")
 
 
 def make_rate(n_energy: int, n_offset: int, seed: int = 0) -> xr.DataArray:
@@ -249,12 +249,12 @@ def test_gadf_example_bkg_3d(gadf_examples_dir):
     xr.testing.assert_identical(read_bkg(path, axis_order=GADF_3D_ORDER), da)
     assert da.dims == GADF_3D_ORDER
     assert da.shape == (20, 15, 15)
-    for dim, stem in [("energy", "ENERG"), ("detx", "DETX"), ("dety", "DETY")]:
+    for dim, stem in [("energy", "ENERG"), ("fov_lon", "DETX"), ("fov_lat", "DETY")]:
         np.testing.assert_array_equal(da[f"{dim}_lo"], raw[f"{stem}_LO"][0])
         np.testing.assert_array_equal(da[f"{dim}_hi"], raw[f"{stem}_HI"][0])
     np.testing.assert_array_equal(da.values, raw["BKG"][0])
-    np.testing.assert_allclose(da.detx, 0.5 * (raw["DETX_LO"][0] + raw["DETX_HI"][0]))
-    assert da.detx.attrs["units"] == "deg"
+    np.testing.assert_allclose(da.fov_lon, 0.5 * (raw["DETX_LO"][0] + raw["DETX_HI"][0]))
+    assert da.fov_lon.attrs["units"] == "deg"
     # the file has no FOVALIGN; GADF says ALTAZ then
     assert da.attrs["FOVALIGN"] == "ALTAZ"
     assert da.attrs["HDUCLAS4"] == "BKG_3D"
@@ -267,9 +267,14 @@ def test_hess_dr1_bkg_3d(dr1_dir):
     raw = fits.getdata(path, "BKG")
     assert da.shape == (20, 50, 50)
     assert raw["BKG"][0].dtype == np.dtype(">f4")
-    np.testing.assert_array_equal(da.values, raw["BKG"][0].astype(np.float64))
+    # The file's EVENTS header is flagged like the DR1 release, for which Gammapy
+    # evaluates the template at -fov_lon: it is read mirrored back along DETX.
+    np.testing.assert_array_equal(da.values, raw["BKG"][0][:, ::-1, :].astype(np.float64))
+    as_stored = read_bkg(path, "bkg", reverse_lon=False)
+    np.testing.assert_array_equal(as_stored.values, raw["BKG"][0].astype(np.float64))
+    np.testing.assert_array_equal(da.fov_lon_lo, -as_stored.fov_lon_hi[::-1])
     np.testing.assert_array_equal(da.energy_lo, raw["ENERG_LO"][0].astype(np.float64))
-    np.testing.assert_array_equal(da.dety_hi, raw["DETY_HI"][0].astype(np.float64))
+    np.testing.assert_array_equal(da.fov_lat_hi, raw["DETY_HI"][0].astype(np.float64))
     assert da.attrs["FOVALIGN"] == "RADEC"
     assert da.attrs["units"] == conventions.RATE_UNIT
     assert da.attrs["source_hdu"] == "BKG"
@@ -363,12 +368,12 @@ def test_square_layout_needs_cref_or_axis_order(tmp_path, stored):
 
 @pytest.mark.parametrize("stored", list(itertools.permutations(GADF_3D_ORDER)))
 def test_bkg_3d_any_permutation(tmp_path, stored):
-    sizes = {"energy": 2, "detx": 3, "dety": 4}
-    stems = {"energy": "ENERG", "detx": "DETX", "dety": "DETY"}
+    sizes = {"energy": 2, "fov_lon": 3, "fov_lat": 4}
+    stems = {"energy": "ENERG", "fov_lon": "DETX", "fov_lat": "DETY"}
     bin_edges = {
         "energy": np.geomspace(0.1, 10.0, 3),
-        "detx": np.linspace(-1.5, 1.5, 4),
-        "dety": np.linspace(-2.0, 2.0, 5),
+        "fov_lon": np.linspace(-1.5, 1.5, 4),
+        "fov_lat": np.linspace(-2.0, 2.0, 5),
     }
     # value 100 * i_energy + 10 * i_detx + i_dety: any mix-up of axes shows
     ie, ix, iy = np.indices(tuple(sizes.values()))
@@ -385,8 +390,8 @@ def test_bkg_3d_any_permutation(tmp_path, stored):
     assert da.attrs["FOVALIGN"] == "RADEC"
 
     # square FoV binning: ambiguous between detx and dety unless CREF7 says
-    square = {**bin_edges, "dety": bin_edges["detx"]}
-    units = {"energy": "TeV", "detx": "deg", "dety": "deg"}
+    square = {**bin_edges, "fov_lat": bin_edges["fov_lon"]}
+    units = {"energy": "TeV", "fov_lon": "deg", "fov_lat": "deg"}
     columns = [c for d in GADF_3D_ORDER for c in edge_columns(stems[d], square[d], units[d])]
     expected = expected[:, :, :3]
     cell = np.transpose(expected, [GADF_3D_ORDER.index(d) for d in stored])
@@ -548,12 +553,12 @@ def test_gammapy_misreads_square_gadf_layout(tmp_path, caplog):
 
 
 def test_gammapy_reads_dr1_in_the_gadf_order(dr1_dir):
-    """Gammapy takes a DR1 cell as (energy, detx, dety): the order we are told to pass."""
+    """Gammapy takes a DR1 cell as (energy, DETX, DETY): the order we are told to pass."""
     require("gammapy")
     from gammapy.irf import Background3D
 
     path = dr1_dir / "data" / "hess_dl3_dr1_obs_id_020136.fits.gz"
-    ours = read_bkg(path, "bkg", axis_order=GADF_3D_ORDER)
+    ours = read_bkg(path, "bkg", axis_order=GADF_3D_ORDER, reverse_lon=False)
     theirs = Background3D.read(path, hdu="BKG")
     assert [ax.name for ax in theirs.axes] == ["energy", "fov_lon", "fov_lat"]
     np.testing.assert_array_equal(theirs.quantity.to_value(conventions.RATE_UNIT), ours.values)

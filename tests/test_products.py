@@ -246,12 +246,15 @@ def _template(values_of_offset, n_energy=3):
     data = np.broadcast_to(values_of_offset(theta), (n_energy, 50, 50))
     coords = dict(binned_coords(energy=energy_edges(0.1, 100, n_energy)))
     coords = {k: v for k, v in coords.items() if k.startswith("energy")}
-    for dim in ("detx", "dety"):
+    for dim in ("fov_lon", "fov_lat"):
         coords[dim] = xr.Variable(dim, centres, {"units": "deg"})
         coords[f"{dim}_lo"] = xr.Variable(dim, edges_xy[:-1], {"units": "deg"})
         coords[f"{dim}_hi"] = xr.Variable(dim, edges_xy[1:], {"units": "deg"})
     return xr.DataArray(
-        data, dims=("energy", "detx", "dety"), coords=coords, attrs={"units": "s-1 MeV-1 sr-1"}
+        data,
+        dims=("energy", "fov_lon", "fov_lat"),
+        coords=coords,
+        attrs={"units": "s-1 MeV-1 sr-1"},
     )
 
 

@@ -180,13 +180,13 @@ def flat_template(value=1e-6, energy=(0.1, 1.0, 10.0), half_width=3.0):
     det = np.linspace(-half_width, half_width, 61)
     coords = axes.binned_coords(energy_edges := np.asarray(energy), np.array([0.0, 1.0]))
     coords = {k: v for k, v in coords.items() if k.startswith("energy")}
-    for dim in ("detx", "dety"):
+    for dim in ("fov_lon", "fov_lat"):
         coords[dim] = (dim, 0.5 * (det[:-1] + det[1:]))
         coords[f"{dim}_lo"] = (dim, det[:-1])
         coords[f"{dim}_hi"] = (dim, det[1:])
     return xr.DataArray(
         np.full((len(energy_edges) - 1, 60, 60), value),
-        dims=("energy", "detx", "dety"),
+        dims=("energy", "fov_lon", "fov_lat"),
         coords=coords,
         attrs={"units": "s-1 MeV-1 sr-1", "FOVALIGN": "RADEC"},
     )
@@ -219,7 +219,7 @@ def test_template_counts_flat_is_exact():
 def test_template_counts_follow_the_template():
     """Only the side of the field of view where the template is non-zero predicts events."""
     tpl = flat_template()
-    west = tpl.where(tpl["detx"] > 0, 0.0)  # DETX > 0: West of the pointing (lower RA)
+    west = tpl.where(tpl["fov_lon"] > 0, 0.0)  # DETX > 0: West of the pointing (lower RA)
     e_edges, t_edges = np.array([0.1, 1.0]), np.array([0.0, 0.5, 1.0])
     half = template_counts(west, 50.0, 0.0, e_edges, t_edges)
     full = template_counts(tpl, 50.0, 0.0, e_edges, t_edges)

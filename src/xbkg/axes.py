@@ -28,10 +28,15 @@ from xbkg.conventions import (
     BOUNDS_DIM,
     DEFAULT_ENERGY_BINS,
     DEFAULT_ENERGY_RANGE,
+    DEFAULT_FOV_BINS,
+    DEFAULT_FOV_HALF_WIDTH,
     DEFAULT_OFFSET_EDGES,
     DEFAULT_OFFSET_MAX,
     ENERGY_DIM,
     ENERGY_UNIT,
+    FOV_LAT_DIM,
+    FOV_LON_DIM,
+    FOV_UNIT,
     MEV_PER_TEV,
     OFFSET_DIM,
     OFFSET_UNIT,
@@ -43,6 +48,8 @@ __all__ = [
     "edges",
     "energy_edges",
     "energy_width_mev",
+    "fov_coords",
+    "fov_edges",
     "from_cf_bounds",
     "offset_edges",
     "ring_solid_angle",
@@ -305,3 +312,65 @@ def ring_solid_angle(
     return xr.DataArray(
         omega, dims=OFFSET_DIM, coords=coords, attrs={"units": "sr", "long_name": "solid angle"}
     )
+
+
+def fov_edges(
+    half_width: float = DEFAULT_FOV_HALF_WIDTH, nbins: int = DEFAULT_FOV_BINS
+) -> NDArray[np.float64]:
+    """Field-of-view edges in deg: ``nbins`` equal bins from ``-half_width`` to ``half_width``.
+
+    Raises
+    ------
+    xbkg.errors.ConfigError
+        Unless ``0 < half_width <= 90`` (deg) and ``nbins >= 1`` is an integer.
+    """
+    width = _finite_float(half_width, "half_width")
+    if not 0 < width <= 90:
+        raise ConfigError(f"need 0 < half_width <= 90 deg, got {half_width}")
+    return np.linspace(-width, width, _count(nbins, "nbins", 1) + 1)
+
+
+def fov_coords(
+    fov_lon: ArrayLike | None = None, fov_lat: ArrayLike | None = None
+) -> dict[str, xr.Variable]:
+    """Coordinates of the field-of-view dimensions ``fov_lon`` and ``fov_lat``, with bin edges.
+
+    Centres are linear. Edges may be negative (the axes cross the pointing).
+
+    Parameters
+    ----------
+    fov_lon, fov_lat
+        Edges in deg (default: :func:`fov_edges`).
+
+    Raises
+    ------
+    xbkg.errors.ConfigError
+        If the edges are not finite and strictly increasing.
+    """
+    coords: dict[str, xr.Variable] = {}
+    for dim, values, long_name in (
+        (FOV_LON_DIM, fov_lon, "field-of-view longitude"),
+        (FOV_LAT_DIM, fov_lat, "field-of-view latitude"),
+    ):
+        e = _fov_edges_checked(fov_edges() if values is None else values, dim)
+        coords.update(_axis_coords(dim, e, 0.5 * (e[:-1] + e[1:]), FOV_UNIT, long_name))
+    return coords
+
+
+def _fov_edges_checked(values: ArrayLike, name: str) -> NDArray[np.float64]:
+    """As :func:`validate_edges`, but edges may be negative (the axes cross the pointing)."""
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{name} edges must be a 1-D sequence of numbers, got {reprlib.repr(values)}"
+        ) from None
+    if arr.ndim != 1 or arr.size < 2:
+        raise ConfigError(
+            f"{name} edges must be a 1-D sequence of at least 2 values, got {arr.tolist()}"
+        )
+    if not np.all(np.isfinite(arr)) or np.any(np.diff(arr) <= 0):
+        raise ConfigError(
+            f"{name} edges must be finite and strictly increasing, got {arr.tolist()}"
+        )
+    return arr

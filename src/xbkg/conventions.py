@@ -110,3 +110,38 @@ def run_model_filename(obs_id: int) -> str:
 def coord_name(column: str) -> str:
     """Name of the run coordinate holding an obs-index column (``DATE-OBS`` -> ``date_obs``)."""
     return column.strip().lower().replace("-", "_")
+
+
+# --------------------------------------------------------------------------- field of view (bkg_3d)
+
+#: Field-of-view dimensions of a ``bkg_3d`` model, named as in Gammapy's ``Background3D``.
+#: ``fov_lon`` is stored in the GADF column ``DETX``, ``fov_lat`` in ``DETY``.
+FOV_LON_DIM: Final = "fov_lon"
+FOV_LAT_DIM: Final = "fov_lat"
+FOV_UNIT: Final = "deg"
+#: Default field-of-view binning: 50 x 50 bins of 0.1 deg, as the H.E.S.S. DR1 templates.
+DEFAULT_FOV_HALF_WIDTH: Final = 2.5
+DEFAULT_FOV_BINS: Final = 50
+
+#: Alignment of the field-of-view axes (GADF ``FOVALIGN``): with the horizontal
+#: system (``fov_lat`` towards the zenith) or the equatorial one (towards North).
+#: GADF (and Gammapy since 1.3) count ``fov_lon`` towards lower azimuth / lower RA.
+FovAlignment = Literal["ALTAZ", "RADEC"]
+FOV_ALIGNMENTS: Final[tuple[str, ...]] = ("ALTAZ", "RADEC")
+DEFAULT_FOV_ALIGNMENT: Final[FovAlignment] = "ALTAZ"
+#: Header keyword (and attribute of a bkg_3d rate) holding the alignment.
+FOVALIGN_KEYWORD: Final = "FOVALIGN"
+#: Header keyword of our bkg_3d files: true if DETX holds ``-fov_lon`` (see below).
+REVERSED_LON_KEYWORD: Final = "REVLON"
+#: Gammapy 2.1 (``Observation.bkg``) evaluates every background of a run whose EVENTS
+#: header has exactly these values with ``fov_lon`` reversed (``REVERSE_LON_RADEC``),
+#: whatever FOVALIGN says: the H.E.S.S. DL3 DR1 release is written like that.
+GAMMAPY_REVERSED_LON_EVENTS: Final = {"CREATOR": "SASH FITS::EventListWriter", "HDUVERS": "0.2"}
+
+BKG_3D_EXTNAME: Final = "BACKGROUND"
+BKG_3D_HDUCLAS: Final = {**BKG_2D_HDUCLAS, "HDUCLAS4": "BKG_3D"}
+#: HDU index ``HDU_TYPE`` and ``HDU_CLASS`` values of background rows.
+BKG_HDU_TYPE: Final = "bkg"
+BKG_2D_HDU_CLASS: Final = "bkg_2d"
+BKG_3D_HDU_CLASS: Final = "bkg_3d"
+BKG_HDU_CLASSES: Final[tuple[str, ...]] = (BKG_2D_HDU_CLASS, BKG_3D_HDU_CLASS)

@@ -492,9 +492,9 @@ def radial_profile(
 ) -> xr.DataArray:
     """Average a field-of-view (``bkg_3d``) template over offset rings.
 
-    Each ``detx`` x ``dety`` pixel is cut into ``oversample`` x ``oversample``
+    Each ``fov_lon`` x ``fov_lat`` pixel is cut into ``oversample`` x ``oversample``
     sub-pixels, each given to the ring holding its centre (offset
-    ``sqrt(detx**2 + dety**2)``, accurate to 1e-4 relative within 3 deg); a
+    ``sqrt(fov_lon**2 + fov_lat**2)``, accurate to 1e-4 relative within 3 deg); a
     ring's rate is the area-weighted mean of the pixels it covers. Rings that
     the template does not reach are NaN; rings reaching beyond its corners
     average the part it covers.
@@ -502,7 +502,7 @@ def radial_profile(
     Parameters
     ----------
     template
-        Rate along ``(energy, detx, dety)`` with edges, e.g. from
+        Rate along ``(energy, fov_lon, fov_lat)`` with edges, e.g. from
         :func:`xbkg.read_bkg` or ``xr.open_dataset(path, engine="gadf")``;
         other dimensions (e.g. ``obs_id`` for the templates of several runs
         on one grid) are kept.
@@ -518,12 +518,14 @@ def radial_profile(
         ``rate`` along ``(..., energy, offset)`` with edges, in the template's units.
     """
     rate = _with_edges(template)["rate"] if isinstance(template, xr.Dataset) else template
-    fov = ("detx", "dety")
+    fov = ("fov_lon", "fov_lat")
     missing = [d for d in (ENERGY_DIM, *fov) if d not in rate.dims]
     if missing:
-        raise ValueError(f"a bkg_3d template needs dimensions energy, detx, dety; got {rate.dims}")
+        raise ValueError(
+            f"a bkg_3d template needs dimensions energy, fov_lon, fov_lat; got {rate.dims}"
+        )
     o = validate_edges(default_offset_edges() if offset_edges is None else offset_edges, "offset")
-    x, y = edges(rate, "detx"), edges(rate, "dety")
+    x, y = edges(rate, "fov_lon"), edges(rate, "fov_lat")
     pixel = float(min(np.diff(x).min(), np.diff(y).min()))
     if oversample is None:
         oversample = int(min(100, np.ceil(4 * pixel / np.diff(o).min())))

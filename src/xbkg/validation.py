@@ -438,7 +438,7 @@ def template_counts(
     Parameters
     ----------
     template
-        Rate along ``(energy, detx, dety)`` in s-1 MeV-1 sr-1, as read by
+        Rate along ``(energy, fov_lon, fov_lat)`` in s-1 MeV-1 sr-1, as read by
         :func:`xbkg.io.gadf.read_bkg`, with ``attrs["FOVALIGN"] == "RADEC"``.
     ra_pnt, dec_pnt
         Pointing of the run, deg.
@@ -465,7 +465,7 @@ def template_counts(
             f"bkg_3d template with FOVALIGN={align!r}: only RADEC-aligned templates can be "
             "integrated without the run's alt-az track"
         )
-    rate = template.transpose(ENERGY_DIM, "detx", "dety")
+    rate = template.transpose(ENERGY_DIM, "fov_lon", "fov_lat")
     e_edges = np.asarray(energy_edges, dtype=np.float64)
     t_edges = np.asarray(offset_edges, dtype=np.float64)
     n_rings = t_edges.size - 1
@@ -487,7 +487,7 @@ def template_counts(
     if excluded_fraction is None:
         excluded_fraction = np.zeros(n_rings)
 
-    x_edges, y_edges = edges(rate, "detx"), edges(rate, "dety")
+    x_edges, y_edges = edges(rate, "fov_lon"), edges(rate, "fov_lat")
     ix = np.searchsorted(x_edges, detx, side="right") - 1
     iy = np.searchsorted(y_edges, dety, side="right") - 1
     inside = (ix >= 0) & (ix < x_edges.size - 1) & (iy >= 0) & (iy < y_edges.size - 1)
@@ -577,7 +577,7 @@ def template_predictions(
     for i, template in enumerate(templates):
         run = cube.isel({OBS_DIM: [i]})
         convention = (time or str(template.attrs.get("BKGTIME", DEFAULT_TEMPLATE_TIME))).lower()
-        if "detx" in template.dims:
+        if "fov_lon" in template.dims:
             per_second = template_counts(
                 template,
                 float(run["ra_pnt"][0]),

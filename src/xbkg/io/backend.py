@@ -8,7 +8,7 @@ written by Gammapy, the H.E.S.S. DR1 per-run templates) opens as a Dataset::
     ds = xr.open_dataset("hess_dl3_dr1_obs_id_020136.fits.gz", engine="gadf", hdu="bkg")
 
 The Dataset holds one variable ``rate`` (s-1 MeV-1 sr-1) along ``(energy,
-offset)`` or ``(energy, detx, dety)``, with ``<dim>_lo``/``<dim>_hi`` edge
+offset)`` or ``(energy, fov_lon, fov_lat)``, with ``<dim>_lo``/``<dim>_hi`` edge
 coordinates with units, and the header keywords as attributes; reading is
 done by :func:`xbkg.io.gadf.read_bkg`, whose ``hdu`` and ``axis_order``
 options are accepted. Because the file has no counts, the

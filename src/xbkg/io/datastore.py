@@ -43,6 +43,7 @@ __all__ = [
     "EventList",
     "copy_runs",
     "event_locations",
+    "gammapy_reversed_lon",
     "hdu_location",
     "index_problems",
     "open_datastore",
@@ -713,3 +714,53 @@ def copy_runs(
     names = [HDU_INDEX_FILE, OBS_INDEX_FILE, *(r.as_posix() for r in files)]
     all_or_nothing(out_dir, names, overwrite, write)
     return open_datastore(out_dir)
+
+
+def gammapy_reversed_lon(store: DataStore, obs_ids: Sequence[int] | None = None) -> dict[int, bool]:
+    """Which runs Gammapy 2.1 reads every background model of with ``fov_lon`` reversed.
+
+    Gammapy 2.1's ``Observation.bkg`` sets ``REVERSE_LON_RADEC`` on the
+    background of a run, whatever its ``FOVALIGN``, when the header of the
+    run's EVENTS HDU (the one its HDU index lists) has exactly ``CREATOR =
+    'SASH FITS::EventListWriter'`` and ``HDUVERS = '0.2'`` (text values), as
+    in the H.E.S.S. DL3 DR1 release. ``make_map_background_irf`` then
+    evaluates the model at ``-fov_lon`` in the RADEC frame: a RADEC model is
+    read mirrored East-West unless it is written mirrored
+    (``xbkg.io.gadf.write_bkg_3d(..., reverse_lon=True)``), and an ALTAZ model
+    is read as RADEC. Only the EVENTS headers are read, each file up to the end
+    of its EVENTS table.
+
+    Parameters
+    ----------
+    store
+        The data store whose EVENTS the models will be used with.
+    obs_ids
+        Runs to look at (default: every run of the obs-index).
+
+    Returns
+    -------
+    dict
+        ``{obs_id: True if Gammapy reverses fov_lon for that run}``, in the order of ``obs_ids``.
+
+    Raises
+    ------
+    DataStoreError
+        If a run has no events row in the HDU index, or its file or EVENTS HDU
+        is missing or damaged; the message names the file.
+    """
+    from xbkg.conventions import GAMMAPY_REVERSED_LON_EVENTS
+
+    ids = store.obs_ids if obs_ids is None else np.asarray(list(obs_ids), dtype=np.int64)
+    out: dict[int, bool] = {}
+    seen: dict[tuple[Path, str], bool] = {}
+    for obs_id in ids.tolist():
+        path, hdu = hdu_location(store, int(obs_id), "events")
+        if (path, hdu) not in seen:
+            with _reading(path, hdu, "the EVENTS header"):
+                cards = read_table(path, hdu, verify=False)[0]
+                # Compared as Gammapy does: the header values, exactly (a number 0.2 is not '0.2').
+                seen[path, hdu] = all(
+                    cards.get(key) == value for key, value in GAMMAPY_REVERSED_LON_EVENTS.items()
+                )
+        out[int(obs_id)] = seen[path, hdu]
+    return out

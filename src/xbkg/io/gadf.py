@@ -35,9 +35,9 @@ from astropy.io import fits
 from numpy.typing import NDArray
 
 from xbkg import conventions
-from xbkg.axes import binned_coords, edges, validate_edges
+from xbkg.axes import binned_coords, edges, fov_coords, validate_edges
 from xbkg.errors import ConfigError, DataStoreError
-from xbkg.io.fitsfile import one_row_table_bytes, write_fits_bytes
+from xbkg.io.fitsfile import one_row_table_bytes, write_fits, write_fits_bytes
 from xbkg.io.fitsread import DamagedFile, read_fits
 
 __all__ = [
@@ -46,14 +46,18 @@ __all__ = [
     "DETX_DIM",
     "DETY_DIM",
     "bkg_2d_hdu",
+    "bkg_3d_hdu",
     "read_bkg",
     "write_bkg_2d",
     "write_bkg_2d_files",
+    "write_bkg_3d",
+    "write_bkg_3d_files",
 ]
 
-#: Field-of-view coordinate dimensions of a ``bkg_3d`` model.
-DETX_DIM = "detx"
-DETY_DIM = "dety"
+#: Field-of-view dimensions of a ``bkg_3d`` model: the ``DETX`` columns hold
+#: ``fov_lon``, the ``DETY`` columns ``fov_lat`` (GADF, Gammapy ``Background3D``).
+DETX_DIM = conventions.FOV_LON_DIM
+DETY_DIM = conventions.FOV_LAT_DIM
 
 #: Extension names recognised as a background table (compared case-insensitively).
 BKG_EXTNAMES: tuple[str, ...] = ("BACKGROUND", "BKG", "BKG_2D", "BKG_3D")
@@ -77,10 +81,6 @@ _UNIT = {
     conventions.OFFSET_DIM: conventions.OFFSET_UNIT,
     DETX_DIM: conventions.OFFSET_UNIT,
     DETY_DIM: conventions.OFFSET_UNIT,
-}
-_FOV_LONG_NAME = {
-    DETX_DIM: "field-of-view coordinate DETX",
-    DETY_DIM: "field-of-view coordinate DETY",
 }
 #: GADF (general/coordinates) assumes ALTAZ when a bkg_3d has no FOVALIGN keyword.
 _DEFAULT_FOVALIGN = "ALTAZ"
@@ -339,6 +339,338 @@ def _rate_for_file(rate: xr.DataArray) -> NDArray[np.float64]:
     return _convert(values, str(rate.attrs["units"]), conventions.RATE_UNIT, "rate")
 
 
+# --------------------------------------------------------------------------- writing bkg_3d
+
+#: Column stems of a bkg_3d table, in the order written; the data column comes last.
+_BKG_3D_STEMS = (("ENERG", conventions.ENERGY_DIM), ("DETX", DETX_DIM), ("DETY", DETY_DIM))
+#: CREF of the data column (column 7), FITS axes fastest first: the GADF layout, numpy
+#: cell (energy, fov_lon, fov_lat), and the transposed layout Gammapy writes.
+_CREF_3D_GADF = "(DETY_LO:DETY_HI,DETX_LO:DETX_HI,ENERG_LO:ENERG_HI)"
+_CREF_3D_GAMMAPY = "(ENERG_LO:ENERG_HI,DETX_LO:DETX_HI,DETY_LO:DETY_HI)"
+#: Keywords of a bkg_3d header that the writer sets from its arguments.
+_BKG_3D_OWN_KEYWORDS = (conventions.FOVALIGN_KEYWORD, conventions.REVERSED_LON_KEYWORD)
+
+
+def bkg_3d_hdu(
+    rate: xr.DataArray,
+    *,
+    reverse_lon: bool = False,
+    extname: str = conventions.BKG_3D_EXTNAME,
+    header: Mapping[str, Any] | None = None,
+) -> fits.BinTableHDU:
+    """GADF ``bkg_3d`` table HDU of a field-of-view background rate.
+
+    The table has one row and the float64 columns ``ENERG_LO``, ``ENERG_HI``
+    (TeV), ``DETX_LO``, ``DETX_HI``, ``DETY_LO``, ``DETY_HI`` (deg) and
+    ``BKG`` (s-1 MeV-1 sr-1). ``DETX`` holds ``fov_lon`` and ``DETY``
+    ``fov_lat``. The header has the GADF ``HDUCLAS*`` keywords (``HDUCLAS4 =
+    'BKG_3D'``), ``FOVALIGN`` (from ``rate.attrs``), ``REVLON`` (whether DETX
+    holds ``-fov_lon``, see ``reverse_lon``) and ``CREF7``, which declares the
+    layout of the ``BKG`` cell.
+
+    The cell is stored with energy slowest (numpy ``(energy, DETX, DETY)``, the
+    layout of the GADF examples and of H.E.S.S. DR1), which Gammapy 2.1 reads
+    as ``(energy, fov_lon, fov_lat)``. When there are as many energy as
+    ``fov_lat`` bins, Gammapy cannot tell that layout from its transpose and
+    takes the transpose (logging "Ambiguous axes order"); the cell is then
+    stored transposed, numpy ``(DETY, DETX, energy)`` as Gammapy writes it, so
+    that Gammapy still reads it right. ``CREF7`` says which.
+
+    Parameters
+    ----------
+    rate
+        Rate with exactly the dimensions ``energy``, ``fov_lon`` and
+        ``fov_lat`` (in any order), their ``*_lo``/``*_hi`` edge coordinates
+        (:func:`xbkg.axes.binned_coords`, :func:`xbkg.axes.fov_coords`), a
+        ``units`` attribute convertible to s-1 MeV-1 sr-1 and a ``FOVALIGN``
+        attribute, ``'ALTAZ'`` or ``'RADEC'``. ``fov_lon`` and ``fov_lat`` follow
+        GADF and Gammapy 2.1: ``fov_lat`` towards the zenith (ALTAZ) or North
+        (RADEC), ``fov_lon`` towards lower azimuth or lower RA (West).
+    reverse_lon
+        Store the rate mirrored along ``fov_lon`` (``DETX = -fov_lon``), with
+        ``REVLON = T``. This is the orientation in which Gammapy 2.1 reads every
+        background of a run whose EVENTS header is flagged like the H.E.S.S. DL3
+        DR1 release (:func:`xbkg.io.datastore.gammapy_reversed_lon`): it then
+        evaluates the model at ``-fov_lon`` (``REVERSE_LON_RADEC``). Give it for
+        the models of such runs, and only for RADEC models: Gammapy reads an
+        ALTAZ model as RADEC there, which no orientation can correct.
+        :func:`read_bkg` undoes the mirroring.
+    extname
+        Extension name; it must match the ``HDU_NAME`` of the HDU index.
+    header
+        Extra header keywords (e.g. ``OBS_ID``, ``BKGTIME``), written after the
+        GADF keywords, which they may override (e.g. ``HDUCLAS3='POINT-LIKE'``).
+        Values may be ``(value, comment)`` pairs. Keywords describing the table
+        layout, ``EXTNAME``, ``FOVALIGN`` and ``REVLON`` are refused.
+
+    Returns
+    -------
+    astropy.io.fits.BinTableHDU
+        The table; deterministic (no dates or checksums).
+
+    Raises
+    ------
+    ValueError
+        If dimensions, edges, units or ``FOVALIGN`` are missing or unusable,
+        if ``rate`` holds NaN or infinite values (fill empty bins first), or if
+        ``header`` tries to set a keyword the writer sets;
+        :class:`xbkg.errors.ConfigError` (a ``ValueError``) if ``reverse_lon``
+        is given for an ALTAZ model.
+    """
+    _check_3d_dims(rate.dims)
+    align = _fov_alignment(rate)
+    _check_reverse_lon(bool(reverse_lon), align)
+    values = _rate_3d_for_file(rate)
+    return _bkg_3d_table(rate, values, align, bool(reverse_lon), extname, header)
+
+
+def _bkg_3d_table(
+    rate: xr.DataArray,
+    values: NDArray[np.float64],
+    align: str,
+    reverse_lon: bool,
+    extname: str,
+    header: Mapping[str, Any] | None,
+) -> fits.BinTableHDU:
+    """The table of ``values`` (energy, fov_lon, fov_lat) on the axes of ``rate``."""
+    bin_edges = {dim: _fov_edges_for_file(rate, dim) for _, dim in _BKG_3D_STEMS[1:]}
+    bin_edges[conventions.ENERGY_DIM] = _edges_for_file(rate, conventions.ENERGY_DIM)
+    if reverse_lon:
+        # DETX = -fov_lon: the edges negated in increasing order, the cells reversed.
+        bin_edges[DETX_DIM] = -bin_edges[DETX_DIM][::-1]
+        values = values[:, ::-1, :]
+    n_energy, _, n_lat = values.shape
+    cell, cref = (
+        (values.transpose(2, 1, 0), _CREF_3D_GAMMAPY)
+        if n_energy == n_lat
+        else (values, _CREF_3D_GADF)
+    )
+    columns = []
+    for stem, dim in _BKG_3D_STEMS:
+        unit = _UNIT[dim]
+        e = bin_edges[dim]
+        columns += [
+            fits.Column(f"{stem}_LO", f"{e.size - 1}D", unit=unit, array=e[np.newaxis, :-1]),
+            fits.Column(f"{stem}_HI", f"{e.size - 1}D", unit=unit, array=e[np.newaxis, 1:]),
+        ]
+    tdim = "(" + ",".join(str(n) for n in cell.shape[::-1]) + ")"
+    columns.append(
+        fits.Column(
+            "BKG",
+            f"{cell.size}D",
+            unit=conventions.RATE_UNIT,
+            dim=tdim,
+            array=np.ascontiguousarray(cell).reshape(1, -1),
+        )
+    )
+    table = fits.BinTableHDU.from_columns(columns, name=extname)
+    table.header.extend(_bkg_3d_cards(align, reverse_lon, cref, header))
+    return table
+
+
+def _bkg_3d_cards(
+    align: str, reverse_lon: bool, cref: str, header: Mapping[str, Any] | None
+) -> list[tuple[str, Any, str]]:
+    """Header cards: the GADF class keywords, FOVALIGN, REVLON, CREF, then ``header``."""
+    cards: dict[str, tuple[str, Any, str]] = {
+        key: (key, value, "") for key, value in conventions.BKG_3D_HDUCLAS.items()
+    }
+    cards[conventions.FOVALIGN_KEYWORD] = (
+        conventions.FOVALIGN_KEYWORD,
+        align,
+        "field-of-view axes aligned with ALTAZ or RADEC",
+    )
+    cards[conventions.REVERSED_LON_KEYWORD] = (
+        conventions.REVERSED_LON_KEYWORD,
+        reverse_lon,
+        "DETX holds -fov_lon (Gammapy REVERSE_LON_RADEC)",
+    )
+    # No comment: the value leaves no room for one on the card.
+    cards["CREF7"] = ("CREF7", cref, "")
+    for key, item in (header or {}).items():
+        name = key.strip().upper()
+        normalised = name.removeprefix("HIERARCH ").strip()
+        if name == "EXTNAME" or _STRUCTURAL_KEYWORD.match(name):
+            raise ValueError(
+                f"header keyword {key!r} describes the table layout and is set by the writer; "
+                "use extname= for the extension name and leave the others out"
+            )
+        if normalised in _BKG_3D_OWN_KEYWORDS:
+            raise ValueError(
+                f"header keyword {key!r} is set by the writer: FOVALIGN from "
+                "rate.attrs['FOVALIGN'], REVLON from reverse_lon="
+            )
+        value, comment = item if isinstance(item, tuple) else (item, "")
+        existing = cards.get(normalised)
+        cards[normalised] = (existing[0] if existing else key, value, comment)
+    return list(cards.values())
+
+
+def write_bkg_3d(
+    rate: xr.DataArray,
+    path: str | os.PathLike[str],
+    *,
+    reverse_lon: bool = False,
+    extname: str = conventions.BKG_3D_EXTNAME,
+    header: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a field-of-view background rate as a GADF ``bkg_3d`` FITS file.
+
+    The file holds an empty primary HDU and the table of :func:`bkg_3d_hdu`.
+    It is gzip-compressed if ``path`` ends in ``.gz``; the same inputs always
+    give the same bytes, and the file appears complete or not at all.
+    :func:`read_bkg` gives ``rate`` back (values, dimensions, coordinates).
+
+    Parameters
+    ----------
+    rate, reverse_lon, extname, header
+        As for :func:`bkg_3d_hdu`.
+    path
+        Output file.
+    overwrite
+        Replace an existing file.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` exists and ``overwrite`` is false.
+    ValueError
+        As for :func:`bkg_3d_hdu`; nothing is written then.
+    """
+    table = bkg_3d_hdu(rate, reverse_lon=reverse_lon, extname=extname, header=header)
+    return write_fits(fits.HDUList([fits.PrimaryHDU(), table]), path, overwrite=overwrite)
+
+
+def write_bkg_3d_files(
+    rates: xr.DataArray,
+    dim: str,
+    paths: Sequence[str | os.PathLike[str]],
+    headers: Sequence[Mapping[str, Any] | None],
+    *,
+    reverse_lon: bool | Sequence[bool] = False,
+    extname: str = conventions.BKG_3D_EXTNAME,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Write one ``bkg_3d`` file per entry of ``rates`` along ``dim`` (e.g. one per run).
+
+    Each file has the bytes :func:`write_bkg_3d` writes for ``rates.isel({dim: i})``
+    with ``headers[i]`` and ``reverse_lon[i]``; axes, units, values and
+    ``FOVALIGN`` are checked once for all, before anything is written.
+
+    Parameters
+    ----------
+    rates
+        Rates along ``(dim, energy, fov_lon, fov_lat)`` with one ``FOVALIGN`` attribute.
+    dim
+        The dimension to split along (``obs_id``, ``group``).
+    paths, headers
+        Output file and header keywords of each entry, in the order of ``dim``.
+    reverse_lon
+        As for :func:`bkg_3d_hdu`: one value for all files, or one per entry
+        (a store may mix runs that Gammapy reads with reversed ``fov_lon`` and
+        runs it does not; see :func:`xbkg.io.datastore.gammapy_reversed_lon`).
+    extname, overwrite
+        As for :func:`write_bkg_3d`.
+    """
+    n = rates.sizes[dim]
+    flags = [bool(reverse_lon)] * n if isinstance(reverse_lon, bool) else list(reverse_lon)
+    if len(paths) != n or len(headers) != n or len(flags) != n:
+        raise ValueError(
+            f"need one path, one header and one reverse_lon per {dim} ({n}), got "
+            f"{len(paths)}, {len(headers)}, {len(flags)}"
+        )
+    _check_3d_dims([d for d in rates.dims if d != dim])
+    align = _fov_alignment(rates)
+    for flag in flags:
+        _check_reverse_lon(bool(flag), align)
+    values = _rate_3d_for_file(rates.transpose(dim, *DIMS_3D))
+    template = rates.isel({dim: 0}, drop=True)
+    for file_header in headers:  # refused keywords are found before any file is written
+        _bkg_3d_cards(align, False, _CREF_3D_GADF, file_header)
+    written = []
+    for cell, flag, file_header, path in zip(values, flags, headers, paths, strict=True):
+        table = _bkg_3d_table(template, cell, align, bool(flag), extname, file_header)
+        hdulist = fits.HDUList([fits.PrimaryHDU(), table])
+        written.append(write_fits(hdulist, path, overwrite=overwrite))
+    return written
+
+
+def _check_3d_dims(dims: Sequence[Any]) -> None:
+    if set(dims) != set(DIMS_3D):
+        raise ValueError(
+            f"a bkg_3d rate needs exactly the dimensions {DIMS_3D}, got {tuple(dims)}; "
+            "select or sum away other dimensions first, or use write_bkg_3d_files"
+        )
+
+
+def _fov_alignment(rate: xr.DataArray) -> str:
+    key = conventions.FOVALIGN_KEYWORD
+    if key not in rate.attrs:
+        raise ValueError(
+            f"rate has no {key!r} attribute saying how its field of view is aligned; set it, "
+            f"e.g. rate.attrs[{key!r}] = 'RADEC' (one of {conventions.FOV_ALIGNMENTS})"
+        )
+    align = _text(rate.attrs[key]).upper()
+    if align not in conventions.FOV_ALIGNMENTS:
+        raise ValueError(
+            f"rate.attrs[{key!r}] = {rate.attrs[key]!r}; GADF knows {conventions.FOV_ALIGNMENTS}"
+        )
+    return align
+
+
+def _check_reverse_lon(reverse_lon: bool, align: str) -> None:
+    if reverse_lon and align != "RADEC":
+        raise ConfigError(
+            f"reverse_lon is for RADEC models, this one is {align}: Gammapy 2.1 reads every "
+            "background of a run flagged like H.E.S.S. DR1 (EVENTS CREATOR = "
+            f"{conventions.GAMMAPY_REVERSED_LON_EVENTS['CREATOR']!r}, HDUVERS = "
+            f"{conventions.GAMMAPY_REVERSED_LON_EVENTS['HDUVERS']!r}) as RADEC with fov_lon "
+            "reversed, so no orientation of an ALTAZ model is read right there; build a RADEC "
+            "model for such runs"
+        )
+
+
+def _other_dims(rate: xr.DataArray) -> list[Any]:
+    return [d for d in rate.dims if d not in DIMS_3D]
+
+
+def _fov_edges_for_file(rate: xr.DataArray, dim: str) -> NDArray[np.float64]:
+    try:
+        values = edges(rate, dim)
+    except KeyError as err:
+        raise ValueError(f"rate: {err.args[0]}") from err
+    unit = rate[f"{dim}_lo"].attrs.get("units", _UNIT[dim])
+    values = _convert(values, unit, _UNIT[dim], f"rate {dim} edges")
+    if not (np.all(np.isfinite(values)) and np.all(np.diff(values) > 0)):
+        raise ValueError(f"rate {dim} edges must be finite and increasing, got {values.tolist()}")
+    return values
+
+
+def _rate_3d_for_file(rate: xr.DataArray) -> NDArray[np.float64]:
+    """The values along ``(..., energy, fov_lon, fov_lat)`` in s-1 MeV-1 sr-1, all finite."""
+    if "units" not in rate.attrs:
+        raise ValueError(
+            "rate has no 'units' attribute; set it, e.g. "
+            f"rate.attrs['units'] = {conventions.RATE_UNIT!r}"
+        )
+    values = np.asarray(rate.transpose(..., *DIMS_3D).values, dtype=np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"rate has {int(bad.sum())} non-finite value(s) of {values.size} "
+            f"(first at index {first} along {(*_other_dims(rate), *DIMS_3D)}); "
+            "GADF readers cannot use NaN or inf. Fill the empty bins first"
+        )
+    return _convert(values, str(rate.attrs["units"]), conventions.RATE_UNIT, "rate")
+
+
 # --------------------------------------------------------------------------- reading
 
 
@@ -347,6 +679,7 @@ def read_bkg(
     hdu: str | int | None = None,
     *,
     axis_order: Sequence[str] | None = None,
+    reverse_lon: bool | None = None,
 ) -> xr.DataArray:
     """Read a GADF ``bkg_2d`` or ``bkg_3d`` table into a labelled array.
 
@@ -369,6 +702,15 @@ def read_bkg(
         DETY bins (H.E.S.S. DR1, the GADF example) is read in the
         GADF-recommended order ``("energy", "detx", "dety")``, the only one in
         use, since the two field-of-view axes cannot be told apart by shape.
+    reverse_lon
+        For a ``bkg_3d``: whether the file's ``DETX`` holds ``-fov_lon``, as
+        Gammapy 2.1 takes it for every background of a run whose EVENTS header is
+        flagged like H.E.S.S. DR1 (:func:`xbkg.io.datastore.gammapy_reversed_lon`);
+        the rate is then mirrored back. If None (default), the file decides:
+        its ``REVLON`` keyword (written by :func:`write_bkg_3d`), else, for a
+        RADEC model in a file that also holds such a flagged EVENTS HDU (the
+        run files of H.E.S.S. DR1), true; otherwise false. Pass it for a
+        template kept apart from the events of a flagged run.
 
     Returns
     -------
@@ -376,7 +718,9 @@ def read_bkg(
         Named ``"bkg"``, in s-1 MeV-1 sr-1 (converted from the column unit; a
         column without unit is taken to be in s-1 MeV-1 sr-1 already), with
         dimensions ``("energy", "offset")`` for ``bkg_2d`` or ``("energy",
-        "detx", "dety")`` for ``bkg_3d``, each with ``*_lo``/``*_hi`` edges;
+        "fov_lon", "fov_lat")`` for ``bkg_3d`` (from the ``DETX`` and ``DETY``
+        columns, in the GADF orientation whatever the file's, see
+        ``reverse_lon``), each with ``*_lo``/``*_hi`` edges;
         energy in TeV with logarithmic centres, the others in deg with linear
         centres (axis columns without unit are taken as TeV / deg). ``attrs``
         hold the header keywords that are not about the table layout
@@ -415,7 +759,51 @@ def read_bkg(
             "incomplete, copy it again"
         ) from exc
     index, table = _select_hdu(hdulist, hdu, path)
-    return _read_table(table, index, path, axis_order)
+    rate = _read_table(table, index, path, axis_order)
+    if DETX_DIM in rate.dims:
+        rate = _gadf_orientation(rate, hdulist, reverse_lon, f"{path} [HDU {_label(table, index)}]")
+    return rate
+
+
+def _gadf_orientation(
+    rate: xr.DataArray, hdulist: fits.HDUList, reverse_lon: bool | None, where: str
+) -> xr.DataArray:
+    """A ``bkg_3d`` rate as stored, with ``fov_lon`` mirrored back if DETX holds ``-fov_lon``."""
+    attrs = dict(rate.attrs)
+    keyword = attrs.pop(conventions.REVERSED_LON_KEYWORD, None)
+    align = attrs[conventions.FOVALIGN_KEYWORD]
+    if reverse_lon is None:
+        if keyword is not None:
+            reverse_lon = bool(keyword)
+        else:
+            reverse_lon = align == "RADEC" and any(
+                _text(h.header.get("HDUCLAS1", h.name)).upper() == "EVENTS"
+                and _flags_reversed_lon(h.header)
+                for h in hdulist
+            )
+    if not reverse_lon:
+        out = rate.copy(deep=False)
+        out.attrs = attrs
+        return out
+    if align != "RADEC":
+        raise DataStoreError(
+            f"{where}: FOVALIGN = {align!r} with a reversed fov_lon: Gammapy reverses fov_lon "
+            "only for RADEC models; the file is inconsistent (or pass reverse_lon=False)"
+        )
+    lon = edges(rate, DETX_DIM)
+    mirrored = rate.isel({DETX_DIM: slice(None, None, -1)})
+    mirrored = mirrored.drop_vars([DETX_DIM, f"{DETX_DIM}_lo", f"{DETX_DIM}_hi"])
+    coords = fov_coords(-lon[::-1], edges(rate, DETY_DIM))
+    mirrored = mirrored.assign_coords({k: v for k, v in coords.items() if k.startswith(DETX_DIM)})
+    mirrored = mirrored.transpose(*rate.dims)
+    mirrored.attrs = attrs
+    return mirrored
+
+
+def _flags_reversed_lon(header: fits.Header) -> bool:
+    """Whether Gammapy 2.1 reverses fov_lon for a run with this EVENTS header (exact values)."""
+    flags = conventions.GAMMAPY_REVERSED_LON_EVENTS
+    return all(key in header and header[key] == value for key, value in flags.items())
 
 
 def _select_hdu(
@@ -521,8 +909,7 @@ def _read_table(
     if is_3d:
         energy_coords = binned_coords(energy=bin_edges[conventions.ENERGY_DIM])
         coords = {k: v for k, v in energy_coords.items() if k.startswith("energy")}
-        for dim in (DETX_DIM, DETY_DIM):
-            coords.update(_fov_coords(dim, bin_edges[dim]))
+        coords.update(fov_coords(bin_edges[DETX_DIM], bin_edges[DETY_DIM]))
     else:
         coords = binned_coords(bin_edges[conventions.ENERGY_DIM], bin_edges[conventions.OFFSET_DIM])
 
@@ -665,20 +1052,6 @@ def _check_axis_order(
             f"{where}: axis_order must be an ordering of {dims} for this table, got {axis_order}"
         )
     return order
-
-
-def _fov_coords(dim: str, bin_edges: NDArray[np.float64]) -> dict[str, xr.Variable]:
-    attrs = {"units": _UNIT[dim], "long_name": _FOV_LONG_NAME[dim]}
-    lo, hi = bin_edges[:-1], bin_edges[1:]
-    return {
-        dim: xr.Variable(dim, 0.5 * (lo + hi), attrs=attrs),
-        f"{dim}_lo": xr.Variable(
-            dim, lo, {**attrs, "long_name": f"{attrs['long_name']}, lower edge"}
-        ),
-        f"{dim}_hi": xr.Variable(
-            dim, hi, {**attrs, "long_name": f"{attrs['long_name']}, upper edge"}
-        ),
-    }
 
 
 def _header_attrs(header: fits.Header) -> dict[str, str | int | float]:

@@ -3,7 +3,9 @@
 The written HDU index covers every run of the input store. Its event and IRF
 rows point back at the original files through ``FILE_DIR`` paths relative to
 the new index, and each run gets exactly one ``bkg`` row pointing at its
-model (existing ``bkg`` rows of those runs are replaced, not duplicated).
+model (existing ``bkg`` rows of those runs are replaced, not duplicated), with
+``HDU_CLASS`` ``bkg_2d`` or ``bkg_3d`` as the model files are: Gammapy's
+``DataStore`` reads the model as ``Background2D`` or ``Background3D`` by it.
 ``SIZE`` (file size in bytes) and ``MD5`` (of the file) are filled for the new
 rows; rows copied from the input keep the values the input had.
 """
@@ -20,7 +22,8 @@ import numpy as np
 from astropy.table import Table
 from numpy.typing import NDArray
 
-from xbkg.conventions import BKG_2D_EXTNAME
+from xbkg.conventions import BKG_2D_EXTNAME, BKG_2D_HDU_CLASS, BKG_HDU_CLASSES, BKG_HDU_TYPE
+from xbkg.errors import ConfigError
 from xbkg.io.datastore import DataStore
 
 __all__ = ["file_md5", "make_hdu_index", "make_obs_index"]
@@ -47,7 +50,7 @@ def make_hdu_index(
     *,
     files_dir: str | Path | None = None,
     hdu_name: str = BKG_2D_EXTNAME,
-    hdu_class: str = "bkg_2d",
+    hdu_class: str = BKG_2D_HDU_CLASS,
 ) -> Table:
     """HDU index of the output data store (write it with :func:`xbkg.io.datastore.write_index`).
 
@@ -64,7 +67,10 @@ def make_hdu_index(
         Where the model files are now (they may be staged elsewhere before
         being moved into ``out_dir``); SIZE and MD5 are computed from them.
     hdu_name, hdu_class
-        HDU_NAME (the EXTNAME of the model HDU) and HDU_CLASS of the new rows.
+        HDU_NAME (the EXTNAME of the model HDU) and HDU_CLASS of the new rows:
+        ``"bkg_2d"`` for :func:`xbkg.io.gadf.write_bkg_2d` files, ``"bkg_3d"``
+        for :func:`xbkg.io.gadf.write_bkg_3d` files (both write the EXTNAME
+        ``BACKGROUND``).
 
     Returns
     -------
@@ -73,10 +79,15 @@ def make_hdu_index(
         one new bkg row per run, ordered by OBS_ID, HDU_TYPE, HDU_CLASS, HDU_NAME,
         FILE_DIR and FILE_NAME.
     """
+    if hdu_class not in BKG_HDU_CLASSES:
+        raise ConfigError(
+            f"hdu_class must be one of {BKG_HDU_CLASSES} (the GADF background classes Gammapy "
+            f"reads), got {hdu_class!r}"
+        )
     out_dir = Path(out_dir)
     files_dir = Path(files_dir) if files_dir is not None else out_dir
     index = store.hdu_index
-    old = index[~((index["HDU_TYPE"] == "bkg") & np.isin(index["OBS_ID"], list(bkg_files)))]
+    old = index[~((index["HDU_TYPE"] == BKG_HDU_TYPE) & np.isin(index["OBS_ID"], list(bkg_files)))]
     old_columns = {name: np.asarray(old[name]) for name in old.colnames}
     # Re-based once per folder: an index has thousands of rows and a few folders.
     folders, inverse = np.unique(old_columns["FILE_DIR"], return_inverse=True)
@@ -92,7 +103,7 @@ def make_hdu_index(
     n = len(obs_ids)
     values: dict[str, NDArray[Any]] = {
         "OBS_ID": np.asarray(obs_ids, dtype=np.int64),
-        "HDU_TYPE": np.full(n, "bkg"),
+        "HDU_TYPE": np.full(n, BKG_HDU_TYPE),
         "HDU_CLASS": np.full(n, hdu_class),
         "FILE_DIR": np.full(n, "."),
         "FILE_NAME": np.array([bkg_files[i] for i in obs_ids], dtype=str),
