@@ -32,6 +32,7 @@ LAYERS = {
     "io": "xbkg.io.",
     "core": {
         "xbkg.exclusion",
+        "xbkg.fov",
         "xbkg.model",
         "xbkg.conditions",
         "xbkg.products",
