@@ -1,4 +1,4 @@
-"""GADF background tables: write ``bkg_2d``, read ``bkg_2d`` and ``bkg_3d``.
+"""GADF background tables: write and read ``bkg_2d`` and ``bkg_3d``.
 
 GADF stores an IRF as a binary table with one row whose cells are arrays: one
 cell per axis edge column (``ENERG_LO``, ``ENERG_HI``, ``THETA_LO``, ...) and
@@ -16,6 +16,15 @@ The writer uses the GADF-recommended layout and always writes ``CREFn``.
 Axis orders given to or described by this module (``axis_order``, messages)
 are numpy orders: the slowest-varying axis first. ``CREFn`` and ``TDIMn`` list
 FITS axes, fastest first, i.e. the reverse.
+
+A ``bkg_3d`` rate lives on ``(energy, fov_lon, fov_lat)``, stored in the
+``ENERG``, ``DETX`` and ``DETY`` columns, with ``FOVALIGN`` saying whether the
+field of view is aligned with ALTAZ or RADEC; ``fov_lon`` counts towards lower
+azimuth or RA, as GADF and Gammapy 2.1 define it. Gammapy 2.1 evaluates every
+background of a run flagged like H.E.S.S. DR1 (in its EVENTS header) at
+``-fov_lon`` whatever the file says; :func:`write_bkg_3d` can store a model
+mirrored for such runs (``reverse_lon``, recorded as ``REVLON = T``) and
+:func:`read_bkg` always returns the GADF orientation.
 """
 
 from __future__ import annotations
@@ -37,7 +46,7 @@ from numpy.typing import NDArray
 from xbkg import conventions
 from xbkg.axes import binned_coords, edges, fov_coords, validate_edges
 from xbkg.errors import ConfigError, DataStoreError
-from xbkg.io.fitsfile import one_row_table_bytes, write_fits, write_fits_bytes
+from xbkg.io.fitsfile import one_row_table_bytes, write_fits_bytes
 from xbkg.io.fitsread import DamagedFile, read_fits
 
 __all__ = [
@@ -424,6 +433,10 @@ def bkg_3d_hdu(
     return _bkg_3d_table(rate, values, align, bool(reverse_lon), extname, header)
 
 
+#: One column of a one-row table: name, cell (1-D), unit, TDIM or None.
+_Column3D = tuple[str, NDArray[np.float64], str, str | None]
+
+
 def _bkg_3d_table(
     rate: xr.DataArray,
     values: NDArray[np.float64],
@@ -433,39 +446,91 @@ def _bkg_3d_table(
     header: Mapping[str, Any] | None,
 ) -> fits.BinTableHDU:
     """The table of ``values`` (energy, fov_lon, fov_lat) on the axes of ``rate``."""
+    columns, cref = _bkg_3d_columns(_bkg_3d_edges(rate), values, reverse_lon)
+    table = _one_row_table(columns, extname)
+    table.header.extend(_bkg_3d_cards(align, reverse_lon, cref, header))
+    return table
+
+
+def _bkg_3d_edges(rate: xr.DataArray) -> dict[str, NDArray[np.float64]]:
+    """Bin edges of the three axes of ``rate``, in the file's units."""
     bin_edges = {dim: _fov_edges_for_file(rate, dim) for _, dim in _BKG_3D_STEMS[1:]}
     bin_edges[conventions.ENERGY_DIM] = _edges_for_file(rate, conventions.ENERGY_DIM)
+    return bin_edges
+
+
+def _bkg_3d_columns(
+    bin_edges: Mapping[str, NDArray[np.float64]], values: NDArray[np.float64], reverse_lon: bool
+) -> tuple[list[_Column3D], str]:
+    """The columns of a file of ``values`` (energy, fov_lon, fov_lat), and its CREF7."""
+    lon = bin_edges[DETX_DIM]
     if reverse_lon:
         # DETX = -fov_lon: the edges negated in increasing order, the cells reversed.
-        bin_edges[DETX_DIM] = -bin_edges[DETX_DIM][::-1]
-        values = values[:, ::-1, :]
+        lon, values = -lon[::-1], values[:, ::-1, :]
     n_energy, _, n_lat = values.shape
+    # Gammapy 2.1 transposes a cell whose shape differs from (energy, fov_lon, fov_lat)
+    # and takes it as it is otherwise: with as many energy as fov_lat bins, only the
+    # transposed layout is read right.
     cell, cref = (
         (values.transpose(2, 1, 0), _CREF_3D_GAMMAPY)
         if n_energy == n_lat
         else (values, _CREF_3D_GADF)
     )
-    columns = []
+    columns: list[_Column3D] = []
     for stem, dim in _BKG_3D_STEMS:
-        unit = _UNIT[dim]
-        e = bin_edges[dim]
+        e = lon if dim == DETX_DIM else bin_edges[dim]
         columns += [
-            fits.Column(f"{stem}_LO", f"{e.size - 1}D", unit=unit, array=e[np.newaxis, :-1]),
-            fits.Column(f"{stem}_HI", f"{e.size - 1}D", unit=unit, array=e[np.newaxis, 1:]),
+            (f"{stem}_LO", e[:-1], _UNIT[dim], None),
+            (f"{stem}_HI", e[1:], _UNIT[dim], None),
         ]
     tdim = "(" + ",".join(str(n) for n in cell.shape[::-1]) + ")"
-    columns.append(
-        fits.Column(
-            "BKG",
-            f"{cell.size}D",
-            unit=conventions.RATE_UNIT,
-            dim=tdim,
-            array=np.ascontiguousarray(cell).reshape(1, -1),
-        )
+    columns.append(("BKG", np.ascontiguousarray(cell).ravel(), conventions.RATE_UNIT, tdim))
+    return columns, cref
+
+
+def _one_row_table(columns: Sequence[_Column3D], extname: str) -> fits.BinTableHDU:
+    """The one-row table of float64 ``columns``, without other keywords."""
+    return fits.BinTableHDU.from_columns(
+        [
+            fits.Column(name=n, format=f"{v.size}D", unit=unit, dim=d, array=v[np.newaxis])
+            for n, v, unit, d in columns
+        ],
+        name=extname,
     )
-    table = fits.BinTableHDU.from_columns(columns, name=extname)
-    table.header.extend(_bkg_3d_cards(align, reverse_lon, cref, header))
-    return table
+
+
+def _write_bkg_3d_tables(
+    rate: xr.DataArray,
+    values: NDArray[np.float64],
+    align: str,
+    flags: Sequence[bool],
+    headers: Sequence[Mapping[str, Any] | None],
+    paths: Sequence[str | os.PathLike[str]],
+    extname: str,
+    overwrite: bool,
+) -> list[Path]:
+    """Write each ``values[i]`` on the axes of ``rate``, with ``flags[i]`` and ``headers[i]``.
+
+    astropy builds the table header once (it depends on the shapes only); each
+    file is that header plus its cards, and its row (:func:`one_row_table_bytes`).
+    """
+    bin_edges = _bkg_3d_edges(rate)
+    files = [
+        _bkg_3d_columns(bin_edges, cell, bool(flag))
+        for cell, flag in zip(values, flags, strict=True)
+    ]
+    cards = [
+        _bkg_3d_cards(align, bool(flag), cref, header)
+        for (_, cref), flag, header in zip(files, flags, headers, strict=True)
+    ]  # all checked before anything is written
+    layout = _one_row_table(files[0][0], extname).header if files else fits.Header()
+    written = []
+    for (columns, _), file_cards, path in zip(files, cards, paths, strict=True):
+        raw = one_row_table_bytes(
+            fits.Header([*layout.cards, *file_cards]), [cell for _, cell, _, _ in columns]
+        )
+        written.append(write_fits_bytes(raw, path, overwrite=overwrite))
+    return written
 
 
 def _bkg_3d_cards(
@@ -543,8 +608,12 @@ def write_bkg_3d(
     ValueError
         As for :func:`bkg_3d_hdu`; nothing is written then.
     """
-    table = bkg_3d_hdu(rate, reverse_lon=reverse_lon, extname=extname, header=header)
-    return write_fits(fits.HDUList([fits.PrimaryHDU(), table]), path, overwrite=overwrite)
+    _check_3d_dims(rate.dims)
+    align = _fov_alignment(rate)
+    _check_reverse_lon(bool(reverse_lon), align)
+    values = _rate_3d_for_file(rate)[np.newaxis]
+    flags, headers = [bool(reverse_lon)], [header]
+    return _write_bkg_3d_tables(rate, values, align, flags, headers, [path], extname, overwrite)[0]
 
 
 def write_bkg_3d_files(
@@ -591,14 +660,7 @@ def write_bkg_3d_files(
         _check_reverse_lon(bool(flag), align)
     values = _rate_3d_for_file(rates.transpose(dim, *DIMS_3D))
     template = rates.isel({dim: 0}, drop=True)
-    for file_header in headers:  # refused keywords are found before any file is written
-        _bkg_3d_cards(align, False, _CREF_3D_GADF, file_header)
-    written = []
-    for cell, flag, file_header, path in zip(values, flags, headers, paths, strict=True):
-        table = _bkg_3d_table(template, cell, align, bool(flag), extname, file_header)
-        hdulist = fits.HDUList([fits.PrimaryHDU(), table])
-        written.append(write_fits(hdulist, path, overwrite=overwrite))
-    return written
+    return _write_bkg_3d_tables(template, values, align, flags, headers, paths, extname, overwrite)
 
 
 def _check_3d_dims(dims: Sequence[Any]) -> None:
