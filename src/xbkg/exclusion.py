@@ -67,7 +67,7 @@ def separation(ra1: ArrayLike, dec1: ArrayLike, ra2: ArrayLike, dec2: ArrayLike)
 
     Uses the Vincenty form (``atan2`` of sine and cosine parts), accurate for
     all distances including tiny and near-antipodal ones; this is also the
-    formula of :meth:`astropy.coordinates.SkyCoord.separation`.
+    formula of :meth:`astropy.coordinates.BaseCoordinateFrame.separation`.
     """
     lon1, lat1, lon2, lat2 = (
         np.deg2rad(np.asarray(x, dtype=np.float64)) for x in (ra1, dec1, ra2, dec2)
@@ -86,7 +86,7 @@ def position_angle(ra1: ArrayLike, dec1: ArrayLike, ra2: ArrayLike, dec2: ArrayL
     """Position angle in deg of position 2 seen from position 1, East of North, in [0, 360).
 
     Same definition and wrapping as
-    :meth:`astropy.coordinates.SkyCoord.position_angle`.
+    :meth:`astropy.coordinates.BaseCoordinateFrame.position_angle`.
     """
     lon1, lat1, lon2, lat2 = (
         np.deg2rad(np.asarray(x, dtype=np.float64)) for x in (ra1, dec1, ra2, dec2)

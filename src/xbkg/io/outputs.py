@@ -54,7 +54,9 @@ def check_outputs(
     """Refuse to write into a folder with files in it, unless ``overwrite``.
 
     With ``empty_folder=False`` only files named ``names`` are in the way
-    (figures added to an output folder).
+    (figures added to an output folder). The staging folders of killed jobs
+    (:func:`all_or_nothing`) are not in the way: they are removed, with a
+    warning.
 
     Raises
     ------
@@ -65,9 +67,6 @@ def check_outputs(
         If ``out_dir`` or one of ``names`` in it is in the way (a file where a
         folder must be, a folder where a file must be), or if another xbkg
         process may be writing into ``out_dir`` (its staging folder is there).
-
-    The staging folders of killed jobs (:func:`all_or_nothing`) are not in the
-    way: they are removed, with a warning.
     """
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir}: exists and is not a folder; choose another output folder")
