@@ -783,15 +783,21 @@ class PointingTrack:
         psi = self._smooth(index, t, 0)
         c, s = np.cos(psi), np.sin(psi)
         v = [x, c * y + s * z, -s * y + c * z]
-        # v ~ A u + b  =>  u ~ A^-1 (v - b): exact to second order in v/c as the
-        # forward map (the unknown factor of v only scales u to first order).
+        # s v = A u + b for the unit vector u and some s > 0 (the forward map is
+        # A u + b normalised): u = s p - q with p = A^-1 v, q = A^-1 b, and s
+        # the positive root of |s p - q| = 1.
         inverse = np.linalg.inv(self.maps[:, :, :3])
         offset = np.einsum("nij,nj->ni", inverse, self.maps[:, :, 3])
-        u = []
+        p, q = [], []
         for i in range(3):
             row = [self._lerp(inverse[:, i, j], index, weight) for j in range(3)]
-            shift = self._lerp(offset[:, i], index, weight)
-            u.append(row[0] * v[0] + row[1] * v[1] + row[2] * v[2] - shift)
+            p.append(row[0] * v[0] + row[1] * v[1] + row[2] * v[2])
+            q.append(self._lerp(offset[:, i], index, weight))
+        pp = p[0] * p[0] + p[1] * p[1] + p[2] * p[2]
+        pq = p[0] * q[0] + p[1] * q[1] + p[2] * q[2]
+        qq = q[0] * q[0] + q[1] * q[1] + q[2] * q[2]
+        scale = (pq + np.sqrt(pq * pq - pp * (qq - 1.0))) / pp
+        u = [scale * p[i] - q[i] for i in range(3)]
         ra, dec = _lon_lat(*u)
         return np.mod(ra, 360.0), dec
 
