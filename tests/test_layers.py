@@ -33,6 +33,7 @@ LAYERS = {
     "core": {
         "xbkg.exclusion",
         "xbkg.fov",
+        "xbkg.fov_model",
         "xbkg.model",
         "xbkg.conditions",
         "xbkg.products",

@@ -261,6 +261,33 @@ def build_parser() -> argparse.ArgumentParser:
         "in the archive and the FITS headers, because Gammapy integrates log-log between bins",
     )
     make.add_argument(
+        "--bkg-class",
+        choices=["bkg_2d", "bkg_3d"],
+        help="bkg_2d (default): radial models, rate(energy, offset); bkg_3d: field-of-view "
+        "models, rate(energy, fov_lon, fov_lat), for every run: its radial model times a "
+        "field-of-view shape measured in the ALTAZ frame (the group models stay radial)",
+    )
+    make.add_argument(
+        "--fov-alignment",
+        choices=["ALTAZ", "RADEC"],
+        help="alignment of the bkg_3d files (FOVALIGN). Default: ALTAZ, or RADEC on data "
+        "stores flagged like the H.E.S.S. DL3 DR1 release, which Gammapy 2.1 reads as RADEC "
+        "with fov_lon reversed whatever FOVALIGN says (such RADEC models are written in the "
+        "orientation Gammapy then applies)",
+    )
+    make.add_argument(
+        "--fov-bins",
+        type=int,
+        metavar="N",
+        help="bkg_3d: N x N field-of-view bins (default 50)",
+    )
+    make.add_argument(
+        "--fov-max",
+        type=float,
+        metavar="DEG",
+        help="bkg_3d: the field of view spans -DEG to DEG in fov_lon and fov_lat (default 2.5)",
+    )
+    make.add_argument(
         "--index-model",
         choices=["smooth", "raw"],
         help="which model the HDU index points at (default: smooth)",
@@ -379,6 +406,18 @@ def _grouping(args: argparse.Namespace) -> list[Any] | None:
     return axes or None
 
 
+def _fov_edges(args: argparse.Namespace) -> tuple[float, ...] | None:
+    """The field-of-view edges of ``--fov-bins`` / ``--fov-max`` (None: the default)."""
+    if args.fov_bins is None and args.fov_max is None:
+        return None
+    from xbkg.axes import fov_edges
+    from xbkg.conventions import DEFAULT_FOV_BINS, DEFAULT_FOV_HALF_WIDTH
+
+    half_width = DEFAULT_FOV_HALF_WIDTH if args.fov_max is None else args.fov_max
+    nbins = DEFAULT_FOV_BINS if args.fov_bins is None else args.fov_bins
+    return tuple(float(e) for e in fov_edges(half_width, nbins))
+
+
 def _cmd_make(args: argparse.Namespace) -> int:
     from xbkg.options import options_for
     from xbkg.pipeline import build_background, write_background
@@ -396,6 +435,9 @@ def _cmd_make(args: argparse.Namespace) -> int:
         missing_group=args.missing_group,
         model=args.model,
         exclude=args.exclude,
+        bkg_class=args.bkg_class,
+        fov_alignment=args.fov_alignment,
+        fov_edges=_fov_edges(args),
     )
     store, all_runs, runs, regions = _store_runs_regions(args, options.min_radius, catalogs=False)
 

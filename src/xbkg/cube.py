@@ -35,11 +35,13 @@ from numpy.typing import ArrayLike, NDArray
 
 from xbkg import exclusion, regions
 from xbkg._version import __version__
-from xbkg.axes import binned_coords
+from xbkg.axes import binned_coords, fov_coords
 from xbkg.conventions import (
     DEFAULT_TIME_CONVENTION,
     ENERGY_DIM,
     EXCLUSION_METHODS,
+    FOV_LAT_DIM,
+    FOV_LON_DIM,
     OBS_DIM,
     OBS_INDEX_FILE,
     OFFSET_DIM,
@@ -47,6 +49,7 @@ from xbkg.conventions import (
     TIME_CONVENTIONS,
     TIME_UNIT,
     ExclusionMethod,
+    FovAlignment,
     TimeConvention,
 )
 from xbkg.errors import ConfigError, DataStoreError, RunsFailedError
@@ -60,6 +63,7 @@ from xbkg.io.datastore import (
 )
 
 __all__ = [
+    "FovSpec",
     "RunArrays",
     "RunFailure",
     "RunHistogram",
@@ -71,6 +75,8 @@ __all__ = [
 ]
 
 
+#: Times per run at which the field-of-view rotation is recorded (``fov_rotation``).
+ROTATION_SAMPLES = 16
 #: Relative tolerance when comparing a safe threshold (often float32) with bin edges.
 _SAFE_RTOL = 1e-5
 
@@ -102,6 +108,21 @@ class RunHistogram:
     n_excluded: int
     n_unsafe: int
     n_outside: int
+    #: With a field-of-view binning: counts (energy, fov_lon, fov_lat), int32.
+    fov_counts: NDArray[np.int32] | None = None
+    #: With a field-of-view binning: each pixel's unexcluded time fraction (fov_lon, fov_lat).
+    fov_unexcluded: NDArray[np.float64] | None = None
+    #: With an ALTAZ binning: the RADEC-to-ALTAZ rotation (deg) at times spread over the run.
+    fov_rotation: NDArray[np.float64] | None = None
+
+
+@dataclass(frozen=True)
+class FovSpec:
+    """The field-of-view binning of a 3D cube: pixel edges (deg) and alignment (picklable)."""
+
+    lon_edges: tuple[float, ...]
+    lat_edges: tuple[float, ...]
+    alignment: FovAlignment
 
 
 def safe_energy_mask(
@@ -251,6 +272,7 @@ def bin_events(
     *,
     safe_energy: bool = True,
     method: ExclusionMethod = "exact",
+    fov: FovSpec | None = None,
 ) -> RunHistogram:
     """Histogram one run's events and compute the exposure time of each bin.
 
@@ -325,6 +347,11 @@ def bin_events(
     n_unsafe = int(counts[~energy_ok].sum())
     counts[~energy_ok] = 0
     exposure = spec.time * np.outer(energy_ok.astype(np.float64), 1.0 - ring_fraction)
+    fov_counts = fov_unexcluded = fov_rotation = None
+    if fov is not None:
+        fov_counts, fov_unexcluded, fov_rotation = _bin_fov(
+            events, spec, fov, energy_edges, energy_ok, keep, regions
+        )
     return RunHistogram(
         obs_id=spec.obs_id,
         counts=counts.astype(np.int64),
@@ -335,7 +362,83 @@ def bin_events(
         n_excluded=n_excluded,
         n_unsafe=n_unsafe,
         n_outside=n_outside,
+        fov_counts=fov_counts,
+        fov_unexcluded=fov_unexcluded,
+        fov_rotation=fov_rotation,
     )
+
+
+def _bin_fov(
+    events: EventList,
+    spec: RunSpec,
+    fov: FovSpec,
+    energy_edges: NDArray[np.float64],
+    energy_ok: NDArray[np.bool_],
+    keep: NDArray[np.bool_],
+    regions: xr.Dataset | None,
+) -> tuple[NDArray[np.int32], NDArray[np.float64], NDArray[np.float64]]:
+    """A run's field-of-view counts, each pixel's unexcluded time fraction, the rotation.
+
+    The rotation from the RADEC to the ALTAZ frame is sampled at
+    :data:`ROTATION_SAMPLES` times spread evenly over the run (zeros for
+    RADEC binning): a RADEC model of the run turns an ALTAZ one by it.
+
+    Events inside the exclusion regions (``keep`` false) are left out, as in
+    the radial cube. In an ALTAZ-aligned field of view each event's position
+    depends on its time, and the regions turn through the field during the
+    run (:func:`xbkg.fov_model.unexcluded_fraction`).
+
+    Raises
+    ------
+    DataStoreError
+        If the header lacks what the ALTAZ frame needs (times, site); the
+        message names the file.
+    """
+    from xbkg import fov as fov_frames
+    from xbkg import fov_model
+
+    lon_edges, lat_edges = np.asarray(fov.lon_edges), np.asarray(fov.lat_edges)
+    ra, dec = events.ra[keep], events.dec[keep]
+    radius = float(fov_model.pixel_offset(lon_edges, lat_edges).max()) + 0.5
+    near = None
+    if regions is not None and regions.sizes.get("source", 0) > 0:
+        near = exclusion.regions_in_fov(
+            _regions(_regions_key(regions)), spec.ra_pnt, spec.dec_pnt, radius
+        )
+    to_sky: Callable[[NDArray, NDArray, NDArray], tuple[NDArray, NDArray]]
+    if fov.alignment == "RADEC":
+        lon, lat = fov_frames.radec_to_fov(ra, dec, spec.ra_pnt, spec.dec_pnt)
+        to_sky = functools.partial(_radec_sky, spec.ra_pnt, spec.dec_pnt)
+        times, rotation = np.zeros(1), np.zeros(ROTATION_SAMPLES)
+    else:
+        source = str(events.path)
+        if events.time is None:
+            raise DataStoreError(f"{source}: no TIME column in EVENTS, which ALTAZ needs")
+        try:
+            track = fov_frames.track_from_header(events.cards, source)
+            lon, lat = track.fov_coordinates(ra, dec, events.time[keep], "ALTAZ")
+        except ValueError as exc:  # event times outside the run
+            raise DataStoreError(f"{source}: {exc}; fix TSTART/TSTOP or the TIME column") from exc
+        to_sky = functools.partial(track.sky_coordinates, alignment="ALTAZ")
+        tstart, tstop = float(events.cards.get("TSTART")), float(events.cards.get("TSTOP"))
+        times = fov_model.exclusion_times(track.rotation_angle, tstart, tstop)
+        samples = tstart + (np.arange(ROTATION_SAMPLES) + 0.5) * (tstop - tstart) / ROTATION_SAMPLES
+        rotation = track.rotation_angle(samples)
+    counts = fov_model.bin_fov(
+        events.energy[keep], lon, lat, energy_edges, lon_edges, lat_edges, energy_ok
+    )
+    unexcluded = fov_model.unexcluded_fraction(lon_edges, lat_edges, near, to_sky, times)
+    return counts, unexcluded, rotation
+
+
+def _radec_sky(
+    ra_pnt: float, dec_pnt: float, lon: NDArray, lat: NDArray, time: NDArray
+) -> tuple[NDArray, NDArray]:
+    """RA/Dec of RADEC field-of-view coordinates (``time`` only broadcast)."""
+    from xbkg.fov import fov_to_radec
+
+    lon, lat, _ = np.broadcast_arrays(lon, lat, time)
+    return fov_to_radec(lon, lat, ra_pnt, dec_pnt)
 
 
 def run_specs(
@@ -417,6 +520,7 @@ def bin_run(
     safe_energy: bool,
     method: ExclusionMethod,
     verify: bool = True,
+    fov: FovSpec | None = None,
 ) -> RunHistogram:
     """Read one run's events and bin them (the unit of work of the run loop).
 
@@ -427,7 +531,8 @@ def bin_run(
         with the OBS_ID and names the file.
     """
     try:
-        events = read_events(spec.path, spec.hdu, verify=verify)
+        with_time = fov is not None and fov.alignment == "ALTAZ"
+        events = read_events(spec.path, spec.hdu, verify=verify, time=with_time)
     except DataStoreError as exc:
         raise DataStoreError(f"OBS_ID {spec.obs_id}: {exc}") from exc
     if events.energy.size == 0:
@@ -443,6 +548,7 @@ def bin_run(
         regions,
         safe_energy=safe_energy,
         method=method,
+        fov=fov,
     )
 
 
@@ -471,6 +577,7 @@ def make_run_cube(
     progress: Callable[[int, int, int], None] | None = None,
     skip_bad_runs: bool = False,
     verify: bool = True,
+    fov: FovSpec | None = None,
 ) -> xr.Dataset:
     """Histogram the events of the given runs into the per-run cube.
 
@@ -512,6 +619,11 @@ def make_run_cube(
         file decompressed (:func:`xbkg.io.datastore.read_events`); about half of
         the reading time on H.E.S.S. DR1. The process that reads a run checks
         its file.
+    fov
+        Also bin in the field of view: ``fov_counts`` along ``(obs_id,
+        energy, fov_lon, fov_lat)`` and ``fov_unexcluded`` (each pixel's
+        time fraction outside the exclusion regions) along ``(obs_id,
+        fov_lon, fov_lat)``; the alignment is in ``attrs["fov_alignment"]``.
 
     Raises
     ------
@@ -550,9 +662,11 @@ def make_run_cube(
         safe_energy=safe_energy,
         method=method,
         verify=verify,
+        fov=fov,
     )
     n_runs, n_e, n_t = len(specs), len(e_edges) - 1, len(t_edges) - 1
-    arrays = RunArrays.empty(n_runs, n_e, n_t)
+    fov_shape = None if fov is None else (len(fov.lon_edges) - 1, len(fov.lat_edges) - 1)
+    arrays = RunArrays.empty(n_runs, n_e, n_t, fov_shape)
     good = np.ones(n_runs, dtype=bool)
     results = _map_runs(work, specs, workers=workers, scheduler=scheduler)
     for i, hist in enumerate(results):
@@ -567,9 +681,13 @@ def make_run_cube(
         raise RunsFailedError(problems, skipping=True)
     if not good.all():
         arrays = arrays.select(good)
+    if fov is not None:
+        coords.update(fov_coords(fov.lon_edges, fov.lat_edges))
     cube = assemble_run_cube(
         arrays, runs, coords, time=time, safe_energy=safe_energy, method=method
     )
+    if fov is not None:
+        cube.attrs["fov_alignment"] = fov.alignment
     if problems:
         ordered = {int(o): problems[int(o)] for o in runs[OBS_DIM].values if int(o) in problems}
         cube.attrs[SKIPPED_ATTR] = json.dumps(ordered)
@@ -731,16 +849,24 @@ class RunArrays:
     exposure_time: NDArray[np.float64]
     excluded_fraction: NDArray[np.float64]
     tallies: dict[str, NDArray[np.int64]]
+    fov_counts: NDArray[np.int32] | None = None
+    fov_unexcluded: NDArray[np.float64] | None = None
+    fov_rotation: NDArray[np.float64] | None = None
 
     @classmethod
-    def empty(cls, n_runs: int, n_energy: int, n_offset: int) -> RunArrays:
-        """Zero arrays for ``n_runs`` runs."""
+    def empty(
+        cls, n_runs: int, n_energy: int, n_offset: int, fov: tuple[int, int] | None = None
+    ) -> RunArrays:
+        """Zero arrays for ``n_runs`` runs (and ``fov`` pixels ``(n_lon, n_lat)``)."""
         return cls(
             obs_id=np.zeros(n_runs, np.int64),
             counts=np.zeros((n_runs, n_energy, n_offset), np.int64),
             exposure_time=np.zeros((n_runs, n_energy, n_offset)),
             excluded_fraction=np.zeros((n_runs, n_offset)),
             tallies={name: np.zeros(n_runs, np.int64) for name, _ in _TALLIES},
+            fov_counts=None if fov is None else np.zeros((n_runs, n_energy, *fov), np.int32),
+            fov_unexcluded=None if fov is None else np.zeros((n_runs, *fov)),
+            fov_rotation=None if fov is None else np.zeros((n_runs, ROTATION_SAMPLES)),
         )
 
     def select(self, keep: NDArray[np.bool_]) -> RunArrays:
@@ -751,6 +877,9 @@ class RunArrays:
             exposure_time=self.exposure_time[keep],
             excluded_fraction=self.excluded_fraction[keep],
             tallies={name: values[keep] for name, values in self.tallies.items()},
+            fov_counts=None if self.fov_counts is None else self.fov_counts[keep],
+            fov_unexcluded=None if self.fov_unexcluded is None else self.fov_unexcluded[keep],
+            fov_rotation=None if self.fov_rotation is None else self.fov_rotation[keep],
         )
 
     def fill(self, i: int, hist: RunHistogram) -> None:
@@ -759,6 +888,13 @@ class RunArrays:
         self.counts[i] = hist.counts
         self.exposure_time[i] = hist.exposure_time
         self.excluded_fraction[i] = hist.excluded_fraction
+        if self.fov_counts is not None and self.fov_unexcluded is not None:
+            assert hist.fov_counts is not None
+            assert hist.fov_unexcluded is not None
+            assert self.fov_rotation is not None
+            self.fov_counts[i] = hist.fov_counts
+            self.fov_unexcluded[i] = hist.fov_unexcluded
+            self.fov_rotation[i] = hist.fov_rotation
         for name, _ in _TALLIES:
             self.tallies[name][i] = getattr(hist, name)
 
@@ -811,6 +947,26 @@ def assemble_run_cube(
         },
         coords={**coords, OBS_DIM: obs_ids},
     )
+    if arrays.fov_counts is not None and arrays.fov_unexcluded is not None:
+        fov_dims = (FOV_LON_DIM, FOV_LAT_DIM)
+        cube["fov_counts"] = xr.Variable(
+            (OBS_DIM, ENERGY_DIM, *fov_dims),
+            arrays.fov_counts,
+            {"long_name": "background counts per field-of-view pixel", "units": "1"},
+        )
+        cube["fov_unexcluded"] = xr.Variable(
+            (OBS_DIM, *fov_dims),
+            arrays.fov_unexcluded,
+            {"long_name": "time fraction of the pixel outside exclusion regions", "units": "1"},
+        )
+        cube["fov_rotation"] = xr.Variable(
+            (OBS_DIM, "rotation_sample"),
+            arrays.fov_rotation,
+            {
+                "long_name": "rotation from the RADEC to the ALTAZ field of view during the run",
+                "units": "deg",
+            },
+        )
     run_coords = runs.sel({OBS_DIM: obs_ids})
     cube = cube.assign_coords({name: run_coords[name] for name in run_coords.data_vars})
     cube[OBS_DIM].attrs = dict(runs[OBS_DIM].attrs)

@@ -107,6 +107,24 @@ class Options:
         energy) predict the right counts next to them. The filled bins are
         recorded (``filled`` in the models and the archive, ``NFILLED`` in the
         FITS headers). False keeps exact zeros, as Gammapy 0.6 wrote them.
+    bkg_class
+        ``"bkg_2d"`` (default): radial models, rate(energy, offset).
+        ``"bkg_3d"``: field-of-view models, rate(energy, fov_lon, fov_lat),
+        for every run, the radial model times a field-of-view shape factor
+        measured in the ALTAZ frame (:mod:`xbkg.fov_model`); the group models
+        stay radial.
+    fov_alignment
+        Alignment of the ``bkg_3d`` files (GADF ``FOVALIGN``): ``"ALTAZ"`` or
+        ``"RADEC"`` (each run's model turned with the field of view during the
+        run). Default (None): ALTAZ, except on data stores that Gammapy 2.1
+        reads with ``fov_lon`` reversed (flagged like the H.E.S.S. DL3 DR1
+        release, :func:`xbkg.io.datastore.gammapy_reversed_lon`), where it
+        could not read an ALTAZ model: RADEC, written in the orientation
+        Gammapy then applies. Resolved by :func:`build_background`.
+    fov_edges
+        Field-of-view bin edges in deg, the same for ``fov_lon`` and
+        ``fov_lat``; default (None) :func:`xbkg.axes.fov_edges` (50 bins of
+        0.1 deg, as the H.E.S.S. DR1 templates).
     """
 
     energy_edges: tuple[float, ...] | None = None
@@ -123,13 +141,24 @@ class Options:
     missing_group: Literal["nearest", "error"] = "nearest"
     model: Literal["groups", "conditions"] | None = None
     fill_unconstrained: bool = True
+    bkg_class: Literal["bkg_2d", "bkg_3d"] = "bkg_2d"
+    fov_alignment: Literal["ALTAZ", "RADEC"] | None = None
+    fov_edges: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         exclude = (self.exclude,) if isinstance(self.exclude, (str, Path)) else self.exclude
         exclude = tuple(str(c) for c in exclude)
         object.__setattr__(self, "exclude", () if exclude == (NO_CATALOG,) else exclude)
-        if self.energy_edges is not None:  # e.g. a list read from JSON
-            object.__setattr__(self, "energy_edges", tuple(float(e) for e in self.energy_edges))
+        for name in ("energy_edges", "fov_edges"):  # e.g. a list read from JSON
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(float(e) for e in value))
+        if self.bkg_class not in ("bkg_2d", "bkg_3d"):
+            raise ConfigError(f"bkg_class must be 'bkg_2d' or 'bkg_3d', got {self.bkg_class!r}")
+        if self.fov_alignment not in (None, "ALTAZ", "RADEC"):
+            raise ConfigError(
+                f"fov_alignment must be 'ALTAZ' or 'RADEC', got {self.fov_alignment!r}"
+            )
         if self.model is None:
             # Resolved here, once, so that the command line, the Python API and
             # the archive all record the same choice.
@@ -143,7 +172,7 @@ class Options:
             value = getattr(self, f.name)
             if value is None and f.name == "energy_edges":
                 text = "<from the data>"
-            elif f.name in ("energy_edges", "offset_edges"):
+            elif f.name in ("energy_edges", "offset_edges", "fov_edges") and value is not None:
                 unit = "TeV" if f.name == "energy_edges" else "deg"
                 text = f"<{len(value) - 1} bins {value[0]:g}-{value[-1]:g} {unit}>"
             elif f.name == "grouping":
@@ -195,7 +224,7 @@ def options_for(preset: str = "default", **overrides: Any) -> Options:
     if unknown:
         raise ConfigError(f"unknown option(s) {sorted(unknown)}; options are {sorted(names)}")
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    for key in ("energy_edges", "offset_edges", "grouping"):
+    for key in ("energy_edges", "offset_edges", "grouping", "fov_edges"):
         if key in overrides:
             overrides[key] = tuple(overrides[key])
     if "grouping" in overrides and "model" not in overrides:
@@ -228,6 +257,10 @@ class Background:
         The per-run models written for the data store's runs
         (:func:`run_models`), once written (:func:`write_background` makes
         them for every run of the store) or read from an archive; else None.
+    fov_shape
+        With ``options.bkg_class == "bkg_3d"``: the field-of-view shape factor
+        along ``(energy, fov_lon, fov_lat)`` in the ALTAZ frame
+        (:func:`xbkg.fov_model.fov_shape`); else None.
     """
 
     cube: xr.Dataset
@@ -238,3 +271,4 @@ class Background:
     options: Options
     conditions: xr.Dataset | None = None
     run_models: xr.Dataset | None = None
+    fov_shape: xr.DataArray | None = None

@@ -18,11 +18,14 @@ from typing import Any, Literal, NamedTuple, cast
 
 import numpy as np
 import xarray as xr
+from numpy.typing import NDArray
 
 from xbkg._version import __version__
 from xbkg.axes import edges, energy_edges
 from xbkg.conventions import (
     ARCHIVE_FILE,
+    BKG_2D_HDU_CLASS,
+    BKG_3D_HDU_CLASS,
     DEFAULT_ENERGY_RANGE,
     ENERGY_DIM,
     ENERGY_GRID_PER_DECADE,
@@ -33,13 +36,14 @@ from xbkg.conventions import (
     OBS_DIM,
     OBS_INDEX_FILE,
     OFFSET_DIM,
+    RATE_UNIT,
     TimeConvention,
     coord_name,
     model_filename,
     run_model_filename,
 )
-from xbkg.cube import make_run_cube
-from xbkg.errors import BackgroundWarning, ConfigError, plural
+from xbkg.cube import FovSpec, make_run_cube
+from xbkg.errors import BackgroundWarning, ConfigError, DataStoreError, plural
 from xbkg.grouping import (
     GroupAxis,
     assign_groups,
@@ -137,6 +141,9 @@ def build_background(
     if known is not None:
         regions = known if regions is None else _add_regions(known, regions)
     plan = None if options.energy_edges is not None else _plan_energy_edges(runs, options)
+    fov = None
+    if options.bkg_class == "bkg_3d":
+        options, fov = _fov_binning(store, runs, options)
     cube = make_run_cube(
         store,
         runs.sortby(OBS_DIM),
@@ -151,6 +158,7 @@ def build_background(
         progress=progress,
         skip_bad_runs=skip_bad_runs,
         verify=verify,
+        fov=fov,
     )
     if plan is not None:
         cube = _trim_energy(cube, plan)
@@ -162,9 +170,70 @@ def build_background(
             long_name="GROUP_ID the run was stacked into (-1: in no group)"
         )
     )
-    return Background(
+    bkg = Background(
         cube, models.groups, models.model, models.smoothed, regions, options, models.conditions
     )
+    if fov is not None:
+        bkg = dataclasses.replace(bkg, fov_shape=fov_shape_of(bkg))
+    return bkg
+
+
+def _fov_binning(store: DataStore, runs: xr.Dataset, options: Options) -> tuple[Options, FovSpec]:
+    """The options of a ``bkg_3d`` build resolved (alignment, edges) and its binning.
+
+    Events are always binned in the ALTAZ frame, where the acceptance's
+    asymmetries are fixed; RADEC models are made from it run by run.
+    """
+    from xbkg.axes import fov_edges
+    from xbkg.io.datastore import gammapy_reversed_lon
+
+    bin_edges = options.fov_edges or tuple(float(e) for e in fov_edges())
+    flagged = [o for o, r in gammapy_reversed_lon(store, _obs_ids(runs)).items() if r]
+    alignment = options.fov_alignment
+    if alignment is None:
+        alignment = "RADEC" if flagged else "ALTAZ"
+    elif alignment == "ALTAZ" and flagged:
+        warnings.warn(
+            f"{plural(len(flagged), 'run')} (OBS_IDs {flagged[:5]}"
+            f"{'...' if len(flagged) > 5 else ''}) "
+            "have EVENTS headers flagged like the H.E.S.S. DL3 DR1 release (CREATOR 'SASH FITS::"
+            "EventListWriter', HDUVERS '0.2'), for which Gammapy 2.1 reads every background "
+            "model as RADEC with fov_lon reversed, whatever its FOVALIGN: it will read these "
+            "ALTAZ models wrongly. Leave out --fov-alignment (fov_alignment=None) to get RADEC "
+            "models written in the orientation Gammapy then applies",
+            BackgroundWarning,
+            stacklevel=3,
+        )
+    resolved = dataclasses.replace(options, fov_alignment=alignment, fov_edges=bin_edges)
+    return resolved, FovSpec(bin_edges, bin_edges, "ALTAZ")
+
+
+def _obs_ids(runs: xr.Dataset) -> list[int]:
+    return [int(o) for o in runs[OBS_DIM].values]
+
+
+def _cube_runs(cube: xr.Dataset) -> xr.Dataset:
+    """The run table columns of a cube (its ``obs_id`` coordinates) as a run table."""
+    columns = [c for c in cube.coords if cube[c].dims == (OBS_DIM,) and c != OBS_DIM]
+    return xr.Dataset({c: cube[c].variable for c in columns}, coords={OBS_DIM: cube[OBS_DIM]})
+
+
+def fov_shape_of(bkg: Background) -> xr.DataArray:
+    """The field-of-view shape factor of a ``bkg_3d`` build (:func:`xbkg.fov_model.fov_shape`).
+
+    The counts the radial models predict in each pixel of each run, summed
+    over runs, against the field-of-view counts of the cube (ALTAZ frame).
+    Each run's radial rate is the one it gets in the written store
+    (:func:`index_rates`).
+    """
+    from xbkg.fov_model import fov_shape, predicted_fov_counts
+
+    cube = bkg.cube
+    radial = index_rates(bkg, _cube_runs(cube))
+    time = cube[bkg.options.time].values.astype(np.float64)
+    energy_ok = (cube["exposure_time"].max(OFFSET_DIM) > 0).values
+    predicted = predicted_fov_counts(radial, cube, time=time, energy_ok=energy_ok)
+    return fov_shape(cube["fov_counts"].sum(OBS_DIM), predicted)
 
 
 class Models(NamedTuple):
@@ -396,10 +465,121 @@ def write_model_files(bkg: Background, directory: str | Path) -> list[Path]:
             )
     if bkg.run_models is not None:
         version = str(bkg.cube.attrs.get("xbkg_version", __version__))
-        written += write_run_model_files(
-            bkg.run_models, directory, time=bkg.options.time, version=version
+        if bkg.options.bkg_class == "bkg_3d":
+            written += _write_run_fov_files(bkg, directory, version)
+        else:
+            written += write_run_model_files(
+                bkg.run_models, directory, time=bkg.options.time, version=version
+            )
+    return written
+
+
+#: Runs whose 3D models are computed and written at a time (bounds the memory).
+_FOV_CHUNK = 64
+
+
+def run_fov_rates(bkg: Background, obs_ids: Sequence[int]) -> xr.DataArray:
+    """The ``bkg_3d`` rate of some runs with models of their own, as written to their files.
+
+    Each run's radial model (``run_models``) times the field-of-view shape
+    factor: as measured (ALTAZ), or turned by the run's field-of-view
+    rotation and averaged over the run (RADEC, :func:`xbkg.fov_model.rotated_shape`).
+
+    Returns
+    -------
+    xarray.DataArray
+        Along ``(obs_id, energy, fov_lon, fov_lat)`` with ``attrs["FOVALIGN"]``.
+    """
+    from xbkg.fov_model import rotated_shape, run_fov_rate
+
+    if bkg.run_models is None or bkg.fov_shape is None:
+        raise ConfigError("run_fov_rates needs a bkg_3d build with per-run models")
+    alignment = bkg.options.fov_alignment or "ALTAZ"
+    models = bkg.run_models.sel({OBS_DIM: list(obs_ids)})
+    radial = models["rate"].fillna(0.0)
+    rates = []
+    for i in range(models.sizes[OBS_DIM]):
+        shape = bkg.fov_shape
+        if alignment == "RADEC":
+            shape = rotated_shape(shape, models["fov_rotation"].values[i])
+        rates.append(run_fov_rate(radial.isel({OBS_DIM: i}), shape))
+    rate = xr.concat(rates, dim=OBS_DIM)
+    rate.attrs = {**radial.attrs, "FOVALIGN": alignment, "units": RATE_UNIT}
+    return rate
+
+
+def _write_run_fov_files(bkg: Background, directory: Path, version: str) -> list[Path]:
+    """Write each run's ``bkg_3d`` model, a chunk of runs at a time."""
+    from xbkg.io.gadf import write_bkg_3d_files
+    from xbkg.io.store import run_model_headers
+
+    assert bkg.run_models is not None
+    obs_ids = _obs_ids(bkg.run_models)
+    headers = run_model_headers(bkg.run_models, time=bkg.options.time, version=version)
+    reverse = bkg.run_models["reverse_lon"].values.astype(bool)
+    written: list[Path] = []
+    for start in range(0, len(obs_ids), _FOV_CHUNK):
+        chunk = slice(start, start + _FOV_CHUNK)
+        written += write_bkg_3d_files(
+            run_fov_rates(bkg, obs_ids[chunk]),
+            OBS_DIM,
+            [directory / run_model_filename(o) for o in obs_ids[chunk]],
+            headers[chunk],
+            reverse_lon=[bool(r) for r in reverse[chunk]],
         )
     return written
+
+
+def _with_fov_orientation(bkg: Background, store: DataStore, models: xr.Dataset) -> xr.Dataset:
+    """Add to per-run models what their ``bkg_3d`` files need from the data store.
+
+    ``fov_rotation``: each run's RADEC-to-ALTAZ rotation during the run (from
+    the cube, or from the EVENTS header of a run that was not binned), and
+    ``reverse_lon``: whether Gammapy 2.1 reads the run's models with
+    ``fov_lon`` reversed (:func:`xbkg.io.datastore.gammapy_reversed_lon`).
+    """
+    from xbkg.cube import ROTATION_SAMPLES
+    from xbkg.io.datastore import gammapy_reversed_lon
+
+    obs_ids = _obs_ids(models)
+    flags = gammapy_reversed_lon(store, obs_ids)
+    binned = bkg.cube["fov_rotation"]
+    known = set(_obs_ids(bkg.cube))
+    others = [o for o in obs_ids if o not in known]
+    from_headers = _header_rotations(store, others, ROTATION_SAMPLES) if others else {}
+    rotation = np.array(
+        [binned.sel({OBS_DIM: o}).values if o in known else from_headers[o] for o in obs_ids]
+    ).reshape(len(obs_ids), ROTATION_SAMPLES)
+    return models.assign(
+        fov_rotation=((OBS_DIM, "rotation_sample"), rotation, dict(binned.attrs)),
+        reverse_lon=(
+            OBS_DIM,
+            np.array([flags[o] for o in obs_ids]),
+            {"long_name": "Gammapy 2.1 reads this run's models with fov_lon reversed"},
+        ),
+    )
+
+
+def _header_rotations(
+    store: DataStore, obs_ids: Sequence[int], samples: int
+) -> dict[int, NDArray[np.float64]]:
+    """The field-of-view rotation of runs at ``samples`` times, from their EVENTS headers."""
+    from xbkg.fov import track_from_header
+    from xbkg.io.datastore import event_locations
+    from xbkg.io.fitsread import DamagedFile, read_table
+
+    locations = event_locations(store)
+    rotations = {}
+    for obs_id in obs_ids:
+        path, hdu = locations[obs_id]
+        try:
+            cards, _, _ = read_table(path, hdu, (), verify=False)
+        except DamagedFile as exc:
+            raise DataStoreError(f"OBS_ID {obs_id}: {path}: {exc}") from exc
+        tstart, tstop = float(cards.get("TSTART")), float(cards.get("TSTOP"))
+        times = tstart + (np.arange(samples) + 0.5) * (tstop - tstart) / samples
+        rotations[obs_id] = track_from_header(cards, str(path)).rotation_angle(times)
+    return rotations
 
 
 def export_models(bkg: Background, out_dir: str | Path, *, overwrite: bool = False) -> list[Path]:
@@ -527,7 +707,10 @@ def write_background(
         all_runs = run_table(store)
     if bkg.run_models is None and bkg.conditions is not None:
         # In OBS_ID order, whatever the order of the obs-index (outputs must not depend on it).
-        bkg = dataclasses.replace(bkg, run_models=run_models(bkg, all_runs.sortby(OBS_DIM)))
+        models = run_models(bkg, all_runs.sortby(OBS_DIM))
+        if models is not None and bkg.options.bkg_class == "bkg_3d":
+            models = _with_fov_orientation(bkg, store, models)
+        bkg = dataclasses.replace(bkg, run_models=models)
     names = output_files(bkg)
     assignment, moved = index_assignment(bkg, all_runs.sortby(OBS_DIM))
     if bkg.run_models is not None:  # runs with a model of their own keep it
@@ -542,13 +725,16 @@ def write_background(
         warnings.warn(reassignment_summary(bkg, moved), BackgroundWarning, stacklevel=2)
     smooth_index = bkg.options.index_model == "smooth"
     files = {o: model_filename(g, smooth=smooth_index) for o, g in assignment.items()}
+    classes = dict.fromkeys(files, BKG_2D_HDU_CLASS)
     if bkg.run_models is not None:
         files.update({int(o): run_model_filename(int(o)) for o in bkg.run_models[OBS_DIM].values})
+        own_class = BKG_3D_HDU_CLASS if bkg.options.bkg_class == "bkg_3d" else BKG_2D_HDU_CLASS
+        classes.update(dict.fromkeys(_obs_ids(bkg.run_models), own_class))
 
     def write(stage: Path) -> None:
         write_archive(bkg, stage / ARCHIVE_FILE, all_runs=all_runs, reassigned=moved)
         write_model_files(bkg, stage)
-        hdu_index = make_hdu_index(store, out_dir, files, files_dir=stage)
+        hdu_index = make_hdu_index(store, out_dir, files, files_dir=stage, hdu_class=classes)
         write_index(hdu_index, stage / HDU_INDEX_FILE, "HDU_INDEX")
         write_index(make_obs_index(store), stage / OBS_INDEX_FILE, "OBS_INDEX")
 

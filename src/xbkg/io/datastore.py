@@ -565,6 +565,8 @@ class EventList:
     energy: NDArray[np.float64]
     path: Path
     cards: HeaderCards
+    #: TIME (s since the header's time reference), read only when asked for.
+    time: NDArray[np.float64] | None = None
 
     @property
     def header(self) -> fits.Header:
@@ -601,8 +603,10 @@ def _to_unit(
     return values if factor == 1.0 else values * factor
 
 
-def read_events(path: str | Path, hdu: str = "EVENTS", *, verify: bool = True) -> EventList:
-    """Read RA, DEC and ENERGY of an EVENTS HDU.
+def read_events(
+    path: str | Path, hdu: str = "EVENTS", *, verify: bool = True, time: bool = False
+) -> EventList:
+    """Read RA, DEC and ENERGY (and with ``time``, TIME) of an EVENTS HDU.
 
     The file is decompressed only up to the end of the EVENTS table
     (:func:`xbkg.io.fitsread.read_table`). ENERGY without a unit is taken in
@@ -619,10 +623,11 @@ def read_events(path: str | Path, hdu: str = "EVENTS", *, verify: bool = True) -
         message names the file.
     """
     path = Path(path)
+    names = ("RA", "DEC", "ENERGY", "TIME") if time else ("RA", "DEC", "ENERGY")
     with _reading(path, hdu, "the events"):
-        cards, values, units = read_table(path, hdu, ("RA", "DEC", "ENERGY"), verify=verify)
+        cards, values, units = read_table(path, hdu, names, verify=verify)
         energy_unit = units.get("ENERGY") or _clean_str(cards.get("EUNIT", "")) or "TeV"
-    missing = [c for c in ("RA", "DEC", "ENERGY") if c not in values]
+    missing = [c for c in names if c not in values]
     if missing:
         raise DataStoreError(
             f"{path}: EVENTS table lacks the columns {missing}; fix the file or leave "
@@ -634,6 +639,7 @@ def read_events(path: str | Path, hdu: str = "EVENTS", *, verify: bool = True) -
         energy=_to_unit(values["ENERGY"], energy_unit, "TeV", path, "ENERGY"),
         path=path,
         cards=cards,
+        time=values.get("TIME"),
     )
 
 

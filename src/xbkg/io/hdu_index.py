@@ -50,7 +50,7 @@ def make_hdu_index(
     *,
     files_dir: str | Path | None = None,
     hdu_name: str = BKG_2D_EXTNAME,
-    hdu_class: str = BKG_2D_HDU_CLASS,
+    hdu_class: str | Mapping[int, str] = BKG_2D_HDU_CLASS,
 ) -> Table:
     """HDU index of the output data store (write it with :func:`xbkg.io.datastore.write_index`).
 
@@ -70,7 +70,8 @@ def make_hdu_index(
         HDU_NAME (the EXTNAME of the model HDU) and HDU_CLASS of the new rows:
         ``"bkg_2d"`` for :func:`xbkg.io.gadf.write_bkg_2d` files, ``"bkg_3d"``
         for :func:`xbkg.io.gadf.write_bkg_3d` files (both write the EXTNAME
-        ``BACKGROUND``).
+        ``BACKGROUND``). ``hdu_class`` may also be ``{obs_id: class}``, one
+        per run of ``bkg_files`` (a store whose runs use models of both classes).
 
     Returns
     -------
@@ -79,10 +80,12 @@ def make_hdu_index(
         one new bkg row per run, ordered by OBS_ID, HDU_TYPE, HDU_CLASS, HDU_NAME,
         FILE_DIR and FILE_NAME.
     """
-    if hdu_class not in BKG_HDU_CLASSES:
+    classes = {o: hdu_class for o in bkg_files} if isinstance(hdu_class, str) else dict(hdu_class)
+    unknown = sorted(set(classes.values()) - set(BKG_HDU_CLASSES))
+    if unknown or set(classes) != set(bkg_files):
         raise ConfigError(
             f"hdu_class must be one of {BKG_HDU_CLASSES} (the GADF background classes Gammapy "
-            f"reads), got {hdu_class!r}"
+            f"reads), one per run, got {hdu_class!r}"
         )
     out_dir = Path(out_dir)
     files_dir = Path(files_dir) if files_dir is not None else out_dir
@@ -104,7 +107,7 @@ def make_hdu_index(
     values: dict[str, NDArray[Any]] = {
         "OBS_ID": np.asarray(obs_ids, dtype=np.int64),
         "HDU_TYPE": np.full(n, BKG_HDU_TYPE),
-        "HDU_CLASS": np.full(n, hdu_class),
+        "HDU_CLASS": np.array([classes[i] for i in obs_ids], dtype=str),
         "FILE_DIR": np.full(n, "."),
         "FILE_NAME": np.array([bkg_files[i] for i in obs_ids], dtype=str),
         "HDU_NAME": np.full(n, hdu_name),

@@ -18,6 +18,9 @@ build produced (``xr.open_datatree("background.nc")`` shows it):
 - ``/groups``: the group definitions along ``group``;
 - ``/model/raw`` and ``/model/smoothed``: the group models along ``(group,
   energy, offset)`` (``filled``: the bins filled by the continuation);
+- ``/model/fov_shape``: for ``bkg_3d`` builds, the field-of-view shape factor
+  along ``(energy, fov_lon, fov_lat)`` (the run cube then also holds the
+  field-of-view counts, ``fov_counts``, ``fov_unexcluded`` and ``fov_rotation``);
 - ``/conditions``: the condition model (:func:`xbkg.conditions.fit_conditions`),
   when the build has one;
 - ``/run_models``: the per-run models as written to the per-run files
@@ -82,6 +85,7 @@ ARCHIVE_GROUPS: dict[str, str] = {
     "groups": "groups",
     "model/raw": "model",
     "model/smoothed": "smoothed",
+    "model/fov_shape": "fov_shape",
     "conditions": "conditions",
     "run_models": "run_models",
     "regions": "regions",
@@ -256,9 +260,11 @@ def to_archive(
         parent = path.rpartition("/")[0]
         if parent:  # "model", in the order of ARCHIVE_GROUPS
             nodes.setdefault(f"/{parent}", xr.Dataset())
-        ds: xr.Dataset | None = getattr(bkg, field)
+        ds: xr.Dataset | xr.DataArray | None = getattr(bkg, field)
         if ds is None:
             continue
+        if isinstance(ds, xr.DataArray):  # the field-of-view shape factor
+            ds = ds.to_dataset(name=field)
         if field == "cube":
             ds = ds.assign({_STATUS: run_status(ds)})
         nodes[f"/{path}"] = _with_cf_attrs(ds)
@@ -365,6 +371,7 @@ def from_archive(archive: xr.DataTree | xr.Dataset, source: str = "archive") -> 
         _options(str(root.attrs["options"]), version),
         conditions=nodes.get("conditions"),
         run_models=nodes.get("run_models"),
+        fov_shape=nodes["fov_shape"]["fov_shape"] if "fov_shape" in nodes else None,
     )
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "fill_cards",
     "model_fits_header",
     "read_group_def",
+    "run_model_headers",
     "write_group_def",
     "write_model_fits",
     "write_run_model_files",
@@ -148,21 +149,16 @@ def write_model_fits(
     return write_bkg_2d(rate, path, header=model_fits_header(model), overwrite=overwrite)
 
 
-def write_run_model_files(
-    models: xr.Dataset, directory: str | Path, *, time: str, version: str
-) -> list[Path]:
-    """Write each run's own ``bkg_2d`` model (:func:`xbkg.pipeline.run_models`) into ``directory``.
+def run_model_headers(models: xr.Dataset, *, time: str, version: str) -> list[dict[str, Any]]:
+    """Header keywords of each run's own model file, in the order of ``obs_id``.
 
-    Bins without a rate are written as 0 (only without filling). The header
-    holds ``OBS_ID``, ``BKGTIME`` (``time``), ``SMOOTHED``, ``BKGMODEL =
+    ``OBS_ID``, ``BKGTIME`` (``time``), ``SMOOTHED``, ``BKGMODEL =
     'conditions'``, the fill keywords (:func:`fill_cards`) and ``CREATOR``
     (``xbkg <version>``).
     """
-    directory = Path(directory)
     smoothing = str(models["rate"].attrs.get("smoothing", "none"))
-    obs_ids = [int(o) for o in models[OBS_DIM].values]
     headers = []
-    for obs_id in obs_ids:
+    for obs_id in (int(o) for o in models[OBS_DIM].values):
         header: dict[str, Any] = {
             "OBS_ID": (obs_id, "run this model is for"),
             TIME_KEYWORD: (time.upper(), "run duration normalising the rate"),
@@ -173,11 +169,24 @@ def write_run_model_files(
             header.update(fill_cards(models["filled"].sel({OBS_DIM: obs_id})))
         header["CREATOR"] = (f"xbkg {version}", "program that wrote this file")
         headers.append(header)
+    return headers
+
+
+def write_run_model_files(
+    models: xr.Dataset, directory: str | Path, *, time: str, version: str
+) -> list[Path]:
+    """Write each run's own ``bkg_2d`` model (:func:`xbkg.pipeline.run_models`) into ``directory``.
+
+    Bins without a rate are written as 0 (only without filling). The headers
+    are :func:`run_model_headers`.
+    """
+    directory = Path(directory)
+    obs_ids = [int(o) for o in models[OBS_DIM].values]
     return write_bkg_2d_files(
         models["rate"].fillna(0.0),
         OBS_DIM,
         [directory / run_model_filename(o) for o in obs_ids],
-        headers,
+        run_model_headers(models, time=time, version=version),
     )
 
 

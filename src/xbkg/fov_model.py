@@ -1,0 +1,305 @@
+"""Field-of-view (``bkg_3d``) models: per-run binning and the shape of the acceptance.
+
+A 3D model is the radial (``bkg_2d``) model of the same runs times a
+field-of-view shape factor:
+
+``rate(E, fov_lon, fov_lat) = rate_2d(E, offset(fov_lon, fov_lat)) x shape(E, fov_lon, fov_lat)``
+
+The radial part keeps everything the 2D path does (condition model, per-run
+models, smoothing, the fill of unconstrained bins); the shape factor carries
+what a radial model cannot: the acceptance changing across the field of view
+along the altitude direction and with the camera's geometry. It is estimated
+in the frame where those effects are fixed (``ALTAZ``) as the ratio of the
+observed counts to the counts the radial model predicts, both summed over
+runs and smoothed with the same kernel: the maximum-likelihood estimate of a
+locally constant factor for Poisson counts, pulled towards 1 (the radial
+model) where the data are few (:func:`fov_shape`).
+
+A model aligned with RA/Dec for one run is the ALTAZ shape turned by the
+run's field-of-view rotation and averaged over the run
+(:func:`rotated_shape`), so that each run keeps its own altitude gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+import numpy as np
+import xarray as xr
+from numpy.typing import NDArray
+
+from xbkg import exclusion
+from xbkg.axes import edges
+from xbkg.conventions import (
+    ENERGY_DIM,
+    FOV_LAT_DIM,
+    FOV_LON_DIM,
+    OBS_DIM,
+    OFFSET_DIM,
+)
+
+__all__ = [
+    "DEFAULT_SHAPE_PRIOR_COUNTS",
+    "DEFAULT_SHAPE_SIGMA",
+    "bin_fov",
+    "exclusion_times",
+    "fov_shape",
+    "pixel_offset",
+    "pixel_solid_angle",
+    "predicted_fov_counts",
+    "radial_on_fov",
+    "rotated_shape",
+    "run_fov_rate",
+    "unexcluded_fraction",
+]
+
+#: Width (deg) of the Gaussian kernel smoothing the shape factor across the field of view.
+DEFAULT_SHAPE_SIGMA: Final = 0.3
+#: Width (energy bins) of the Gaussian kernel smoothing the shape factor along energy.
+DEFAULT_SHAPE_ENERGY_SIGMA: Final = 1.0
+#: Predicted counts (under the kernel) of a prior pulling the shape factor to 1.
+DEFAULT_SHAPE_PRIOR_COUNTS: Final = 20.0
+#: Sub-pixels per side when measuring the excluded fraction of a pixel.
+_SUBPIXELS: Final = 3
+#: Largest field-of-view rotation (deg) between two time samples of the exclusion.
+_ROTATION_STEP: Final = 2.0
+
+
+def pixel_offset(lon_edges: NDArray[np.float64], lat_edges: NDArray[np.float64]) -> NDArray:
+    """Angular distance (deg) of each pixel centre from the pointing, shape ``(lon, lat)``.
+
+    Field-of-view coordinates are spherical, with the pointing at (0, 0).
+    """
+    lon = np.deg2rad(0.5 * (lon_edges[:-1] + lon_edges[1:]))[:, None]
+    lat = np.deg2rad(0.5 * (lat_edges[:-1] + lat_edges[1:]))[None, :]
+    return np.rad2deg(np.arccos(np.clip(np.cos(lon) * np.cos(lat), -1.0, 1.0)))
+
+
+def pixel_solid_angle(lon_edges: NDArray[np.float64], lat_edges: NDArray[np.float64]) -> NDArray:
+    """Exact solid angle (sr) of each field-of-view pixel, shape ``(lon, lat)``."""
+    dlon = np.diff(np.deg2rad(lon_edges))[:, None]
+    dsin = np.diff(np.sin(np.deg2rad(lat_edges)))[None, :]
+    return dlon * dsin
+
+
+def _bin(values: NDArray[np.float64], bin_edges: NDArray[np.float64]) -> NDArray[np.intp]:
+    index = np.searchsorted(bin_edges, values, side="right") - 1
+    index[(index >= bin_edges.size - 1) | ~np.isfinite(values)] = -1
+    return index
+
+
+def unexcluded_fraction(
+    lon_edges: NDArray[np.float64],
+    lat_edges: NDArray[np.float64],
+    regions: Any,
+    to_sky: Callable[[NDArray, NDArray, NDArray], tuple[NDArray, NDArray]],
+    times: NDArray[np.float64],
+) -> NDArray[np.float64]:
+    """Fraction of a run's time that each pixel spent outside the exclusion regions.
+
+    Each pixel is sampled at :data:`_SUBPIXELS` x :data:`_SUBPIXELS` points at
+    each of ``times``: in an ALTAZ-aligned field of view the regions turn
+    during the run.
+
+    Parameters
+    ----------
+    lon_edges, lat_edges
+        Pixel edges, deg.
+    regions
+        Exclusion circles near the run (:func:`xbkg.exclusion.regions_in_fov`).
+    to_sky
+        ``(fov_lon, fov_lat, time) -> (ra, dec)``, broadcasting its arguments
+        (:meth:`xbkg.fov.PointingTrack.sky_coordinates` for one alignment).
+    times
+        Times spread evenly over the run (one is enough for RADEC).
+    """
+    shape = (lon_edges.size - 1, lat_edges.size - 1)
+    if regions is None or regions.sizes.get("source", 0) == 0:
+        return np.ones(shape)
+    step = (np.arange(_SUBPIXELS) + 0.5) / _SUBPIXELS
+    lon = (lon_edges[:-1, None] + np.diff(lon_edges)[:, None] * step).ravel()
+    lat = (lat_edges[:-1, None] + np.diff(lat_edges)[:, None] * step).ravel()
+    ra, dec = to_sky(lon[:, None, None], lat[None, :, None], np.asarray(times)[None, None, :])
+    outside = exclusion.outside_regions(ra, dec, regions).mean(axis=-1)
+    n = _SUBPIXELS
+    return outside.reshape(shape[0], n, shape[1], n).mean(axis=(1, 3))
+
+
+def exclusion_times(rotation: Callable[[NDArray], NDArray], tstart: float, tstop: float) -> NDArray:
+    """Times over a run spaced so that the field turns by at most :data:`_ROTATION_STEP` deg."""
+    turn = float(np.ptp(np.unwrap(np.deg2rad(rotation(np.linspace(tstart, tstop, 17))))))
+    n_times = max(1, int(np.ceil(np.rad2deg(turn) / _ROTATION_STEP)))
+    return tstart + (np.arange(n_times) + 0.5) * (tstop - tstart) / n_times
+
+
+def bin_fov(
+    energy: NDArray[np.float64],
+    fov_lon: NDArray[np.float64],
+    fov_lat: NDArray[np.float64],
+    energy_edges: NDArray[np.float64],
+    lon_edges: NDArray[np.float64],
+    lat_edges: NDArray[np.float64],
+    energy_ok: NDArray[np.bool_],
+) -> NDArray[np.int32]:
+    """Counts per (energy, fov_lon, fov_lat) of the events, zero outside ``energy_ok``."""
+    e_idx, x_idx, y_idx = (
+        _bin(energy, energy_edges),
+        _bin(fov_lon, lon_edges),
+        _bin(fov_lat, lat_edges),
+    )
+    n_e, n_x, n_y = energy_edges.size - 1, lon_edges.size - 1, lat_edges.size - 1
+    inside = (e_idx >= 0) & (x_idx >= 0) & (y_idx >= 0)
+    flat = (e_idx[inside] * n_x + x_idx[inside]) * n_y + y_idx[inside]
+    counts = np.bincount(flat, minlength=n_e * n_x * n_y).reshape(n_e, n_x, n_y)
+    counts[~energy_ok] = 0
+    return counts.astype(np.int32)
+
+
+def radial_on_fov(rate: xr.DataArray, fov: xr.Dataset | xr.DataArray) -> xr.DataArray:
+    """A radial rate (``offset`` dimension) on the field-of-view pixels of ``fov``.
+
+    Linear interpolation in offset between bin centres, constant beyond the
+    first and last centre; the other dimensions are kept.
+    """
+    offset = pixel_offset(edges(fov, FOV_LON_DIM), edges(fov, FOV_LAT_DIM))
+    centres = rate[OFFSET_DIM].values
+    clipped = np.clip(offset, centres[0], centres[-1])
+    target = xr.DataArray(clipped, dims=(FOV_LON_DIM, FOV_LAT_DIM))
+    values = np.moveaxis(rate.values, rate.get_axis_num(OFFSET_DIM), -1)
+    upper = np.clip(np.searchsorted(centres, clipped, side="right"), 1, centres.size - 1)
+    lower = upper - 1
+    span = centres[upper] - centres[lower]
+    weight = np.where(span > 0, (clipped - centres[lower]) / np.where(span > 0, span, 1.0), 0.0)
+    result = values[..., lower] * (1 - weight) + values[..., upper] * weight
+    dims = [d for d in rate.dims if d != OFFSET_DIM] + [FOV_LON_DIM, FOV_LAT_DIM]
+    coords = {k: v for k, v in rate.coords.items() if OFFSET_DIM not in v.dims}
+    coords.update({k: v for k, v in fov.coords.items() if set(v.dims) <= set(target.dims)})
+    return xr.DataArray(result, dims=dims, coords=coords, attrs=dict(rate.attrs))
+
+
+def fov_shape(
+    counts: xr.DataArray,
+    predicted: xr.DataArray,
+    *,
+    sigma: float = DEFAULT_SHAPE_SIGMA,
+    energy_sigma: float = DEFAULT_SHAPE_ENERGY_SIGMA,
+    prior_counts: float = DEFAULT_SHAPE_PRIOR_COUNTS,
+) -> xr.DataArray:
+    """The field-of-view shape factor: smoothed observed over smoothed predicted counts.
+
+    Parameters
+    ----------
+    counts, predicted
+        Observed counts and the counts the radial model predicts, along
+        ``(energy, fov_lon, fov_lat)`` (summed over runs).
+    sigma
+        Gaussian kernel width across the field of view, deg.
+    energy_sigma
+        Gaussian kernel width along energy, bins.
+    prior_counts
+        The factor is ``(K*counts + p) / (K*predicted + p)`` with the
+        normalised kernel ``K`` and ``p`` the weight of ``prior_counts``
+        pseudo-counts spread over the kernel: where the kernel holds few
+        predicted counts the factor stays near 1 (the radial model), where it
+        holds many the data decide.
+
+    Returns
+    -------
+    xarray.DataArray
+        Along ``(energy, fov_lon, fov_lat)``, positive, 1 where nothing is predicted.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    dims = (ENERGY_DIM, FOV_LON_DIM, FOV_LAT_DIM)
+    observed = counts.transpose(*dims).values.astype(np.float64)
+    expected = predicted.transpose(*dims).values.astype(np.float64)
+    width = np.diff(edges(counts, FOV_LON_DIM)).mean(), np.diff(edges(counts, FOV_LAT_DIM)).mean()
+    kernel = (energy_sigma, sigma / width[0], sigma / width[1])
+    smooth_observed = gaussian_filter(observed, kernel, mode="constant")
+    smooth_expected = gaussian_filter(expected, kernel, mode="constant")
+    # The smoothed counts are kernel-weighted means, on the scale of one bin: the
+    # prior's pseudo-counts, spread over the kernel, weigh in at its central weight.
+    prior = prior_counts * _kernel_peak(kernel)
+    factor = (smooth_observed + prior) / (smooth_expected + prior)
+    return xr.DataArray(
+        factor,
+        dims=dims,
+        coords={k: v for k, v in counts.coords.items() if set(v.dims) <= set(dims)},
+        attrs={
+            "long_name": "field-of-view shape factor (observed / radial model)",
+            "units": "1",
+            "sigma_deg": float(sigma),
+            "energy_sigma_bins": float(energy_sigma),
+            "prior_counts": float(prior_counts),
+        },
+    )
+
+
+def _kernel_peak(kernel: tuple[float, ...]) -> float:
+    """Weight of the central bin of a normalised Gaussian kernel of these widths (bins)."""
+    peak = 1.0
+    for s in kernel:
+        peak *= 1.0 / (np.sqrt(2 * np.pi) * s) if s > 0 else 1.0
+    return peak
+
+
+def rotated_shape(shape: xr.DataArray, angles: NDArray[np.float64]) -> xr.DataArray:
+    """An ALTAZ shape factor seen in the RADEC frame, averaged over rotation ``angles`` (deg).
+
+    ``angles`` are :meth:`xbkg.fov.PointingTrack.rotation_angle` at times
+    spread evenly over the run: the ALTAZ coordinates of a RADEC pixel are its
+    coordinates turned counter-clockwise by that angle. The shape is
+    interpolated bilinearly (nearest value beyond the grid).
+    """
+    from scipy.ndimage import map_coordinates
+
+    dims = (ENERGY_DIM, FOV_LON_DIM, FOV_LAT_DIM)
+    values = shape.transpose(*dims).values
+    lon_edges, lat_edges = edges(shape, FOV_LON_DIM), edges(shape, FOV_LAT_DIM)
+    lon = 0.5 * (lon_edges[:-1] + lon_edges[1:])
+    lat = 0.5 * (lat_edges[:-1] + lat_edges[1:])
+    x, y = np.meshgrid(lon, lat, indexing="ij")
+    total = np.zeros_like(values)
+    for psi in np.deg2rad(np.asarray(angles, dtype=np.float64)):
+        c, s = np.cos(psi), np.sin(psi)
+        x_altaz, y_altaz = c * x - s * y, s * x + c * y
+        # Fractional pixel indices of the turned centres (uniform grids).
+        ix = (x_altaz - lon[0]) / (lon[1] - lon[0])
+        iy = (y_altaz - lat[0]) / (lat[1] - lat[0])
+        for k in range(values.shape[0]):
+            total[k] += map_coordinates(values[k], [ix, iy], order=1, mode="nearest")
+    return shape.transpose(*dims).copy(data=total / max(len(angles), 1))
+
+
+def run_fov_rate(radial: xr.DataArray, shape: xr.DataArray) -> xr.DataArray:
+    """A run's 3D rate: its radial rate on the pixels of ``shape`` times ``shape``."""
+    rate = radial_on_fov(radial, shape) * shape
+    rate.attrs = dict(radial.attrs)
+    return rate.transpose(..., ENERGY_DIM, FOV_LON_DIM, FOV_LAT_DIM)
+
+
+def predicted_fov_counts(
+    radial: xr.DataArray, cube: xr.Dataset, *, time: NDArray[np.float64], energy_ok: NDArray
+) -> xr.DataArray:
+    """Counts the per-run radial rates predict in each field-of-view pixel, summed over runs.
+
+    ``radial`` is along ``(obs_id, energy, offset)`` in s-1 MeV-1 sr-1; the
+    exposure of run ``r`` in pixel ``p`` and energy bin ``e`` is
+    ``time[r] * energy_ok[r, e] * fov_unexcluded[r, p]``.
+    """
+    from xbkg.axes import energy_width_mev
+
+    on_fov = radial_on_fov(radial.transpose(OBS_DIM, ENERGY_DIM, OFFSET_DIM), cube)
+    omega = pixel_solid_angle(edges(cube, FOV_LON_DIM), edges(cube, FOV_LAT_DIM))
+    width = energy_width_mev(cube)
+    exposure = (time[:, None] * energy_ok)[:, :, None, None] * cube["fov_unexcluded"].transpose(
+        OBS_DIM, FOV_LON_DIM, FOV_LAT_DIM
+    ).values[:, None]
+    values = np.einsum("rexy,rexy->exy", on_fov.values, exposure)
+    values *= np.asarray(width)[:, None, None] * omega[None]
+    return xr.DataArray(
+        values,
+        dims=(ENERGY_DIM, FOV_LON_DIM, FOV_LAT_DIM),
+        coords={k: v for k, v in on_fov.coords.items() if OBS_DIM not in v.dims},
+    )
