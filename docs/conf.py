@@ -83,9 +83,7 @@ autosummary_imported_members = False
 # the module pages link to them (docs/_templates/autosummary/module.rst).
 autosummary_context = {
     "toplevel": {
-        name: f"xbkg.{xbkg._EXPORTS[name]}"
-        for name in xbkg.__all__
-        if name != "__version__"
+        name: f"xbkg.{xbkg._EXPORTS[name]}" for name in xbkg.__all__ if name != "__version__"
     }
 }
 

@@ -274,7 +274,7 @@ def record_missing(app: Sphinx, domain: Any, node: Any) -> bool | None:
 
 
 def record_builtin(app: Sphinx, env: Any, node: Any, contnode: Any) -> None:
-    """Also collect the builtins (``str``, ``ValueError``), which Sphinx leaves unlinked silently."""
+    """Also collect builtins (``str``, ``ValueError``), which Sphinx leaves unlinked silently."""
     target = node.get("reftarget", "")
     if app.config.xbkg_record_missing and node.get("refdomain") == "py":
         import builtins

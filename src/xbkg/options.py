@@ -10,6 +10,7 @@ tutorial); :func:`options_for` is how the command line makes its options.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,8 +174,7 @@ class Options:
             if value is None and f.name == "energy_edges":
                 text = "<from the data>"
             elif f.name in ("energy_edges", "offset_edges", "fov_edges") and value is not None:
-                unit = "TeV" if f.name == "energy_edges" else "deg"
-                text = f"<{len(value) - 1} bins {value[0]:g}-{value[-1]:g} {unit}>"
+                text = _edges_repr(value, "TeV" if f.name == "energy_edges" else "deg")
             elif f.name == "grouping":
                 text = repr(grouping_description(value))
             else:
@@ -189,6 +189,25 @@ class Options:
             {k: v for k, v in dataclasses.asdict(a).items() if v is not None} for a in self.grouping
         ]
         return json.dumps(d, sort_keys=True)
+
+
+def _edges_repr(edges: tuple[float, ...], unit: str) -> str:
+    """Bin edges as their range and spacing: ``0.1-100 TeV (15 log bins)``."""
+    n = len(edges) - 1
+    widths = [b - a for a, b in itertools.pairwise(edges)]
+    squares = [b * b - a * a for a, b in itertools.pairwise(edges)]
+    ratios = [b / a for a, b in itertools.pairwise(edges)] if edges[0] > 0 else []
+
+    def even(steps: list[float]) -> bool:
+        return bool(steps) and max(steps) - min(steps) <= 1e-9 * max(abs(x) for x in steps)
+
+    spacing = (
+        "log " if n > 1 and even(ratios)
+        else "linear " if n > 1 and even(widths)
+        else "equal-area " if n > 1 and even(squares)
+        else ""
+    )  # fmt: skip
+    return f"{edges[0]:g}-{edges[-1]:g} {unit} ({n} {spacing}bin{'s' if n != 1 else ''})"
 
 
 PRESETS: dict[str, Options] = {
