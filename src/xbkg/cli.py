@@ -329,6 +329,27 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--runs", type=int, default=12, help="number of runs (default: %(default)s)")
     sim.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     sim.add_argument("--events-per-run", type=int, help="events per run (default: from the model)")
+    sim.add_argument(
+        "--fov-gradient",
+        type=float,
+        metavar="G",
+        help="true rate x (1 + G tan(zenith) fov_lat + C fov_lon) in the ALTAZ field of view: "
+        "a gradient along altitude growing with zenith angle, per deg, e.g. -0.03 "
+        "(default: none)",
+    )
+    sim.add_argument(
+        "--camera-asymmetry",
+        type=float,
+        metavar="C",
+        help="C above: a camera-fixed gradient along fov_lon, per deg, e.g. 0.02 (default: none)",
+    )
+    sim.add_argument(
+        "--flag-like-hess-dr1",
+        action="store_true",
+        help="EVENTS headers with CREATOR = 'SASH FITS::EventListWriter' and HDUVERS = '0.2' "
+        "as in H.E.S.S. DL3 DR1, which make Gammapy 2.1 read every background model of the "
+        "runs with REVERSE_LON_RADEC",
+    )
     sim.add_argument("--overwrite", action="store_true", help="replace an existing folder")
 
     copy = sub.add_parser(
@@ -553,12 +574,17 @@ def _print_summary(bkg: Any, result: dict[str, Any], n_runs: int) -> None:
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from xbkg.simulate import simulate_datastore
+    from xbkg.truth import DEFAULT_CAMERA_ASYMMETRY, DEFAULT_FOV_GRADIENT
 
+    gradient, camera = args.fov_gradient, args.camera_asymmetry
     path = simulate_datastore(
         args.out_dir,
         n_runs=args.runs,
         seed=args.seed,
         events_per_run=args.events_per_run,
+        fov_gradient=DEFAULT_FOV_GRADIENT if gradient is None else gradient,
+        camera_asymmetry=DEFAULT_CAMERA_ASYMMETRY if camera is None else camera,
+        flag_like_hess_dr1=args.flag_like_hess_dr1,
         overwrite=args.overwrite,
     )
     print(f"xbkg simulate: wrote a synthetic data store of {plural(args.runs, 'run')} to {path}")

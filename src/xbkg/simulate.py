@@ -8,6 +8,15 @@ whose :func:`xbkg.truth.expected_counts` the tests compare the pipeline's
 results with), and the files of the data store (:mod:`xbkg.io.simstore`:
 event lists, IRFs and indexes that look like real data). The whole pipeline
 can thus be run on it and checked against the truth.
+
+The truth can have a known field-of-view asymmetry fixed in the ALTAZ frame
+(``fov_gradient``, ``camera_asymmetry``: :class:`xbkg.truth.FovAsymmetry`);
+the background events are then drawn in the ALTAZ field of view at their times
+and placed on the sky through the run's pointing track (:mod:`xbkg.fov`), and
+:func:`xbkg.truth.true_fov_counts` and :func:`xbkg.truth.true_sky_counts` give
+the expectation of a run in either alignment. ``flag_like_hess_dr1`` writes the
+headers that make Gammapy 2.1 read every background model of the runs with
+``REVERSE_LON_RADEC``, as it does for the H.E.S.S. DL3 DR1 release.
 """
 
 from __future__ import annotations
@@ -20,17 +29,29 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from xbkg.conventions import OBS_DIM
+from xbkg.fov import track_from_header
 from xbkg.io.simstore import (
     OBS_COLUMNS,
     Layout,
     StoreHeader,
     check_out_dir,
     staged_store,
+    track_keywords,
     write_indexes,
     write_run,
 )
 from xbkg.schedule import MJDREFF, MJDREFI, TELESCOPES, plan_runs
-from xbkg.truth import check_sources, effective_area, header_cards, irf_axes, rad_max, run_events
+from xbkg.truth import (
+    DEFAULT_CAMERA_ASYMMETRY,
+    DEFAULT_FOV_GRADIENT,
+    FovAsymmetry,
+    check_sources,
+    effective_area,
+    header_cards,
+    irf_axes,
+    rad_max,
+    run_events,
+)
 
 __all__ = ["simulate_datastore"]
 
@@ -50,6 +71,9 @@ def simulate_datastore(
     telescope: str = "HESS",
     point_like: bool = False,
     sources: Sequence[Sequence[float]] = (),
+    fov_gradient: float = DEFAULT_FOV_GRADIENT,
+    camera_asymmetry: float = DEFAULT_CAMERA_ASYMMETRY,
+    flag_like_hess_dr1: bool = False,
     overwrite: bool = False,
 ) -> Path:
     """Write a GADF data store of simulated runs drawn from the known background model.
@@ -106,6 +130,26 @@ def simulate_datastore(
         source gets ``n_events`` events from it, spread by a Gaussian of width
         ``hypot(sigma_deg, 0.07)`` deg, minus those falling outside the field of
         view; the header keyword ``SIMNSRC`` gives the number kept.
+    fov_gradient
+        ``G`` of :class:`xbkg.truth.FovAsymmetry`: the true rate is multiplied by
+        ``1 + G tan(zenith) fov_lat + C fov_lon`` in the ALTAZ field of view
+        (deg, GADF sign: ``fov_lat`` towards higher altitude, ``fov_lon``
+        towards lower azimuth), a gradient along altitude that grows with the
+        zenith angle. Per deg; e.g. -0.03. Default 0: none.
+    camera_asymmetry
+        ``C`` above: a camera-fixed gradient along ``fov_lon``, per deg; e.g.
+        0.02. Default 0: none. With either set, the headers record the
+        asymmetry (``SIMFOVG``, ``SIMFOVC``, ``SIMFOVAL``) and the simulated
+        ranges (``SIMOMAX``, ``SIMELO``, ``SIMEHI``), read back by
+        :meth:`xbkg.truth.RunTruth.from_header`; ``offset_max * (|G|
+        tan(zenith) + |C|)`` must stay below 1 up to the largest zenith angle.
+    flag_like_hess_dr1
+        Write ``CREATOR = 'SASH FITS::EventListWriter'`` in the EVENTS headers
+        and ``HDUVERS = '0.2'`` in those of every HDU of the runs, as the
+        H.E.S.S. DL3 DR1 release has them: Gammapy 2.1 then reads every
+        background model of these runs with ``REVERSE_LON_RADEC``, whatever
+        its ``FOVALIGN``. ``SIMDR1 = T`` in the EVENTS headers says it was done
+        on purpose. The events are the same as without the flag.
     overwrite
         Replace ``out_dir`` if it already holds a data store.
 
@@ -131,7 +175,13 @@ def simulate_datastore(
     ``ONTIME = LIVETIME / DEADC`` and ``TSTOP - TSTART = ONTIME``, and
     ``SAFE_ENERGY_LO`` is 1.2 x the energy where the true differential rate
     peaks. The truth assumes the zenith angle constant (``ZEN_PNT``) during
-    a run.
+    a run. With an asymmetry, the background events are drawn in the ALTAZ
+    field of view at their times and placed on the sky through the run's
+    pointing track, built from the keywords written to its EVENTS header
+    (:func:`xbkg.fov.track_from_header`); their offsets from ``RA_PNT``,
+    ``DEC_PNT`` then differ from those drawn by the differential aberration
+    (relative 1e-4), and the linear factor averages to 1 on every ring, so
+    :func:`xbkg.truth.expected_counts` still holds.
     """
     # Absolute without resolving symlinks: the temporary sibling must be a real sibling.
     out_dir = Path(os.path.abspath(out_dir))
@@ -187,6 +237,8 @@ def simulate_datastore(
             )
         live = np.broadcast_to(live.ravel(), (n_runs,))
     checked_sources = check_sources(sources)
+    asymmetry = FovAsymmetry(gradient=fov_gradient, camera=camera_asymmetry)
+    asymmetry.check(hi_z, offset_max)
     check_out_dir(out_dir, overwrite)
 
     seeds = np.random.SeedSequence(seed).spawn(n_runs + 1)
@@ -211,14 +263,18 @@ def simulate_datastore(
         prefix=site.prefix,
         mjdrefi=MJDREFI,
         mjdreff=MJDREFF,
-        truth_cards=tuple(header_cards()),
+        truth_cards=tuple(header_cards() + _fov_truth_cards(asymmetry, offset_max, (e_lo, e_hi))),
         seed=seed,
+        like_hess_dr1=bool(flag_like_hess_dr1),
     )
     energy, theta = irf_axes(offset_max)
     with staged_store(out_dir) as tmp:
         rows: list[dict[str, object]] = []
         event_count = np.empty(n_runs, dtype=np.int64)
         for i in range(n_runs):
+            track = None
+            if not asymmetry.symmetric:
+                track = track_from_header(track_keywords(runs, i, head))
             events, n_source = run_events(
                 np.random.default_rng(seeds[i + 1]),
                 ra_pnt=runs["ra_pnt"].values[i],
@@ -230,6 +286,8 @@ def simulate_datastore(
                 sources=checked_sources,
                 offset_max=offset_max,
                 energy_range=(e_lo, e_hi),
+                asymmetry=asymmetry,
+                track=track,
             )
             event_count[i] = events["ENERGY"].size
             irfs = {
@@ -253,3 +311,19 @@ def simulate_datastore(
         runs = runs.assign(event_count=(OBS_DIM, event_count))
         write_indexes(tmp, runs, rows, missing=missing, layout=layout, head=head)
     return out_dir
+
+
+def _fov_truth_cards(
+    asymmetry: FovAsymmetry, offset_max: float, energy_range: tuple[float, float]
+) -> list[tuple[str, object, str]]:
+    """Header cards of an asymmetric truth, and the simulated ranges its expectation needs.
+
+    None for a radial truth, whose files stay as they were."""
+    if asymmetry.symmetric:
+        return []
+    return [
+        *asymmetry.header_cards(),
+        ("SIMOMAX", float(offset_max), "[deg] events simulated out to this offset"),
+        ("SIMELO", energy_range[0], "[TeV] events simulated above this energy"),
+        ("SIMEHI", energy_range[1], "[TeV] events simulated below this energy"),
+    ]

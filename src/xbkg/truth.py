@@ -26,6 +26,27 @@ H.E.S.S. DL3 DR1 ``bkg_3d`` templates: a few 1e-4 s-1 MeV-1 sr-1 at 1 TeV
 near the centre, a turn-on near 0.3-0.4 TeV at 30-40 deg zenith and near
 1 TeV at 55 deg, and acceptance widths of 1.3-1.8 deg.
 
+A known field-of-view asymmetry can be added (:class:`FovAsymmetry`): the rate
+at field-of-view coordinates :math:`(l, b)` of the ``ALTAZ`` frame (deg, GADF
+and Gammapy 2.1 sign: :math:`l` grows towards lower azimuth, :math:`b` towards
+higher altitude, :mod:`xbkg.fov`) is the radial rate above, with :math:`\\theta`
+the distance from the pointing, times
+
+.. math::
+
+    a(l, b; z) = 1 + G \\tan(z) \\, b + C \\, l,
+
+a gradient along altitude that grows with the zenith angle (:math:`G`) and a
+camera-fixed gradient across it (:math:`C`), both per deg. The linear factor
+averages to exactly 1 on every ring around the pointing, so the radial truth
+(:func:`expected_counts`, the run's event count and live time) is unchanged;
+parameters that would make it negative within the simulated field of view are
+refused rather than clipped. As the factor is fixed in the ``ALTAZ`` frame, the
+field of view aligned with RA/Dec sees it turn with the parallactic angle during
+a run: :func:`true_fov_counts`, :func:`true_fov_rate` and
+:func:`true_sky_counts` give the exact expectation of a run (:class:`RunTruth`)
+in either frame and on a sky map, averaged over the run's rotation.
+
 :func:`run_events` draws the events of one run from the same expressions, with
 gamma-ray sources injected on top if asked (:func:`check_sources`), and
 :func:`effective_area` and :func:`rad_max` give the plausible instrument
@@ -46,11 +67,30 @@ import numpy as np
 import xarray as xr
 from numpy.typing import ArrayLike, NDArray
 
-from xbkg.axes import binned_coords, energy_width_mev, ring_solid_angle, validate_edges
-from xbkg.conventions import ENERGY_DIM, MEV_PER_TEV, OFFSET_DIM, RATE_UNIT
+from xbkg.axes import (
+    binned_coords,
+    energy_width_mev,
+    fov_coords,
+    ring_solid_angle,
+    validate_edges,
+)
+from xbkg.conventions import (
+    ENERGY_DIM,
+    FOV_LAT_DIM,
+    FOV_LON_DIM,
+    MEV_PER_TEV,
+    OFFSET_DIM,
+    RATE_UNIT,
+)
+from xbkg.errors import DataStoreError
+from xbkg.fov import FOV_ALIGNMENTS, FovAlignment, HeaderLike, PointingTrack, track_from_header
 
 __all__ = [
+    "DEFAULT_CAMERA_ASYMMETRY",
+    "DEFAULT_FOV_GRADIENT",
     "TRUTH_VERSION",
+    "FovAsymmetry",
+    "RunTruth",
     "Source",
     "background_rates",
     "check_sources",
@@ -63,8 +103,12 @@ __all__ = [
     "rad_max",
     "run_events",
     "separation",
+    "true_altaz_rate",
     "true_binned_rate",
+    "true_fov_counts",
+    "true_fov_rate",
     "true_rate",
+    "true_sky_counts",
 ]
 
 #: Name of the truth model; written to every simulated file as ``SIMTRUTH``.
@@ -368,6 +412,530 @@ def peak_energy(zenith: NDArray[np.float64]) -> NDArray[np.float64]:
 
 
 # --------------------------------------------------------------------------------------
+# Field-of-view asymmetry: the truth in three dimensions
+# --------------------------------------------------------------------------------------
+
+#: Default altitude gradient coefficient ``G`` (per deg at 45 deg zenith): none.
+DEFAULT_FOV_GRADIENT: Final = 0.0
+#: Default camera-fixed gradient ``C`` along ``fov_lon`` of the ALTAZ frame (per deg): none.
+DEFAULT_CAMERA_ASYMMETRY: Final = 0.0
+
+# Spatial quadrature of field-of-view bins: Gauss-Legendre of this order on pieces
+# of at most this width (deg); the radial acceptance is at least 1.2 deg wide.
+_FOV_GL_ORDER: Final = 3
+_MAX_FOV_STEP: Final = 0.2
+_FOV_GL_NODES, _FOV_GL_WEIGHTS = np.polynomial.legendre.leggauss(_FOV_GL_ORDER)
+# Bound on (quadrature nodes x points) held in memory at once.
+_CHUNK: Final = 2_000_000
+
+
+@dataclass(frozen=True)
+class FovAsymmetry:
+    """A known asymmetry of the background across the field of view, fixed in the ALTAZ frame.
+
+    The rate at field-of-view coordinates ``(fov_lon, fov_lat)`` (deg) of the
+    ``ALTAZ`` frame, GADF and Gammapy 2.1 sign (``fov_lon`` grows towards lower
+    azimuth, ``fov_lat`` towards higher altitude), is the radial truth
+    (:func:`true_rate`) times::
+
+        1 + gradient * tan(zenith) * fov_lat + camera * fov_lon
+
+    with ``zenith`` that of the run (``ZEN_PNT``, ``SIMZEN``): a gradient along
+    altitude that grows with the zenith angle and vanishes at the zenith, and a
+    camera-fixed gradient across the altitude direction, which breaks the
+    mirror symmetry of the field of view. The truth's own zenith dependence of
+    the rate, ``cos(z)**-SIMZPOW``, would give ``gradient = -SIMZPOW * pi / 180``
+    (about -0.044 per deg): a negative ``gradient`` makes the rate fall towards
+    higher altitude, as the H.E.S.S. DR1 data do relative to a radial model.
+
+    Attributes
+    ----------
+    gradient
+        ``G``: the gradient along ``fov_lat`` is ``G tan(zenith)`` per deg.
+    camera
+        ``C``: the gradient along ``fov_lon``, per deg, the same for every run.
+    """
+
+    gradient: float = DEFAULT_FOV_GRADIENT
+    camera: float = DEFAULT_CAMERA_ASYMMETRY
+
+    def __post_init__(self) -> None:
+        for name, argument in (("gradient", "fov_gradient"), ("camera", "camera_asymmetry")):
+            value = getattr(self, name)
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                number = math.nan
+            if isinstance(value, bool) or not math.isfinite(number):
+                raise ValueError(
+                    f"{argument} (FovAsymmetry.{name}) must be a finite number, got {value!r}"
+                )
+            object.__setattr__(self, name, number)
+
+    @property
+    def symmetric(self) -> bool:
+        """True if there is no asymmetry (the truth is radial)."""
+        return self.gradient == 0.0 and self.camera == 0.0
+
+    def altitude_gradient(self, zenith: ArrayLike) -> NDArray[np.float64]:
+        """The gradient ``G tan(zenith)`` (per deg) along ``fov_lat`` at zenith angles (deg)."""
+        return self.gradient * np.tan(np.deg2rad(np.asarray(zenith, dtype=np.float64)))
+
+    def factor(self, fov_lon: ArrayLike, fov_lat: ArrayLike, zenith: float) -> NDArray[np.float64]:
+        """The factor ``1 + G tan(zenith) fov_lat + C fov_lon`` at ALTAZ coordinates (deg)."""
+        lon = np.asarray(fov_lon, dtype=np.float64)
+        lat = np.asarray(fov_lat, dtype=np.float64)
+        return 1.0 + self.altitude_gradient(zenith) * lat + self.camera * lon
+
+    def check(self, zenith_max: float, offset_max: float) -> None:
+        """Refuse an asymmetry that would make the rate negative within ``offset_max`` (deg).
+
+        Within ``offset_max`` of the pointing ``|fov_lon|`` and ``|fov_lat|`` are at
+        most ``offset_max``, so the factor stays positive for zenith angles up to
+        ``zenith_max`` (deg) if ``offset_max (|G| tan(zenith_max) + |C|) < 1``.
+
+        Raises
+        ------
+        ValueError
+            Naming the parameters and the bound.
+        """
+        reach = offset_max * (float(np.abs(self.altitude_gradient(zenith_max))) + abs(self.camera))
+        if not reach < 1.0:
+            raise ValueError(
+                f"fov_gradient {self.gradient:g} and camera_asymmetry {self.camera:g} would make "
+                f"the true rate negative: 1 + G tan(zenith) fov_lat + C fov_lon drops to "
+                f"{1.0 - reach:.3g} within offset_max {offset_max:g} deg at zenith "
+                f"{zenith_max:g} deg; need offset_max * (|G| tan(zenith) + |C|) < 1: lower them, "
+                "offset_max or the zenith range"
+            )
+
+    def header_cards(self) -> list[tuple[str, object, str]]:
+        """FITS cards recording the asymmetry (``SIMFOVG``, ``SIMFOVC``, ``SIMFOVAL``)."""
+        return [
+            ("SIMFOVG", self.gradient, "[1/deg] rate x 1+G tan(zen) lat+C lon: G"),
+            ("SIMFOVC", self.camera, "[1/deg] C of the SIMFOVG formula"),
+            ("SIMFOVAL", "ALTAZ", "frame of lat, lon in the SIMFOVG formula"),
+        ]
+
+    @classmethod
+    def from_header(cls, header: HeaderLike) -> FovAsymmetry:
+        """The asymmetry recorded in a header (:meth:`header_cards`); none if absent."""
+        return cls(
+            gradient=float(header.get("SIMFOVG", DEFAULT_FOV_GRADIENT)),
+            camera=float(header.get("SIMFOVC", DEFAULT_CAMERA_ASYMMETRY)),
+        )
+
+
+def true_altaz_rate(
+    energy: ArrayLike,
+    fov_lon: ArrayLike,
+    fov_lat: ArrayLike,
+    zenith: float,
+    muoneff: float = 1.0,
+    asymmetry: FovAsymmetry | None = None,
+) -> NDArray[np.float64]:
+    """The known background rate per live time at ALTAZ field-of-view coordinates.
+
+    :func:`true_rate` at the distance from the pointing times
+    :meth:`FovAsymmetry.factor`.
+
+    Parameters
+    ----------
+    energy
+        Reconstructed energy in TeV.
+    fov_lon, fov_lat
+        Field-of-view coordinates of the ``ALTAZ`` frame in deg (GADF sign).
+    zenith, muoneff
+        Zenith angle (deg) and muon efficiency of the run.
+    asymmetry
+        The asymmetry; default none.
+
+    Returns
+    -------
+    numpy.ndarray
+        Rate in s-1 MeV-1 sr-1, the arguments broadcast together.
+    """
+    asym = FovAsymmetry() if asymmetry is None else asymmetry
+    lon = np.asarray(fov_lon, dtype=np.float64)
+    lat = np.asarray(fov_lat, dtype=np.float64)
+    offset = np.rad2deg(2.0 * np.arcsin(np.sqrt(0.5 * _fov_one_minus_cos(lon, lat))))
+    radial = np.asarray(true_rate(energy, offset, zenith, muoneff))
+    return radial * asym.factor(lon, lat, zenith)
+
+
+def _fov_one_minus_cos(lon: NDArray[np.float64], lat: NDArray[np.float64]) -> NDArray[np.float64]:
+    """1 - cos(theta) of the point (lon, lat) deg from the centre: cos(theta) = cos lon cos lat.
+
+    1 - cos a cos b = (1 - cos b) + cos b (1 - cos a), each term without cancellation."""
+    return _one_minus_cos(lat) + np.cos(np.deg2rad(lat)) * _one_minus_cos(lon)
+
+
+@dataclass(frozen=True, eq=False)
+class RunTruth:
+    """What the true background of one simulated run depends on.
+
+    Build it from the run's EVENTS header with :meth:`from_header`; give it to
+    :func:`true_fov_counts`, :func:`true_fov_rate` or :func:`true_sky_counts`.
+
+    Attributes
+    ----------
+    zenith
+        Zenith angle of the truth (``SIMZEN``), deg, constant during the run.
+    muoneff
+        Muon efficiency (``MUONEFF``).
+    livetime
+        Live time (``LIVETIME``), s.
+    tstart, tstop
+        Start and end of the run (``TSTART``, ``TSTOP``), s since the time
+        reference; the events are spread uniformly between them.
+    track
+        The pointing followed across the sky (:func:`xbkg.fov.track_from_header`).
+    asymmetry
+        The field-of-view asymmetry (``SIMFOVG``, ``SIMFOVC``).
+    offset_max, energy_range
+        The simulated events lie within ``offset_max`` deg of the pointing and
+        in ``energy_range`` (TeV) (``SIMOMAX``, ``SIMELO``, ``SIMEHI``); None if
+        the header does not say.
+    """
+
+    zenith: float
+    muoneff: float
+    livetime: float
+    tstart: float
+    tstop: float
+    track: PointingTrack
+    asymmetry: FovAsymmetry = FovAsymmetry()
+    offset_max: float | None = None
+    energy_range: tuple[float, float] | None = None
+
+    @classmethod
+    def from_header(cls, header: HeaderLike, source: str = "") -> RunTruth:
+        """The truth of a run from its EVENTS header (written by :mod:`xbkg.simulate`).
+
+        Parameters
+        ----------
+        header
+            The EVENTS header (:class:`astropy.io.fits.Header` or a mapping).
+        source
+            File named in error messages.
+
+        Raises
+        ------
+        DataStoreError
+            If the header is not that of a run simulated with this truth model,
+            or lacks what the pointing track needs.
+        """
+        where = f"{source}: " if source else ""
+        if header.get("SIMTRUTH") != TRUTH_VERSION:
+            raise DataStoreError(
+                f"{where}SIMTRUTH = {header.get('SIMTRUTH')!r}: not a run simulated by "
+                f"xbkg.simulate with the truth model {TRUTH_VERSION!r}; the truth of real data "
+                "is unknown"
+            )
+        missing = [k for k in ("SIMZEN", "LIVETIME", "TSTART", "TSTOP") if header.get(k) is None]
+        if missing:
+            raise DataStoreError(f"{where}the header lacks {missing}; write the store again")
+        e_lo, e_hi = header.get("SIMELO"), header.get("SIMEHI")
+        o_max = header.get("SIMOMAX")
+        return cls(
+            zenith=float(header.get("SIMZEN")),
+            muoneff=float(header.get("MUONEFF", 1.0)),
+            livetime=float(header.get("LIVETIME")),
+            tstart=float(header.get("TSTART")),
+            tstop=float(header.get("TSTOP")),
+            track=track_from_header(header, source),
+            asymmetry=FovAsymmetry.from_header(header),
+            offset_max=None if o_max is None else float(o_max),
+            energy_range=None if e_lo is None or e_hi is None else (float(e_lo), float(e_hi)),
+        )
+
+    def time_nodes(
+        self, times: ArrayLike | None = None
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Times (s) and weights (summing to 1) of the average over the run.
+
+        By default the midpoints of the run's pieces between the nodes of its
+        track, weighted by their length: the field turns by at most
+        :data:`xbkg.fov.DEFAULT_MAX_ROTATION` deg across each (within ~1e-5 of the
+        exact average of a gradient). Given ``times``, equal weights on those.
+        """
+        if times is not None:
+            t = np.atleast_1d(np.asarray(times, dtype=np.float64)).ravel()
+            if t.size == 0 or not np.all(np.isfinite(t)):
+                raise ValueError("times must be a non-empty sequence of finite numbers (s)")
+            return t, np.full(t.size, 1.0 / t.size)
+        if not self.tstop > self.tstart:
+            return np.array([self.tstart]), np.array([1.0])
+        inner = self.track.times[(self.track.times > self.tstart) & (self.track.times < self.tstop)]
+        edges = np.concatenate([[self.tstart], inner, [self.tstop]])
+        return 0.5 * (edges[1:] + edges[:-1]), np.diff(edges) / (self.tstop - self.tstart)
+
+    def mean_factor(
+        self, ra: ArrayLike, dec: ArrayLike, times: ArrayLike | None = None
+    ) -> NDArray[np.float64]:
+        """The asymmetry factor at sky directions (deg, ICRS), averaged over the run.
+
+        Each direction is seen at the ALTAZ coordinates of each time of
+        :meth:`time_nodes` (``times``: see there).
+        """
+        ra64, dec64 = np.broadcast_arrays(
+            np.asarray(ra, dtype=np.float64), np.asarray(dec, dtype=np.float64)
+        )
+        if self.asymmetry.symmetric:
+            return np.ones(ra64.shape)
+        t, w = self.time_nodes(times)
+        total = np.zeros(ra64.shape)
+        for k in range(t.size):
+            lon, lat = self.track.fov_coordinates(ra64, dec64, t[k], "ALTAZ")
+            total += w[k] * self.asymmetry.factor(lon, lat, self.zenith)
+        return total
+
+
+def _checked_alignment(alignment: str) -> FovAlignment:
+    name = str(alignment).strip().upper()
+    if name == "ALTAZ":
+        return "ALTAZ"
+    if name == "RADEC":
+        return "RADEC"
+    raise ValueError(f"alignment must be one of {FOV_ALIGNMENTS}, got {alignment!r}")
+
+
+def _fov_axis_nodes(
+    edges: NDArray[np.float64],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Gauss-Legendre nodes and weights (deg) of each field-of-view bin, shape (n_bins, n)."""
+    n_pieces = max(1, math.ceil(float(np.max(np.diff(edges))) / _MAX_FOV_STEP))
+    cuts = edges[:-1, None] + np.diff(edges)[:, None] * np.linspace(0.0, 1.0, n_pieces + 1)
+    mid = 0.5 * (cuts[:, 1:] + cuts[:, :-1])
+    half = 0.5 * (cuts[:, 1:] - cuts[:, :-1])
+    nodes = mid[..., None] + half[..., None] * _FOV_GL_NODES
+    weights = half[..., None] * _FOV_GL_WEIGHTS
+    n_bins = edges.size - 1
+    return nodes.reshape(n_bins, -1), weights.reshape(n_bins, -1)
+
+
+def _energy_integrals(
+    energy_edges: NDArray[np.float64], u: NDArray[np.float64], zenith: float, muoneff: float
+) -> NDArray[np.float64]:
+    """Integral over each energy bin (MeV) of the radial rate at points with 1 - cos(theta) = u.
+
+    Shape ``(n_energy, u.size)``, in s-1 sr-1."""
+    norm, threshold = _norm_and_threshold(zenith, muoneff)
+    energy, weights = _log_energy_nodes(energy_edges)
+    spectral = norm * _spectral_shape(energy, threshold) * weights
+    inv_s2 = 1.0 / _width_sq(energy)
+    flat = u.ravel()
+    out = np.empty((energy_edges.size - 1, flat.size))
+    step = max(1, _CHUNK // energy.shape[1])
+    for i in range(out.shape[0]):
+        for j in range(0, flat.size, step):
+            block = np.exp(-np.multiply.outer(inv_s2[i], flat[j : j + step]))
+            out[i, j : j + step] = spectral[i] @ block
+    return out
+
+
+def true_fov_counts(
+    run: RunTruth,
+    energy_edges: ArrayLike,
+    fov_lon_edges: ArrayLike,
+    fov_lat_edges: ArrayLike,
+    alignment: FovAlignment = "ALTAZ",
+    *,
+    times: ArrayLike | None = None,
+) -> xr.DataArray:
+    """Expected background counts of a run per field-of-view bin, in either alignment.
+
+    The truth (:func:`true_altaz_rate`) integrated over each energy bin and each
+    ``(fov_lon, fov_lat)`` bin of the sphere (Gauss-Legendre, relative accuracy
+    ~1e-9), times the live time. For ``RADEC`` the asymmetry, fixed in the
+    ALTAZ frame, is averaged over the rotation of the field during the run
+    (:meth:`RunTruth.mean_factor`); the radial part is the same in both frames
+    (to ~1e-4 relative: the ALTAZ frame's offsets differ from those of the
+    RADEC frame by the differential aberration).
+
+    Parameters
+    ----------
+    run
+        The run (:meth:`RunTruth.from_header`).
+    energy_edges
+        Energy bin edges in TeV.
+    fov_lon_edges, fov_lat_edges
+        Field-of-view bin edges in deg, GADF sign (:mod:`xbkg.fov`).
+    alignment
+        ``"ALTAZ"`` or ``"RADEC"`` (GADF ``FOVALIGN``).
+    times
+        For ``RADEC``: times (s) to average the rotation over with equal
+        weights, instead of the default nodes (:meth:`RunTruth.time_nodes`).
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims ``(energy, fov_lon, fov_lat)`` with bin edges as coordinates
+        (:func:`xbkg.axes.fov_coords`), ``units`` ``"1"``, attribute
+        ``fov_alignment``. The run only holds events within its
+        ``offset_max`` and ``energy_range``: compare with bins inside them.
+    """
+    frame = _checked_alignment(alignment)
+    e_edges = validate_edges(energy_edges, "energy", positive=True)
+    coords = {k: v for k, v in binned_coords(e_edges).items() if v.dims == (ENERGY_DIM,)}
+    coords.update(fov_coords(fov_lon_edges, fov_lat_edges))
+    lon_edges = np.concatenate(
+        [coords[f"{FOV_LON_DIM}_lo"].values, coords[f"{FOV_LON_DIM}_hi"].values[-1:]]
+    )
+    lat_edges = np.concatenate(
+        [coords[f"{FOV_LAT_DIM}_lo"].values, coords[f"{FOV_LAT_DIM}_hi"].values[-1:]]
+    )
+    if np.any(np.abs(lat_edges) > 90.0) or np.any(np.abs(lon_edges) > 180.0):
+        raise ValueError("fov_lat edges must lie in [-90, 90] and fov_lon edges in [-180, 180] deg")
+    lon, w_lon = _fov_axis_nodes(lon_edges)  # (n_lon, m)
+    lat, w_lat = _fov_axis_nodes(lat_edges)
+    grid_lon, grid_lat = np.meshgrid(lon.ravel(), lat.ravel(), indexing="ij")
+    # dOmega = cos(lat) dlon dlat on the sphere (the frames are rotations of it).
+    weight = np.multiply.outer(w_lon.ravel(), w_lat.ravel()) * np.cos(np.deg2rad(grid_lat))
+    weight *= np.deg2rad(1.0) ** 2
+    if frame == "ALTAZ":
+        factor = run.asymmetry.factor(grid_lon, grid_lat, run.zenith)
+    else:
+        from xbkg.fov import fov_to_radec
+
+        ra, dec = fov_to_radec(grid_lon, grid_lat, run.track.ra_pnt, run.track.dec_pnt)
+        factor = run.mean_factor(ra, dec, times)
+    radial = _energy_integrals(e_edges, _fov_one_minus_cos(grid_lon, grid_lat), run.zenith, 1.0)
+    per_node = radial * (weight * factor).ravel() * (run.muoneff * run.livetime)
+    n_lon, n_lat, m = lon.shape[0], lat.shape[0], lon.shape[1]
+    counts = per_node.reshape(-1, n_lon, m, n_lat, m).sum(axis=(2, 4))
+    return xr.DataArray(
+        counts,
+        dims=(ENERGY_DIM, FOV_LON_DIM, FOV_LAT_DIM),
+        coords=coords,
+        name="counts",
+        attrs={
+            "units": "1",
+            "long_name": "expected background counts",
+            "truth": TRUTH_VERSION,
+            "fov_alignment": frame,
+        },
+    )
+
+
+def true_fov_rate(
+    run: RunTruth,
+    energy_edges: ArrayLike,
+    fov_lon_edges: ArrayLike,
+    fov_lat_edges: ArrayLike,
+    alignment: FovAlignment = "ALTAZ",
+    *,
+    times: ArrayLike | None = None,
+) -> xr.DataArray:
+    """Bin average of a run's true rate per live time: what a perfect ``bkg_3d`` model holds.
+
+    :func:`true_fov_counts` divided by the live time, the energy width (MeV)
+    and the exact solid angle of each bin (``dlon (sin lat_hi - sin lat_lo)``);
+    in s-1 MeV-1 sr-1. The arguments are those of :func:`true_fov_counts`.
+    """
+    counts = true_fov_counts(
+        run, energy_edges, fov_lon_edges, fov_lat_edges, alignment, times=times
+    )
+    lon_w = np.deg2rad(counts[f"{FOV_LON_DIM}_hi"] - counts[f"{FOV_LON_DIM}_lo"])
+    sin_lat = np.sin(np.deg2rad(counts[f"{FOV_LAT_DIM}_hi"])) - np.sin(
+        np.deg2rad(counts[f"{FOV_LAT_DIM}_lo"])
+    )
+    rate = counts / (run.livetime * energy_width_mev(counts) * lon_w * sin_lat)
+    rate.name = "rate"
+    rate.attrs = {
+        "units": RATE_UNIT,
+        "long_name": "true background rate per live time, bin average",
+        "truth": TRUTH_VERSION,
+        "fov_alignment": counts.attrs["fov_alignment"],
+    }
+    return rate
+
+
+def true_sky_counts(
+    run: RunTruth,
+    energy_edges: ArrayLike,
+    ra: ArrayLike,
+    dec: ArrayLike,
+    solid_angle: ArrayLike,
+    *,
+    times: ArrayLike | None = None,
+) -> NDArray[np.float64]:
+    """Expected background counts of a run in the pixels of a sky map.
+
+    The truth at each pixel centre, averaged over the run (the asymmetry turns
+    with the field, :meth:`RunTruth.mean_factor`), integrated exactly over each
+    energy bin, times the pixel's solid angle and the live time: the midpoint
+    rule in space, good to ~1e-4 relative for pixels of 0.1 deg.
+
+    Parameters
+    ----------
+    run
+        The run (:meth:`RunTruth.from_header`).
+    energy_edges
+        Energy bin edges in TeV.
+    ra, dec
+        Pixel centres in deg (ICRS), any shape, broadcast together.
+    solid_angle
+        Solid angle of each pixel in sr, broadcast with ``ra``.
+    times
+        Times (s) to average the rotation over, see :meth:`RunTruth.time_nodes`.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(n_energy, *ra.shape)``, as a Gammapy map's data. The run only
+        holds events within its ``offset_max`` and ``energy_range``.
+    """
+    e_edges = validate_edges(energy_edges, "energy", positive=True)
+    ra64, dec64, omega = np.broadcast_arrays(
+        np.asarray(ra, dtype=np.float64),
+        np.asarray(dec, dtype=np.float64),
+        np.asarray(solid_angle, dtype=np.float64),
+    )
+    offset = separation(ra64, dec64, run.track.ra_pnt, run.track.dec_pnt)
+    radial = _energy_integrals(e_edges, _one_minus_cos(offset), run.zenith, 1.0)
+    factor = run.mean_factor(ra64, dec64, times)
+    counts = radial * (omega * factor).ravel() * (run.muoneff * run.livetime)
+    return counts.reshape(e_edges.size - 1, *ra64.shape)
+
+
+def _fov_lon_lat(
+    offset: NDArray[np.float64], position_angle: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Field-of-view (lon, lat) in deg of the point ``offset`` deg from the centre in direction
+    ``position_angle`` (rad, from +fov_lat towards +fov_lon), exact on the sphere."""
+    t = np.deg2rad(offset)
+    lat = np.arcsin(np.clip(np.sin(t) * np.cos(position_angle), -1.0, 1.0))
+    lon = np.arctan2(np.sin(t) * np.sin(position_angle), np.cos(t))
+    return np.rad2deg(lon), np.rad2deg(lat)
+
+
+def _sample_fov_position(
+    rng: np.random.Generator,
+    offset: NDArray[np.float64],
+    zenith: float,
+    asymmetry: FovAsymmetry,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """ALTAZ (lon, lat) in deg of events at given offsets, their position angles following
+    the asymmetry factor (rejection: on a ring of radius theta the factor lies within
+    1 +- theta (|g| + |C|), and its mean on the ring is exactly 1, so the offsets keep
+    the radial distribution they were drawn from)."""
+    g = float(asymmetry.altitude_gradient(zenith))
+    bound = 1.0 + offset * (abs(g) + abs(asymmetry.camera))
+    lon, lat = np.empty(offset.size), np.empty(offset.size)
+    todo = np.arange(offset.size)
+    while todo.size:
+        angle = rng.uniform(0.0, 2.0 * np.pi, todo.size)
+        trial_lon, trial_lat = _fov_lon_lat(offset[todo], angle)
+        accept = rng.random(todo.size) * bound[todo] < asymmetry.factor(
+            trial_lon, trial_lat, zenith
+        )
+        lon[todo[accept]], lat[todo[accept]] = trial_lon[accept], trial_lat[accept]
+        todo = todo[~accept]
+    return lon, lat
+
+
+# --------------------------------------------------------------------------------------
 # Event sampling
 # --------------------------------------------------------------------------------------
 
@@ -545,6 +1113,8 @@ def run_events(
     sources: Sequence[Source],
     offset_max: float,
     energy_range: tuple[float, float],
+    asymmetry: FovAsymmetry | None = None,
+    track: PointingTrack | None = None,
 ) -> tuple[dict[str, NDArray[Any]], int]:
     """The events of one run pointed at (``ra_pnt``, ``dec_pnt``), in time order.
 
@@ -552,6 +1122,11 @@ def run_events(
     run's zenith angle, in ``energy_range`` and out to ``offset_max``, and the
     events of the ``sources`` (checked by :func:`check_sources`) that fall in
     the field of view, at times uniform between ``tstart`` and ``tstop``.
+
+    With an ``asymmetry`` (:class:`FovAsymmetry`), the background events are
+    drawn in the ALTAZ field of view from :func:`true_altaz_rate` and placed on
+    the sky at their times through ``track`` (the run's
+    :class:`xbkg.fov.PointingTrack`, which must then be given and cover the run).
 
     Returns
     -------
@@ -564,14 +1139,25 @@ def run_events(
     table = _energy_table(float(zenith), energy_range, u_max)
     energy = _sample_energy(rng, n_bkg, table)
     offset = _sample_offset(rng, energy, u_max)
-    ra, dec = destination(ra_pnt, dec_pnt, offset, rng.uniform(0.0, 2.0 * np.pi, n_bkg))
+    in_fov = asymmetry is not None and not asymmetry.symmetric
+    if in_fov:
+        assert asymmetry is not None
+        if track is None:
+            raise ValueError("run_events: an asymmetric truth needs the run's pointing track")
+        fov_lon, fov_lat = _sample_fov_position(rng, offset, float(zenith), asymmetry)
+        ra = dec = np.empty(0)  # placed on the sky once the times are drawn
+    else:
+        ra, dec = destination(ra_pnt, dec_pnt, offset, rng.uniform(0.0, 2.0 * np.pi, n_bkg))
     src_ra, src_dec, src_energy = _source_events(
         rng, sources, ra_pnt, dec_pnt, offset_max, energy_range
     )
-    ra, dec = np.concatenate([ra, src_ra]), np.concatenate([dec, src_dec])
     energy = np.concatenate([energy, src_energy])
     n = energy.size
     time = tstart + rng.random(n) * (tstop - tstart)
+    if in_fov:
+        assert track is not None
+        ra, dec = track.sky_coordinates(fov_lon, fov_lat, time[:n_bkg], "ALTAZ")
+    ra, dec = np.concatenate([ra, src_ra]), np.concatenate([dec, src_dec])
     order = np.argsort(time, kind="stable")  # event lists are in time order
     events: dict[str, NDArray[Any]] = {
         "EVENT_ID": np.arange(1, n + 1, dtype=np.int64),

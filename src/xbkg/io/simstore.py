@@ -39,17 +39,27 @@ from xbkg.errors import OutputError, OutputExistsError
 from xbkg.io.fitsfile import write_fits
 
 __all__ = [
+    "HESS_DR1_CREATOR",
+    "HESS_DR1_HDUVERS",
     "OBS_COLUMNS",
     "Layout",
     "StoreHeader",
     "check_out_dir",
     "staged_store",
+    "track_keywords",
     "write_indexes",
     "write_run",
 ]
 
 #: ``"dr1"``: one file per run; ``"per-hdu"``: the Gammapy 0.6 tutorial layout.
 Layout = Literal["dr1", "per-hdu"]
+
+#: ``CREATOR`` and ``HDUVERS`` of the EVENTS headers of the H.E.S.S. DL3 DR1 release, for
+#: which Gammapy 2.1 reads every background model of a run with ``REVERSE_LON_RADEC``.
+HESS_DR1_CREATOR: Final = "SASH FITS::EventListWriter"
+HESS_DR1_HDUVERS: Final = "0.2"
+#: ``CREATOR`` of the EVENTS headers otherwise.
+SIMULATE_CREATOR: Final = "xbkg.simulate"
 
 #: obs-index columns in the order written, with FITS format and unit.
 OBS_COLUMNS: Final[dict[str, tuple[str, str | None]]] = {
@@ -92,6 +102,12 @@ class StoreHeader:
         them ``SIMTRUTH``, which every HDU carries.
     seed
         Seed of the simulation (``SIMSEED``).
+    like_hess_dr1
+        Flag the store like the H.E.S.S. DL3 DR1 release: ``CREATOR =``
+        :data:`HESS_DR1_CREATOR` in the EVENTS headers and ``HDUVERS =``
+        :data:`HESS_DR1_HDUVERS` in those of every HDU of the runs (the EVENTS
+        headers of the per-HDU layout then carry the ``HDUCLASS`` keywords too),
+        as in DR1; ``SIMDR1 = T`` says it was done on purpose.
     """
 
     telescop: str
@@ -105,6 +121,7 @@ class StoreHeader:
     mjdreff: float
     truth_cards: tuple[tuple[str, object, str], ...]
     seed: int
+    like_hess_dr1: bool = False
 
     @property
     def simtruth(self) -> tuple[str, object, str]:
@@ -117,15 +134,21 @@ class StoreHeader:
 # --------------------------------------------------------------------------------------
 
 
-def _gadf_cards(hduclas: dict[str, str], old: bool) -> list[tuple[str, object]]:
+def _gadf_cards(
+    hduclas: dict[str, str], old: bool, hduvers: str = GADF_HDUVERS
+) -> list[tuple[str, object]]:
     if old:  # files of the GADF v0.1 era carry no HDUCLAS keywords
         return []
     cards: list[tuple[str, object]] = [
         ("HDUCLASS", "GADF"),
         ("HDUDOC", GADF_HDUDOC),
-        ("HDUVERS", GADF_HDUVERS),
+        ("HDUVERS", hduvers),
     ]
     return cards + list(hduclas.items())
+
+
+def _hduvers(head: StoreHeader) -> str:
+    return HESS_DR1_HDUVERS if head.like_hess_dr1 else GADF_HDUVERS
 
 
 def _time_cards(head: StoreHeader) -> list[tuple[str, object, str]]:
@@ -200,10 +223,16 @@ def _events_hdus(
         _column("DEC", "E", events["DEC"], unit("deg")),
         _column("ENERGY", "E", events["ENERGY"], unit("TeV")),
     ]
+    # Gammapy's test of a DR1 run reads CREATOR and HDUVERS of the EVENTS header alone.
+    flagged = head.like_hess_dr1
     cards: list[tuple[Any, ...]] = [
         ("EXTNAME", "EVENTS"),
-        *_gadf_cards({"HDUCLAS1": "EVENTS"}, old),
-        ("CREATOR", "xbkg.simulate", "program that created this file"),
+        *_gadf_cards({"HDUCLAS1": "EVENTS"}, old and not flagged, _hduvers(head)),
+        (
+            "CREATOR",
+            HESS_DR1_CREATOR if flagged else SIMULATE_CREATOR,
+            "program that created this file",
+        ),
         ("OBS_ID", obs_id, "observation number"),
         ("OBJECT", str(run("object")), "observed field"),
         ("TSTART", run("tstart"), "[s] mission time of start of observation"),
@@ -229,11 +258,12 @@ def _events_hdus(
         ("SIMZEN", run("zen_pnt"), "[deg] zenith angle used for the truth rate"),
         ("SIMNBKG", int(run("n_background")), "number of simulated background events"),
         ("SIMNSRC", n_source, "number of injected source events"),
+        *([("SIMDR1", True, "CREATOR, HDUVERS set like H.E.S.S. DL3 DR1")] if flagged else []),
     ]
     hdu_events = fits.BinTableHDU.from_columns(columns, header=_header(cards))
     gti_cards = [
         ("EXTNAME", "GTI"),
-        *_gadf_cards({"HDUCLAS1": "GTI"}, old),
+        *_gadf_cards({"HDUCLAS1": "GTI"}, old, _hduvers(head)),
         ("OBS_ID", obs_id, "observation number"),
         ("TSTART", run("tstart"), "[s] start of the GTI table"),
         ("TSTOP", run("tstop"), "[s] end of the GTI table"),
@@ -247,6 +277,26 @@ def _events_hdus(
         header=_header(gti_cards),
     )
     return [hdu_events, hdu_gti]
+
+
+def track_keywords(runs: xr.Dataset, i: int, head: StoreHeader) -> dict[str, object]:
+    """The keywords of run ``i``'s EVENTS header that place its field of view on the sky.
+
+    The pointing, the run's times, the time reference and the site, with the
+    values :func:`write_run` writes: what :func:`xbkg.fov.track_from_header`
+    reads, so that events drawn in the ALTAZ field of view land where a reader
+    of the files finds them.
+    """
+    cards: list[tuple[Any, ...]] = [
+        ("RA_PNT", runs["ra_pnt"].values[i]),
+        ("DEC_PNT", runs["dec_pnt"].values[i]),
+        ("TSTART", runs["tstart"].values[i]),
+        ("TSTOP", runs["tstop"].values[i]),
+        *_time_cards(head),
+        *_site_cards(head),
+        ("OBS_MODE", "POINTING"),
+    ]
+    return {str(card[0]): card[1] for card in cards}
 
 
 def _irf_columns(
@@ -284,6 +334,7 @@ def _aeff_hdu(
                 "HDUCLAS4": "AEFF_2D",
             },
             False,
+            _hduvers(head),
         ),
         ("TELESCOP", head.telescop),
         ("OBS_ID", int(runs[OBS_DIM].values[i]), "observation number"),
@@ -314,6 +365,7 @@ def _rad_max_hdu(
                 "HDUCLAS4": "RAD_MAX_2D",
             },
             False,
+            _hduvers(head),
         ),
         ("TELESCOP", head.telescop),
         ("OBS_ID", int(runs[OBS_DIM].values[i]), "observation number"),
