@@ -282,8 +282,10 @@ def bin_events(
         The run's events.
     spec
         Pointing, run time and safe energy range of the run.
-    energy_edges, offset_edges
-        Bin edges in TeV and deg.
+    energy_edges
+        Energy bin edges in TeV.
+    offset_edges
+        Offset bin edges in deg.
     regions
         Exclusion circles (:mod:`xbkg.exclusion`), or None.
     safe_energy
@@ -591,9 +593,10 @@ def make_run_cube(
     runs
         Run table of the runs to use (:func:`xbkg.io.datastore.run_table`,
         possibly selected); its columns become run coordinates.
-    energy_edges, offset_edges
-        Bin edges in TeV and deg; default 15 log bins 0.1-100 TeV and 99
-        equal-area rings to 2.5 deg.
+    energy_edges
+        Energy bin edges in TeV; default 15 log bins 0.1-100 TeV.
+    offset_edges
+        Offset bin edges in deg; default 99 equal-area rings to 2.5 deg.
     regions
         Exclusion circles, or None for no exclusion.
     time

@@ -116,10 +116,13 @@ def build_background(
         ``regions`` holds all circles used.
     options
         Choices; default ``PRESETS["default"]``.
-    workers, scheduler
-        Where the per-run pass runs: ``workers`` local processes, or the
-        dask.distributed scheduler at address ``scheduler``. The result does
-        not depend on them.
+    workers
+        Number of local processes that bin the runs (1: in this process). The
+        result does not depend on it.
+    scheduler
+        Address of a running dask.distributed scheduler that bins the runs
+        instead of local processes (e.g. ``"tcp://host:8786"``); default None.
+        The result does not depend on it.
     progress
         Called as ``progress(i, n, obs_id)`` after each run.
     skip_bad_runs

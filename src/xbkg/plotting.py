@@ -169,8 +169,13 @@ def plot_acceptance_curve(
     ds
         A one-group model, one run of a cube, or anything that
         :func:`xbkg.products.acceptance_curve` turns into a single curve.
-    energy, energy_index, sum_over
-        As for :func:`xbkg.products.acceptance_curve`.
+    energy
+        Energy bin or range, by value in TeV (as for
+        :func:`xbkg.products.acceptance_curve`).
+    energy_index
+        Energy bin or range by position, instead of by value.
+    sum_over
+        Other dimensions to add up first, e.g. ``"obs_id"``.
     ax
         Axes to draw on (default: the current axes).
     errors
@@ -220,8 +225,13 @@ def plot_spectrum(
     ds
         A one-group model, one run of a cube, or anything that
         :func:`xbkg.products.spectrum` turns into a single spectrum.
-    offset, offset_index, sum_over
-        As for :func:`xbkg.products.spectrum` (default: the whole field of view).
+    offset
+        Offset ring or range, by value in deg (as for
+        :func:`xbkg.products.spectrum`; default: the whole field of view).
+    offset_index
+        Offset ring or range by position, instead of by value.
+    sum_over
+        Other dimensions to add up first, e.g. ``"obs_id"``.
     ax
         Axes to draw on (default: the current axes).
     errors
@@ -276,14 +286,20 @@ def plot_image(
     ds
         A one-group model, one run of a cube, or anything that
         :func:`xbkg.products.image` turns into a single image.
-    energy, offset, sum_over
-        As for :func:`xbkg.products.image`.
+    energy
+        Energy bins to show, by value in TeV (as for :func:`xbkg.products.image`).
+    offset
+        Offset bins to show, by value in deg.
+    sum_over
+        Other dimensions to add up first, e.g. ``"obs_id"``.
     ax
         Axes to draw on (default: the current axes).
     colorbar
         Add a colour bar labelled with the units.
-    vmin, vmax
-        Colour scale limits (default: the smallest positive and the largest rate).
+    vmin
+        Lower limit of the colour scale (default: the smallest positive rate).
+    vmax
+        Upper limit of the colour scale (default: the largest rate).
     **kwargs
         Passed to ``Axes.pcolormesh`` (e.g. ``cmap``).
 

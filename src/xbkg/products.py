@@ -251,10 +251,14 @@ def integrate(
     dims
         Dimensions to sum over: ``"energy"``, ``"offset"`` and any other
         dimension of ``ds`` (e.g. ``"obs_id"``). Dimensions not named are kept.
-    energy, offset
-        Bins to use, by value (see :func:`bin_slice`); default: all.
-    energy_index, offset_index
-        Bins to use, by position, instead of by value.
+    energy
+        Energy bins to use, by value in TeV (see :func:`bin_slice`); default: all.
+    offset
+        Offset bins to use, by value in deg (see :func:`bin_slice`); default: all.
+    energy_index
+        Energy bins to use, by position, instead of by value.
+    offset_index
+        Offset bins to use, by position, instead of by value.
     model
         ``"smoothed"`` (default): a smoothed model contributes its rate, as
         the FITS files hold it; ``"raw"``: the observed counts instead. (An
@@ -460,8 +464,15 @@ def image(
     ----------
     ds
         A model, a run cube, or a slice of either (see :func:`integrate`).
-    energy, offset, energy_index, offset_index
-        Restrict the image to some bins (see :func:`bin_slice`); default: all.
+    energy
+        Restrict the image to some energy bins, by value in TeV (see
+        :func:`bin_slice`); default: all.
+    offset
+        Restrict the image to some offset bins, by value in deg; default: all.
+    energy_index
+        Energy bins by position, instead of by value.
+    offset_index
+        Offset bins by position, instead of by value.
     sum_over
         Other dimensions to add up first, e.g. ``"obs_id"`` for several runs.
     model

@@ -92,9 +92,11 @@ def exclusion_circles(
 
     Parameters
     ----------
-    ra, dec
-        Centres in deg (ICRS); scalars or 1-D sequences of the same length.
-        RA is wrapped into [0, 360).
+    ra
+        Right ascensions of the centres in deg (ICRS), wrapped into [0, 360);
+        a scalar or a 1-D sequence.
+    dec
+        Declinations of the centres in deg (ICRS); as many as ``ra``.
     radius
         Radii in deg, scalar (same for all circles) or one per circle; each must
         satisfy ``0 < radius < 180``.

@@ -60,7 +60,7 @@ Examples
 >>> from xbkg.validation import run_rates
 >>> store = xbkg.open_datastore("hess-dl3-dr1")  # doctest: +SKIP
 >>> runs = xbkg.run_table(store)  # doctest: +SKIP
->>> regions = xbkg.read_catalog("gammacat.fits.gz")  # doctest: +SKIP
+>>> regions = xbkg.read_catalog("gammacat")  # doctest: +SKIP
 >>> cube = xbkg.make_run_cube(store, runs, regions=regions)  # doctest: +SKIP
 
 The DR1 templates shipped with the runs, a grouped model, and the default
@@ -844,8 +844,10 @@ def crossval_predictions(
     builder
         ``builder(train_cube, test_cube)`` returns the rate of each test run
         (e.g. :func:`xbkg.pipeline.builder_for`).
-    k, seed
-        Folds (:func:`fold_assignment`).
+    k
+        Number of folds (:func:`fold_assignment`).
+    seed
+        Seed of the shuffle that assigns runs to folds (:func:`fold_assignment`).
     prediction
         How the rates are integrated over the cube's bins (:func:`predict_counts`).
 
@@ -886,8 +888,10 @@ def crossval(
     builder
         ``builder(train_cube, test_cube)`` returns the rate of each test run
         (e.g. :func:`xbkg.pipeline.builder_for`).
-    k, seed
-        Folds (:func:`fold_assignment`).
+    k
+        Number of folds (:func:`fold_assignment`).
+    seed
+        Seed of the shuffle that assigns runs to folds (:func:`fold_assignment`).
     offset_max
         As for :func:`validate`.
     prediction

@@ -519,8 +519,10 @@ def selected_rows(
         OBS_ID of every row.
     columns
         Run columns by lower-case name (:func:`xbkg.conventions.coord_name`).
-    obs_ids, ranges
-        As for :func:`select_runs`.
+    obs_ids
+        Runs to keep (as for :func:`select_runs`).
+    ranges
+        Column ranges the runs must lie in (as for :func:`select_runs`).
     """
     ids = np.asarray(ids, dtype=np.int64)
     rows = np.arange(ids.size)
