@@ -420,8 +420,9 @@ def test_flag_of_a_run_without_events_row(tmp_path):
 
 def test_hdu_index_refuses_unknown_classes(tmp_path):
     store = open_datastore(simulated_store(tmp_path / "store", flagged=False))
+    obs_id = int(store.obs_ids[0])
     with pytest.raises(ConfigError, match="hdu_class must be one of"):
-        make_hdu_index(store, tmp_path, {}, hdu_class="bkg_4d")
+        make_hdu_index(store, tmp_path, {obs_id: "model.fits"}, hdu_class="bkg_4d")
 
 
 # --------------------------------------------------------------------------- H.E.S.S. DR1
