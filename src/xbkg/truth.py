@@ -425,6 +425,9 @@ DEFAULT_CAMERA_ASYMMETRY: Final = 0.0
 _FOV_GL_ORDER: Final = 3
 _MAX_FOV_STEP: Final = 0.2
 _FOV_GL_NODES, _FOV_GL_WEIGHTS = np.polynomial.legendre.leggauss(_FOV_GL_ORDER)
+# Largest rotation of the field (deg) across a piece of a run in the time average of
+# the asymmetry (midpoint rule: relative error of a turned gradient ~ step**2 / 24).
+_MAX_ROTATION_STEP: Final = 1.0
 # Bound on (quadrature nodes x points) held in memory at once.
 _CHUNK: Final = 2_000_000
 
@@ -654,10 +657,11 @@ class RunTruth:
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Times (s) and weights (summing to 1) of the average over the run.
 
-        By default the midpoints of the run's pieces between the nodes of its
-        track, weighted by their length: the field turns by at most
-        :data:`xbkg.fov.DEFAULT_MAX_ROTATION` deg across each (within ~1e-5 of the
-        exact average of a gradient). Given ``times``, equal weights on those.
+        By default the midpoints of pieces of the run, weighted by their
+        length, across each of which the field turns by at most about
+        :data:`_MAX_ROTATION_STEP` deg (pieces between the nodes of the track,
+        merged): the average of a gradient is then exact to ~1e-4 of it.
+        Given ``times``, equal weights on those.
         """
         if times is not None:
             t = np.atleast_1d(np.asarray(times, dtype=np.float64)).ravel()
@@ -668,6 +672,13 @@ class RunTruth:
             return np.array([self.tstart]), np.array([1.0])
         inner = self.track.times[(self.track.times > self.tstart) & (self.track.times < self.tstop)]
         edges = np.concatenate([[self.tstart], inner, [self.tstop]])
+        psi = np.unwrap(np.deg2rad(self.track.rotation_angle(edges)))
+        turned = np.concatenate([[0.0], np.cumsum(np.abs(np.diff(np.rad2deg(psi))))])
+        keep = [0]
+        for k in range(1, edges.size - 1):
+            if turned[k + 1] - turned[keep[-1]] > _MAX_ROTATION_STEP:
+                keep.append(k)
+        edges = edges[[*keep, edges.size - 1]]
         return 0.5 * (edges[1:] + edges[:-1]), np.diff(edges) / (self.tstop - self.tstart)
 
     def mean_factor(
