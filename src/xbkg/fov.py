@@ -44,11 +44,13 @@ import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Protocol
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+# The alignments (GADF FOVALIGN) are conventions; imported here for the users of this module.
+from xbkg.conventions import FOV_ALIGNMENTS, FovAlignment
 from xbkg.errors import DataStoreError
 
 __all__ = [
@@ -68,10 +70,6 @@ __all__ = [
     "track_from_header",
     "tracks_from_headers",
 ]
-
-#: The alignments of a field-of-view frame (GADF ``FOVALIGN``).
-FovAlignment = Literal["ALTAZ", "RADEC"]
-FOV_ALIGNMENTS: Final[tuple[str, ...]] = ("ALTAZ", "RADEC")
 
 #: Largest rotation of the field (deg) between two nodes of a track, and longest
 #: time (s) between two nodes. On H.E.S.S. DR1 the coordinates then agree with
