@@ -76,7 +76,7 @@ __all__ = [
 #: astropy's to 1e-5 deg (halving both: 1e-6 deg, for twice the nodes).
 DEFAULT_MAX_ROTATION: Final = 2.0
 DEFAULT_MAX_STEP: Final = 120.0
-#: Nodes never closer than this (s): only within ~0.01 deg of the zenith would
+#: Nodes never closer than this (s): only within ~0.1 deg of the zenith would
 #: the field turn by more than DEFAULT_MAX_ROTATION in that time.
 MIN_STEP: Final = 1.0
 #: A track built from a header covers TSTART - margin to TSTOP + margin (s):
