@@ -30,7 +30,7 @@
 #
 # The data are found through the `XBKG_DATA` environment variable (by
 # default `../shared/data` next to the repository), which holds
-# `hess-dl3-dr1/` and `catalogs/gammacat/gammacat.fits.gz`.
+# `hess-dl3-dr1/` (see *Getting the data*).
 
 # %%
 import os
@@ -50,7 +50,9 @@ def data_dir() -> Path:
     for folder in (Path.cwd(), *Path.cwd().parents):
         if (folder / "pyproject.toml").is_file():
             return folder.parent / "shared" / "data"
-    raise FileNotFoundError("set XBKG_DATA to the folder holding hess-dl3-dr1 and catalogs")
+    raise FileNotFoundError(
+        "set XBKG_DATA to the folder holding hess-dl3-dr1 (see Getting the data)"
+    )
 
 
 DATA = data_dir()
@@ -69,7 +71,8 @@ store = xbkg.open_datastore(DATA / "hess-dl3-dr1")
 all_runs = xbkg.run_table(store)
 hours = float(all_runs["livetime"].sum()) / 3600
 print(f"{all_runs.sizes['obs_id']} runs, {hours:.1f} h live time")
-all_runs.reset_coords()[["object", "zen_pnt", "glat_pnt", "livetime"]].to_dataframe().head()
+columns = ["object", "zen_pnt", "glat_pnt", "livetime"]
+all_runs.reset_coords()[columns].to_dataframe().head()
 
 # %% [markdown]
 # A background model should be built from fields without strong sources.
@@ -105,9 +108,11 @@ print("runs per group:", {int(g): int((group_id == g).sum()) for g in groups["gr
 # circle around each source of the gamma-cat catalogue are dropped, and the
 # exposure of each offset ring is reduced by the fraction of the ring the
 # circles cover. The radius is the source size, at least 0.3 degrees.
+# gamma-cat's positions and sizes are shipped with xbkg (the name
+# `"gammacat"`); any catalogue file can be given instead.
 
 # %%
-regions = xbkg.read_catalog(DATA / "catalogs" / "gammacat" / "gammacat.fits.gz", min_radius=0.3)
+regions = xbkg.read_catalog("gammacat", min_radius=0.3)
 print(f"{regions.sizes['source']} exclusion circles")
 regions.to_dataframe().head()
 
@@ -165,7 +170,8 @@ from xbkg.pipeline import fill_model
 
 filled = fill_model(smoothed)
 print(int(filled["filled"].sum()), "of", filled["filled"].size, "bins filled")
-filled["filled"].sel(group=0).any("offset").to_series()
+rows = filled["filled"].sel(group=0).any("offset")
+print("energy bins (TeV) with filled values:", rows["energy"][rows].values.round(3))
 
 # %% [markdown]
 # ## Inspecting the model
@@ -219,7 +225,8 @@ smooth0.bkg.plot_overview(raw=raw0, energy=1.0);
 # and other dimensions are kept, so one call gives every group.
 
 # %%
-xbkg.acceptance_curve(smoothed, energy=slice(1, 10)).sel(offset=[0.5, 1.0, 2.0], method="nearest")
+curves = xbkg.acceptance_curve(smoothed, energy=slice(1, 10))
+curves.sel(offset=[0.5, 1.0, 2.0], method="nearest")
 
 # %% [markdown]
 # ## Writing the model
@@ -243,7 +250,8 @@ sorted(path.name for path in OUT.iterdir())
 # reads back as a Dataset with xarray through xbkg's `gadf` engine:
 
 # %%
-with xr.open_dataset(OUT / "smooth_background_2D_group_000_table.fits.gz", engine="gadf") as ds:
+path = OUT / "smooth_background_2D_group_000_table.fits.gz"
+with xr.open_dataset(path, engine="gadf") as ds:
     print(ds)
 
 # %% [markdown]
@@ -258,7 +266,7 @@ with xr.open_dataset(OUT / "smooth_background_2D_group_000_table.fits.gz", engin
 from astropy.table import Table
 
 index = Table.read(OUT / "hdu-index.fits.gz")
-index[index["HDU_TYPE"] == "bkg"][:5]
+index[index["HDU_TYPE"] == "bkg"]["OBS_ID", "HDU_CLASS", "FILE_NAME"][:5]
 
 # %% [markdown]
 # ## The archive

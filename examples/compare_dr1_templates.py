@@ -49,7 +49,9 @@ def data_dir() -> Path:
     for folder in (Path.cwd(), *Path.cwd().parents):
         if (folder / "pyproject.toml").is_file():
             return folder.parent / "shared" / "data"
-    raise FileNotFoundError("set XBKG_DATA to the folder holding hess-dl3-dr1 and catalogs")
+    raise FileNotFoundError(
+        "set XBKG_DATA to the folder holding hess-dl3-dr1 (see Getting the data)"
+    )
 
 
 DATA = data_dir()
@@ -76,7 +78,7 @@ first["rate"]
 
 # %%
 runs = xbkg.select_runs(xbkg.run_table(store), ranges={"|GLAT_PNT|": (10, None)})
-regions = xbkg.read_catalog(DATA / "catalogs" / "gammacat" / "gammacat.fits.gz")
+regions = xbkg.read_catalog("gammacat")  # shipped with xbkg
 options = xbkg.options_for(energy_edges=edges(first, "energy"), time="livetime")
 bkg = xbkg.build_background(store, runs, regions=regions, options=options)
 group = 0
@@ -101,7 +103,8 @@ profiles = xbkg.radial_profile(templates, edges(bkg.model, "offset"))
 
 runs_cube = bkg.cube.sel(obs_id=members)
 exposure = runs_cube["exposure_time"].sum("obs_id")
-weighted = (profiles * runs_cube["exposure_time"]).sum("obs_id") / exposure.where(exposure > 0)
+weighted = (profiles * runs_cube["exposure_time"]).sum("obs_id")
+weighted = weighted / exposure.where(exposure > 0)
 dr1 = xr.Dataset(
     {"rate": weighted.assign_attrs(units="s-1 MeV-1 sr-1"), "exposure_time": exposure},
     attrs={"smoothing": "DR1 templates", "solid_angle": bkg.model.attrs["solid_angle"]},
@@ -120,7 +123,9 @@ fig, ax = plt.subplots(figsize=(7, 5))
 bands = [slice(4, 7), slice(7, 10), slice(10, 14), slice(14, 20)]
 for i, band in enumerate(bands):
     color = f"C{i}"
-    ours_raw.bkg.plot_acceptance_curve(energy_index=band, ax=ax, color=color, alpha=0.5, label="_")
+    ours_raw.bkg.plot_acceptance_curve(
+        energy_index=band, ax=ax, color=color, alpha=0.5, label="_"
+    )
     ours.bkg.plot_acceptance_curve(energy_index=band, ax=ax, color=color)
     dr1.bkg.plot_acceptance_curve(
         energy_index=band, ax=ax, color=color, linestyle="--", label="_"
@@ -163,4 +168,5 @@ for band in (slice(0.0, 1.0), slice(1.0, 2.0), slice(2.0, 2.5)):
     a = ours.bkg.integrate(("energy", "offset"), energy=slice(1, 10), offset=band)
     b = dr1.bkg.integrate(("energy", "offset"), energy=slice(1, 10), offset=band)
     ratio_band = float(a["predicted_counts"] / b["predicted_counts"])
-    print(f"offset {band.start}-{band.stop} deg, 1-10 TeV: xbkg / DR1 = {ratio_band:.3f}")
+    where = f"offset {band.start}-{band.stop} deg, 1-10 TeV"
+    print(f"{where}: xbkg / DR1 = {ratio_band:.3f}")

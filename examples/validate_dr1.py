@@ -66,13 +66,15 @@ def data_dir() -> Path:
     for folder in (Path.cwd(), *Path.cwd().parents):
         if (folder / "pyproject.toml").is_file():
             return folder.parent / "shared" / "data"
-    raise FileNotFoundError("set XBKG_DATA to the folder holding hess-dl3-dr1 and catalogs")
+    raise FileNotFoundError(
+        "set XBKG_DATA to the folder holding hess-dl3-dr1 (see Getting the data)"
+    )
 
 
 DATA = data_dir()
 store = xbkg.open_datastore(DATA / "hess-dl3-dr1")
 runs = xbkg.select_runs(xbkg.run_table(store), ranges={"|GLAT_PNT|": (10, None)})
-regions = xbkg.read_catalog(DATA / "catalogs" / "gammacat" / "gammacat.fits.gz")
+regions = xbkg.read_catalog("gammacat")  # shipped with xbkg
 print(f"{runs.sizes['obs_id']} runs")
 
 # %% [markdown]
@@ -97,7 +99,8 @@ cube[["counts", "exposure_time"]]
 # %%
 templates = read_run_templates(store, cube["obs_id"].values)
 dr1 = validate(cube, template_predictions(templates, cube, regions))
-dr1[["ratio", "chi2_dof", "significance"]].to_dataframe().describe()
+columns = ["ratio", "chi2_dof", "significance"]
+dr1[columns].reset_coords(drop=True).to_dataframe().describe().round(3)
 
 # %% [markdown]
 # ## 2. Two zenith groups (the seed's method), in-sample
@@ -128,7 +131,8 @@ tables = {
 print(f"{'model':32s} {'scatter':>8s} {'chi2/dof':>9s} {'norm':>6s}")
 for name, table in tables.items():
     s = table.attrs
-    print(f"{name:32s} {s['scatter']:8.3f} {s['chi2_dof']:9.3f} {s['normalisation']:6.3f}")
+    numbers = f"{s['scatter']:8.3f} {s['chi2_dof']:9.3f} {s['normalisation']:6.3f}"
+    print(f"{name:32s} {numbers}")
 
 # %% [markdown]
 # ## The comparison in plots
@@ -142,7 +146,9 @@ for name, table in tables.items():
 fig, ax = plt.subplots(2, 2, figsize=(11, 8), constrained_layout=True)
 for name, table in tables.items():
     plot_validation(table, label=name, axes=ax)
-ax[0, 1].legend(fontsize="small")
+ax[0, 1].set_ylabel("runs")
+ax[1, 0].set_ylabel("runs")
+ax[0, 1].legend(fontsize="small");
 
 # %% [markdown]
 # ## Run by run: the DR1 templates and the default model

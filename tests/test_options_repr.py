@@ -14,7 +14,9 @@ def test_presets_print_in_one_short_line(name):
     assert len(text) < 600, text
     assert "np.float64" not in text
     # every field is named, in the order of the dataclass
-    names = [part.split("=")[0] for part in text.removeprefix("Options(").split(", ") if "=" in part]
+    names = [
+        part.split("=")[0] for part in text.removeprefix("Options(").split(", ") if "=" in part
+    ]
     assert names[0] == "energy_edges"
     assert "fill_unconstrained" in names
 

@@ -1,4 +1,4 @@
-"""Every shell and Python snippet of README.md and docs/*.md runs as written.
+"""Every shell and Python snippet of README.md and of the site's pages runs as written.
 
 The fenced code blocks of each page are read from its Markdown source and run
 the way a reader would run them once ``XBKG_DATA`` names the data folder
@@ -35,7 +35,22 @@ import pytest
 
 from conftest import DATA_DIR, ROOT, require
 
-PAGES = ["README.md", *sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md"))]
+
+def site_pages() -> list[str]:
+    """README.md and every Markdown page of the site (the user guide, the tutorials' index, ...)."""
+    docs = ROOT / "docs"
+    pages = [
+        p.relative_to(ROOT).as_posix()
+        for p in docs.rglob("*.md")
+        if not ({"_build", "_templates", "examples"} & set(p.relative_to(docs).parts))
+        and not p.relative_to(docs).as_posix().startswith("api/generated/")
+    ]
+    # docs/examples links to examples/, whose pages are Python scripts (test_examples.py)
+    pages += [p.relative_to(ROOT).as_posix() for p in (ROOT / "examples").glob("*.md")]
+    return ["README.md", *sorted(pages)]
+
+
+PAGES = site_pages()
 
 PYTHON = {"python", "py", "python3", "ipython", "ipython3", "pycon"}
 SHELL = {"sh", "bash", "shell", "console", "shell-session"}
