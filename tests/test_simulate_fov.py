@@ -304,7 +304,7 @@ def test_truth_functions_agree(zenith_store: Path) -> None:
     omega = width * (np.sin(np.deg2rad(fine[1:])) - np.sin(np.deg2rad(fine[:-1])))[None, :]
     sky = true_sky_counts(run, energy, ra, dec, np.broadcast_to(omega, ra.shape))
     assert sky.shape == (2, 40, 40)
-    np.testing.assert_allclose(sky, binned, rtol=1e-3)
+    np.testing.assert_allclose(sky, binned, rtol=2e-3)  # the midpoint rule
 
 
 def test_the_truth_of_a_symmetric_run_is_the_same_in_both_frames() -> None:

@@ -253,6 +253,8 @@ def simulate_datastore(
         energy_range=(e_lo, e_hi),
         offset_max=offset_max,
     )
+    # The planned zenith angles match the requested range to round-off; check them all.
+    asymmetry.check(float(np.max(runs["zen_pnt"].values)), offset_max)
     head = StoreHeader(
         telescop=site.telescop,
         instrume=site.instrume,
