@@ -37,6 +37,18 @@ recorded in its scalar ``<dim>_lo``/``<dim>_hi`` coordinates.
 Dimensions other than ``energy`` and ``offset`` (``group``, ``obs_id``) are
 kept, so that one call gives the product of every group or every run; name
 them in ``sum_over`` to add them up first (e.g. several runs of a cube).
+
+Field-of-view (``bkg_3d``) models, along ``(energy, fov_lon, fov_lat)``, have
+products of their own: :func:`fov_image` (the model over an energy band, per
+pixel) and :func:`fov_profile` (that image along ``fov_lon`` or ``fov_lat``,
+through the centre), for a rate or for the dimensionless shape factor of a
+build. A band is the weighted mean of its energy bins (weights: the energy
+bin widths, i.e. the rate over the band; or any given per bin, e.g. the
+counts of a build for its shape factor); a strip across the field of view is
+the solid-angle weighted mean of its pixels. The frame (``FOVALIGN``) and its
+sign are those of GADF: ``fov_lon`` grows towards lower azimuth (``ALTAZ``) or
+lower right ascension (``RADEC``), ``fov_lat`` towards higher altitude or
+north. :func:`radial_profile` averages a ``bkg_3d`` template over offset rings.
 """
 
 from __future__ import annotations
@@ -49,15 +61,25 @@ import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
 
-from xbkg.axes import binned_coords, edges, from_cf_bounds, validate_edges
+from xbkg.axes import binned_coords, edges, energy_width_mev, from_cf_bounds, validate_edges
 from xbkg.axes import offset_edges as default_offset_edges
-from xbkg.conventions import ENERGY_DIM, OFFSET_DIM, RATE_UNIT
+from xbkg.conventions import (
+    ENERGY_DIM,
+    FOV_LAT_DIM,
+    FOV_LON_DIM,
+    FOV_UNIT,
+    FOVALIGN_KEYWORD,
+    OFFSET_DIM,
+    RATE_UNIT,
+)
 from xbkg.model import SolidAngle, bin_volume
 
 __all__ = [
     "Selection",
     "acceptance_curve",
     "bin_slice",
+    "fov_image",
+    "fov_profile",
     "image",
     "integrate",
     "radial_profile",
@@ -76,7 +98,7 @@ _ARCHIVE_SMOOTHED = "smoothed_rate"
 #: Overlaps shorter than this fraction of a bin width do not select the bin.
 _OVERLAP_RTOL = 1e-6
 
-_UNITS = {ENERGY_DIM: "TeV", OFFSET_DIM: "deg"}
+_UNITS = {ENERGY_DIM: "TeV", OFFSET_DIM: "deg", FOV_LON_DIM: FOV_UNIT, FOV_LAT_DIM: FOV_UNIT}
 _EXPOSURE_UNIT = "s sr MeV"
 
 
@@ -570,3 +592,186 @@ def radial_profile(
     return xr.DataArray(
         profile, dims=(*extra, ENERGY_DIM, OFFSET_DIM), coords=coords, name="rate", attrs=attrs
     )
+
+
+#: The field-of-view dimensions, each with the one across it.
+_ACROSS = {FOV_LON_DIM: FOV_LAT_DIM, FOV_LAT_DIM: FOV_LON_DIM}
+
+#: Per-bin weights along ``energy``: a DataArray with an ``energy`` dimension, or a sequence.
+EnergyWeights = xr.DataArray | Sequence[float] | NDArray[np.float64] | None
+
+
+def _fov_model(template: xr.DataArray | xr.Dataset) -> xr.DataArray:
+    """The field-of-view model of ``template``: its ``rate`` (a Dataset) or itself."""
+    if isinstance(template, xr.Dataset):
+        ds = _with_edges(template)
+        if "rate" not in ds:
+            raise ValueError(
+                "a field-of-view model Dataset needs a 'rate' variable; "
+                f"the variables are {sorted(map(str, ds.data_vars))}"
+            )
+        rate = ds["rate"]
+        # A file's alignment is a header keyword, kept on the Dataset.
+        if FOVALIGN_KEYWORD in ds.attrs and FOVALIGN_KEYWORD not in rate.attrs:
+            rate = rate.assign_attrs({FOVALIGN_KEYWORD: ds.attrs[FOVALIGN_KEYWORD]})
+    else:
+        rate = template
+    if any(d not in rate.dims for d in (ENERGY_DIM, FOV_LON_DIM, FOV_LAT_DIM)):
+        raise ValueError(
+            "a field-of-view (bkg_3d) model needs the dimensions energy, fov_lon, fov_lat; "
+            f"got {rate.dims} (for a radial bkg_2d model use image() or acceptance_curve())"
+        )
+    return rate
+
+
+def _energy_weights(rate: xr.DataArray, weights: EnergyWeights) -> tuple[xr.DataArray, str]:
+    """Weights of the energy bins of ``rate``, on its energy coordinates, and what they are."""
+    if weights is None:
+        return energy_width_mev(rate), "energy bin width"
+    w = weights if isinstance(weights, xr.DataArray) else xr.DataArray(weights, dims=ENERGY_DIM)
+    n = rate.sizes[ENERGY_DIM]
+    if ENERGY_DIM not in w.dims or w.sizes[ENERGY_DIM] != n:
+        raise ValueError(
+            f"weights need one value per energy bin of the model ({n} bins) along 'energy'; "
+            f"got dimensions {dict(w.sizes)}"
+        )
+    if ENERGY_DIM in w.coords and not np.allclose(
+        w[ENERGY_DIM].values, rate[ENERGY_DIM].values, rtol=1e-6, atol=0.0
+    ):
+        raise ValueError("the weights' energy bins are not those of the model")
+    values = np.asarray(w.values, dtype=np.float64)
+    if not np.all(np.isfinite(values)) or np.any(values < 0):
+        raise ValueError("weights must be finite and non-negative")
+    # The model's energy coordinates, so that no rounding of the weights' ones misaligns them.
+    w = w.drop_vars([c for c in w.coords if ENERGY_DIM in w[c].dims]).astype(np.float64)
+    return w.assign_coords({ENERGY_DIM: rate[ENERGY_DIM]}), "given weights"
+
+
+def fov_image(
+    template: xr.DataArray | xr.Dataset,
+    energy: Selection = None,
+    *,
+    energy_index: int | slice | None = None,
+    weights: EnergyWeights = None,
+) -> xr.DataArray:
+    """A field-of-view model over an energy band: one value per ``fov_lon`` x ``fov_lat`` pixel.
+
+    The weighted mean of the band's energy bins, ``sum(w * model) / sum(w)``.
+
+    Parameters
+    ----------
+    template
+        A model along ``(energy, fov_lon, fov_lat)`` with edges: a rate (e.g.
+        ``xr.open_dataset(path, engine="gadf")``, :func:`xbkg.read_bkg`,
+        :func:`xbkg.pipeline.run_fov_rates`) or the shape factor of a build
+        (``Background.fov_shape``). Other dimensions (e.g. ``obs_id``) are kept.
+    energy
+        An energy in TeV (the bin holding it), a slice of energies (the bins
+        overlapping it, see :func:`bin_slice`) or None (all energies).
+    energy_index
+        A bin position or slice of positions instead of ``energy``.
+    weights
+        One non-negative weight per energy bin of ``template`` (the whole axis;
+        a DataArray along ``energy``, possibly with other dimensions, or a
+        sequence). Default: the bin widths, which gives the rate over the
+        band (its integral over energy divided by the band's width). For a
+        shape factor, the counts per energy bin weigh each bin as the data do.
+
+    Returns
+    -------
+    xarray.DataArray
+        Along ``(..., fov_lon, fov_lat)`` with edges, the units and
+        ``FOVALIGN`` of ``template``, the band as scalar
+        ``energy_lo``/``energy_hi`` coordinates, and ``attrs["energy_weights"]``.
+
+    Raises
+    ------
+    ValueError
+        If ``template`` is not a field-of-view model, the selection is outside
+        the energy axis, the weights do not fit, or they are all zero in the band.
+    """
+    rate = _fov_model(template)
+    band = bin_slice(rate, ENERGY_DIM, energy, energy_index)
+    w, described = _energy_weights(rate, weights)
+    w, part = w.isel({ENERGY_DIM: band}), rate.isel({ENERGY_DIM: band})
+    total = w.sum(ENERGY_DIM)
+    bin_edges = edges(part, ENERGY_DIM)
+    if not bool((total > 0).all()):
+        raise ValueError(
+            f"the weights of the energy bins {bin_edges[0]:.3g}-{bin_edges[-1]:.3g} TeV are all "
+            "zero: choose a band with weight"
+        )
+    mean = (part * w).sum(ENERGY_DIM, skipna=False) / total
+    for name, value in ((f"{ENERGY_DIM}_lo", bin_edges[0]), (f"{ENERGY_DIM}_hi", bin_edges[-1])):
+        mean.coords[name] = xr.Variable((), value, dict(rate[name].attrs))
+    mean.name = rate.name
+    mean.attrs = {
+        **{k: v for k, v in rate.attrs.items() if k in ("units", "long_name", FOVALIGN_KEYWORD)},
+        "energy_weights": described,
+    }
+    return mean.transpose(..., FOV_LON_DIM, FOV_LAT_DIM)
+
+
+def fov_profile(
+    template: xr.DataArray | xr.Dataset,
+    along: str,
+    energy: Selection = None,
+    *,
+    energy_index: int | slice | None = None,
+    across: Selection = None,
+    across_index: int | slice | None = None,
+    weights: EnergyWeights = None,
+) -> xr.DataArray:
+    """A field-of-view model along ``fov_lon`` or ``fov_lat``, through the centre, over a band.
+
+    The :func:`fov_image` of the band, averaged across a strip of pixels
+    (weighted by their solid angle).
+
+    Parameters
+    ----------
+    template
+        A model along ``(energy, fov_lon, fov_lat)`` (see :func:`fov_image`).
+    along
+        ``"fov_lon"`` or ``"fov_lat"``: the dimension the profile follows.
+    energy
+        The energy band, by value in TeV (see :func:`fov_image`).
+    energy_index
+        The energy band by position, instead of by value.
+    across
+        The strip, by value in deg along the other dimension: a value (the
+        bin holding it) or a slice (the bins overlapping it). Default: the
+        pixels at the centre (the two either side of 0 for an even number of
+        bins, the middle one for an odd number).
+    across_index
+        The strip by position, instead of by value.
+    weights
+        Weights of the energy bins (see :func:`fov_image`).
+
+    Returns
+    -------
+    xarray.DataArray
+        Along ``(..., along)`` with edges, the strip as scalar
+        ``<other>_lo``/``<other>_hi`` coordinates and the band as
+        ``energy_lo``/``energy_hi``.
+    """
+    from xbkg.fov_model import pixel_solid_angle
+
+    if along not in _ACROSS:
+        raise ValueError(f"along must be 'fov_lon' or 'fov_lat', got {along!r}")
+    other = _ACROSS[along]
+    image_ = fov_image(template, energy, energy_index=energy_index, weights=weights)
+    if across is None and across_index is None:
+        half = 0.5 * float(np.diff(edges(image_, other)).min())
+        across = slice(-half, half)
+    part = image_.isel({other: bin_slice(image_, other, across, across_index)})
+    omega = xr.DataArray(
+        pixel_solid_angle(edges(part, FOV_LON_DIM), edges(part, FOV_LAT_DIM)),
+        dims=(FOV_LON_DIM, FOV_LAT_DIM),
+    )
+    profile = (part * omega).sum(other, skipna=False) / omega.sum(other)
+    strip = edges(part, other)
+    for name, value in ((f"{other}_lo", strip[0]), (f"{other}_hi", strip[-1])):
+        profile.coords[name] = xr.Variable((), value, dict(image_[name].attrs))
+    profile.name = image_.name
+    profile.attrs = dict(image_.attrs)
+    return profile.transpose(..., along)
