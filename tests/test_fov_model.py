@@ -39,7 +39,9 @@ def test_pixel_offset_is_the_angular_distance_of_the_centre() -> None:
     lon = np.deg2rad(1.5)
     assert offset[2, 1] == pytest.approx(np.hypot(1.5, 0.5), rel=1e-3)  # nearly flat here
     assert offset[2, 0] == pytest.approx(offset[0, 2])
-    assert offset[2, 1] == pytest.approx(np.rad2deg(np.arccos(np.cos(lon) * np.cos(np.deg2rad(0.5)))))
+    assert offset[2, 1] == pytest.approx(
+        np.rad2deg(np.arccos(np.cos(lon) * np.cos(np.deg2rad(0.5))))
+    )
 
 
 def test_radial_rate_on_the_field_of_view_follows_the_offset() -> None:
@@ -86,16 +88,47 @@ def test_shape_measures_a_gradient_and_falls_back_to_one_without_data() -> None:
 def test_rotated_shape_turns_an_altitude_gradient_into_the_radec_frame() -> None:
     bin_edges = fov_edges(2.0, 40)
     lat = 0.5 * (bin_edges[:-1] + bin_edges[1:])
-    shape = fov_array(np.broadcast_to(1 + 0.1 * lat[None, None, :], (2, 40, 40)).copy(), bin_edges)
-    # psi = 90 deg: fov_lat_altaz = sin(psi) fov_lon_radec = fov_lon_radec.
+    values = np.broadcast_to(1 + 0.1 * lat[None, None, :], (2, 40, 40)).copy()
+    shape = fov_array(values, bin_edges)
+    # psi = 90 deg: fov_lat_altaz = -fov_lon_radec (the frames are mirror images).
     turned = rotated_shape(shape, np.array([90.0]))
     lon = lat
-    np.testing.assert_allclose(turned.values[0, 10:30, 20], 1 + 0.1 * lon[10:30], atol=1e-9)
-    np.testing.assert_allclose(turned.values[0, 20, 10:30], 1 + 0.1 * lon[20], atol=1e-9)
-    # No rotation: unchanged; a full turn averages the gradient away near the centre.
+    np.testing.assert_allclose(turned.values[0, 10:30, 20], 1 - 0.1 * lon[10:30], atol=1e-9)
+    # psi = 0: the same up to the mirror in fov_lon, which a gradient along fov_lat ignores.
     np.testing.assert_allclose(rotated_shape(shape, np.array([0.0])).values, shape.values)
+    camera = fov_array(np.broadcast_to(1 + 0.1 * lat[None, :, None], (2, 40, 40)).copy(), bin_edges)
+    mirrored = rotated_shape(camera, np.array([0.0]))
+    np.testing.assert_allclose(mirrored.values[0, 10:30, 20], 1 - 0.1 * lon[10:30], atol=1e-9)
+    # A full turn averages the gradient away near the centre.
     spun = rotated_shape(shape, np.linspace(0, 360, 72, endpoint=False))
     np.testing.assert_allclose(spun.values[0, 15:25, 15:25], 1.0, atol=1e-3)
+
+
+def test_rotated_shape_follows_the_frames_of_a_real_run(sim_store) -> None:
+    """The RADEC-to-ALTAZ relation used by rotated_shape is the one of xbkg.fov."""
+    from xbkg.fov import track_from_header
+    from xbkg.io.datastore import read_events
+
+    store, _ = sim_store
+    path = store.path / "data" / sorted(p.name for p in (store.path / "data").iterdir())[0]
+    header = read_events(path).header
+    track = track_from_header(header, str(path))
+    time = 0.5 * (float(header["TSTART"]) + float(header["TSTOP"]))
+    # The same shape evaluated both ways: a linear shape makes the turn exact.
+    bin_edges = fov_edges(2.0, 40)
+    centre = 0.5 * (bin_edges[:-1] + bin_edges[1:])
+    gx, gy = np.meshgrid(centre, centre, indexing="ij")
+    shape = fov_array(np.broadcast_to(1 + 0.1 * gx + 0.05 * gy, (1, 40, 40)).copy(), bin_edges)
+    psi = float(track.rotation_angle(time))
+    turned = rotated_shape(shape, np.array([psi]))
+    index = [int(np.argmin(abs(centre - v))) for v in (0.95, -0.45, 0.35)]
+    index_lat = [int(np.argmin(abs(centre - v))) for v in (0.25, 1.45, -1.05)]
+    for k in range(3):
+        x, y = centre[index[k]], centre[index_lat[k]]
+        ra_k, dec_k = track.sky_coordinates(x, y, time, "RADEC")
+        xa, ya = track.fov_coordinates(ra_k, dec_k, time, "ALTAZ")
+        expected = 1 + 0.1 * xa + 0.05 * ya
+        assert turned.values[0, index[k], index_lat[k]] == pytest.approx(expected, abs=2e-3)
 
 
 # --------------------------------------------------------------------------- end to end
@@ -122,7 +155,7 @@ def test_make_bkg_3d_writes_run_models_gammapy_reads(made_3d) -> None:
     from xbkg.io.gadf import read_bkg
     from xbkg.io.netcdf import read_archive
 
-    out, store = made_3d
+    out, _ = made_3d
     bkg = read_archive(out / "background.nc")
     assert bkg.options.bkg_class == "bkg_3d"
     assert bkg.options.fov_alignment == "ALTAZ"  # not flagged like the H.E.S.S. DR1 release

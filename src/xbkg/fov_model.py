@@ -248,9 +248,11 @@ def rotated_shape(shape: xr.DataArray, angles: NDArray[np.float64]) -> xr.DataAr
     """An ALTAZ shape factor seen in the RADEC frame, averaged over rotation ``angles`` (deg).
 
     ``angles`` are :meth:`xbkg.fov.PointingTrack.rotation_angle` at times
-    spread evenly over the run: the ALTAZ coordinates of a RADEC pixel are its
-    coordinates turned counter-clockwise by that angle. The shape is
-    interpolated bilinearly (nearest value beyond the grid).
+    spread evenly over the run. The two frames are mirror images of each
+    other (azimuth turns clockwise on the sky, right ascension
+    anticlockwise): the ALTAZ coordinates of a RADEC pixel are
+    ``(-cos(psi) lon - sin(psi) lat, -sin(psi) lon + cos(psi) lat)``. The
+    shape is interpolated bilinearly (nearest value beyond the grid).
     """
     from scipy.ndimage import map_coordinates
 
@@ -263,7 +265,7 @@ def rotated_shape(shape: xr.DataArray, angles: NDArray[np.float64]) -> xr.DataAr
     total = np.zeros_like(values)
     for psi in np.deg2rad(np.asarray(angles, dtype=np.float64)):
         c, s = np.cos(psi), np.sin(psi)
-        x_altaz, y_altaz = c * x - s * y, s * x + c * y
+        x_altaz, y_altaz = -c * x - s * y, -s * x + c * y
         # Fractional pixel indices of the turned centres (uniform grids).
         ix = (x_altaz - lon[0]) / (lon[1] - lon[0])
         iy = (y_altaz - lat[0]) / (lat[1] - lat[0])
