@@ -369,11 +369,24 @@ def build_parser() -> argparse.ArgumentParser:
             "Read OUT_DIR/background.nc (written by 'xbkg make') and write PNG figures of every "
             "group's raw and smoothed model into OUT_DIR: plot_group_NNN_overview.png, "
             "_acceptance.png, _spectrum.png and _image.png, and, when the HDU index gives runs "
-            "models of their own, plot_run_models.png with a few of them."
+            "models of their own, plot_run_models.png with a few of them. For a bkg_3d build, "
+            "also the field-of-view shape factor per decade of energy (plot_fov_shape_image.png, "
+            "plot_fov_shape_profiles.png: images and profiles along fov_lon and fov_lat, ALTAZ) "
+            "and a run's bkg_3d model as written (plot_fov_run_NNNNNN_image.png, "
+            "_profiles.png). Axes: fov_lon to the right, fov_lat up (GADF sign: azimuth or RA "
+            "grows to the left, altitude or Dec upwards)."
         ),
     )
     plot.add_argument("out_dir", type=Path, help="output folder of 'xbkg make'")
     plot.add_argument("--overwrite", action="store_true", help="replace existing figures")
+    plot.add_argument(
+        "--obs-id",
+        type=int,
+        nargs="+",
+        metavar="ID",
+        help="bkg_3d builds: the runs whose models are drawn (default: the run of median zenith "
+        "angle)",
+    )
 
     export = sub.add_parser(
         "export",
@@ -607,7 +620,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     from xbkg.plotting import write_plots
 
     bkg = read_archive(args.out_dir / ARCHIVE_FILE)
-    paths = write_plots(bkg, args.out_dir, overwrite=args.overwrite)
+    paths = write_plots(bkg, args.out_dir, overwrite=args.overwrite, fov_obs_ids=args.obs_id)
     print(f"xbkg plot: wrote {len(paths)} figures to {args.out_dir}")
     return 0
 

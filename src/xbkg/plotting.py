@@ -1,5 +1,5 @@
-"""Plots of background products (acceptance curve, spectrum, image, overview) and of
-validation tables.
+"""Plots of background products (acceptance curve, spectrum, image, overview), of
+field-of-view (``bkg_3d``) models (image per energy band, profiles) and of validation tables.
 
 Every function takes an optional matplotlib ``Axes`` (``ax=``; four of them,
 ``axes=``, for :func:`plot_validation`), draws on it (or on the current axes)
@@ -9,6 +9,13 @@ model (``attrs["smoothing"] == "none"``) as points with Poisson error bars
 and horizontal bars spanning each bin, a smoothed model as a line through
 the bin centres; images use the true bin edges. matplotlib is imported inside
 the functions, so that importing xbkg never needs it.
+
+Field-of-view models are drawn as the sky is: ``fov_lon`` increasing to the
+right and ``fov_lat`` upwards. With the GADF sign (``fov_lon`` grows towards
+lower azimuth or lower right ascension) azimuth, or RA, grows to the left and
+altitude, or Dec, upwards: an ``RADEC`` image has east left and north up. The
+axis labels name the frame (``FOVALIGN``; GADF's default ``ALTAZ`` when a
+model does not say) and these directions.
 """
 
 from __future__ import annotations
@@ -20,10 +27,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
+from numpy.typing import NDArray
 
 from xbkg.axes import edges
-from xbkg.conventions import ENERGY_DIM, GROUP_DIM, OBS_DIM, OFFSET_DIM
-from xbkg.products import Selection, integrate
+from xbkg.conventions import (
+    ENERGY_DIM,
+    FOV_ALIGNMENTS,
+    FOV_LAT_DIM,
+    FOV_LON_DIM,
+    FOVALIGN_KEYWORD,
+    GROUP_DIM,
+    OBS_DIM,
+    OFFSET_DIM,
+)
+from xbkg.products import EnergyWeights, Selection, fov_image, fov_profile, integrate
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -31,10 +48,16 @@ if TYPE_CHECKING:
     from xbkg.options import Background
 
 __all__ = [
+    "FOV_RUN_FILES",
+    "FOV_SHAPE_FILES",
     "PLOT_FILES",
     "RUN_MODELS_FILE",
+    "fov_axis_label",
+    "fov_runs",
     "plot_acceptance_curve",
     "plot_files",
+    "plot_fov_image",
+    "plot_fov_profile",
     "plot_image",
     "plot_overview",
     "plot_spectrum",
@@ -53,6 +76,19 @@ PLOT_FILES: tuple[str, ...] = (
 
 #: The figure of a few per-run models (the models the HDU index uses), when there are any.
 RUN_MODELS_FILE = "plot_run_models.png"
+
+#: Figures of the field-of-view shape factor of a ``bkg_3d`` build: images per energy band,
+#: profiles along ``fov_lon`` and ``fov_lat``.
+FOV_SHAPE_FILES: tuple[str, ...] = (
+    "plot_fov_shape_image.png",
+    "plot_fov_shape_profiles.png",
+)
+
+#: Figures of one run's ``bkg_3d`` model (``{obs_id}`` is the OBS_ID), as its file holds it.
+FOV_RUN_FILES: tuple[str, ...] = (
+    "plot_fov_run_{obs_id:06d}_image.png",
+    "plot_fov_run_{obs_id:06d}_profiles.png",
+)
 
 _RATE_LABEL = "Background rate"
 
@@ -460,11 +496,281 @@ def plot_validation(table: xr.Dataset, *, label: str | None = None, axes: Any = 
     return ax
 
 
+#: What grows along each field-of-view axis, per frame (GADF sign: fov_lon grows towards
+#: lower azimuth or RA, so these grow the other way).
+_FRAME_QUANTITY = {
+    "ALTAZ": {FOV_LON_DIM: "azimuth", FOV_LAT_DIM: "altitude"},
+    "RADEC": {FOV_LON_DIM: "RA", FOV_LAT_DIM: "Dec"},
+}
+_DIRECTION = {
+    (FOV_LON_DIM, "x"): "to the left",
+    (FOV_LON_DIM, "y"): "downwards",
+    (FOV_LAT_DIM, "x"): "to the right",
+    (FOV_LAT_DIM, "y"): "upwards",
+}
+_SKY_SIDE = {FOV_LON_DIM: " (east)", FOV_LAT_DIM: " (north)"}
+
+
+def fov_axis_label(dim: str, alignment: str, axis: str = "x") -> str:
+    """Label of a field-of-view axis: its unit, its frame, and which way the sky turns.
+
+    Parameters
+    ----------
+    dim
+        ``"fov_lon"`` or ``"fov_lat"``.
+    alignment
+        ``"ALTAZ"`` or ``"RADEC"`` (the model's ``FOVALIGN``).
+    axis
+        ``"x"`` or ``"y"``: the plot axis ``dim`` increases along (to the right, upwards).
+
+    Returns
+    -------
+    str
+        E.g. ``"fov_lon [deg], ALTAZ: azimuth grows to the left"``.
+
+    Examples
+    --------
+    >>> fov_axis_label("fov_lat", "RADEC", "y")
+    'fov_lat [deg], RADEC: Dec grows upwards (north)'
+    """
+    if alignment not in _FRAME_QUANTITY:
+        raise ValueError(f"unknown field-of-view alignment {alignment!r}: {FOV_ALIGNMENTS}")
+    if (dim, axis) not in _DIRECTION:
+        raise ValueError(
+            f"need dim 'fov_lon' or 'fov_lat' and axis 'x' or 'y', got {dim!r}, {axis!r}"
+        )
+    side = _SKY_SIDE[dim] if alignment == "RADEC" else ""
+    quantity = _FRAME_QUANTITY[alignment][dim]
+    return f"{dim} [deg], {alignment}: {quantity} grows {_DIRECTION[dim, axis]}{side}"
+
+
+def _alignment(obj: xr.DataArray | xr.Dataset, alignment: str | None) -> str:
+    """The frame of a model: as given, else its FOVALIGN, else GADF's default (ALTAZ)."""
+    found = alignment or obj.attrs.get(FOVALIGN_KEYWORD)
+    if found is None and isinstance(obj, xr.Dataset) and "rate" in obj:
+        found = obj["rate"].attrs.get(FOVALIGN_KEYWORD)
+    found = str(found or "ALTAZ").strip().upper()
+    if found not in FOV_ALIGNMENTS:
+        raise ValueError(
+            f"unknown field-of-view alignment {found!r}: expected one of {FOV_ALIGNMENTS}"
+        )
+    return found
+
+
+def _is_factor(obj: xr.DataArray) -> bool:
+    """A dimensionless model (a shape factor) rather than a rate."""
+    return str(obj.attrs.get("units", "")) in ("", "1")
+
+
+def _value_label(obj: xr.DataArray) -> str:
+    if _is_factor(obj):
+        return "Field-of-view shape factor"
+    return _label(_RATE_LABEL, str(obj.attrs.get("units", "")))
+
+
+def _only_fov(obj: xr.DataArray, dims: tuple[str, ...], what: str) -> None:
+    extra = [d for d in obj.dims if d not in dims]
+    if extra:
+        raise ValueError(
+            f"the {what} has the extra dimension(s) {tuple(extra)}: select one entry, "
+            f"e.g. .sel({extra[0]}=...)"
+        )
+
+
+def _energy_text(obj: xr.DataArray) -> str:
+    lo, hi = float(obj[f"{ENERGY_DIM}_lo"]), float(obj[f"{ENERGY_DIM}_hi"])
+    return f"Energy {lo:.3g}–{hi:.3g} TeV"
+
+
+def _run_text(obj: xr.DataArray) -> str:
+    if OBS_DIM in obj.coords and obj[OBS_DIM].ndim == 0:
+        return f"OBS_ID {int(obj[OBS_DIM])}"
+    return ""
+
+
+def _factor_limits(values: NDArray[np.float64]) -> tuple[float, float]:
+    """Colour limits symmetric about 1 (no change from the radial model)."""
+    finite = values[np.isfinite(values)]
+    spread = float(np.abs(finite - 1.0).max()) if finite.size else 0.0
+    spread = spread if spread > 0 else 0.01
+    return 1.0 - spread, 1.0 + spread
+
+
+def plot_fov_image(
+    template: xr.DataArray | xr.Dataset,
+    energy: Selection = None,
+    *,
+    energy_index: int | slice | None = None,
+    weights: EnergyWeights = None,
+    alignment: str | None = None,
+    ax: Axes | None = None,
+    colorbar: bool = True,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    **kwargs: Any,
+) -> Axes:
+    """Plot a field-of-view model over an energy band, pixel by pixel.
+
+    ``fov_lon`` runs along x (increasing to the right), ``fov_lat`` along y,
+    on equal scales and with the true pixel edges; the axis labels name the
+    frame and the directions azimuth and altitude (or RA and Dec) grow in
+    (:func:`fov_axis_label`). A rate is drawn on a linear colour scale, a
+    shape factor (units ``"1"``) on a diverging one centred on 1; undefined
+    pixels are left blank.
+
+    Parameters
+    ----------
+    template
+        A model along ``(energy, fov_lon, fov_lat)``, one run: a ``bkg_3d``
+        file (``xr.open_dataset(path, engine="gadf")``), one run of
+        :func:`xbkg.pipeline.run_fov_rates`, or ``Background.fov_shape``.
+    energy
+        Energy band by value in TeV (as for :func:`xbkg.products.fov_image`).
+    energy_index
+        Energy band by position, instead of by value.
+    weights
+        Weights of the energy bins (as for :func:`xbkg.products.fov_image`).
+    alignment
+        ``"ALTAZ"`` or ``"RADEC"`` (default: the model's ``FOVALIGN``, else ALTAZ).
+    ax
+        Axes to draw on (default: the current axes).
+    colorbar
+        Add a colour bar labelled with the quantity and its units.
+    vmin, vmax
+        Colour scale limits (default: the range of the image; for a shape
+        factor, symmetric about 1).
+    **kwargs
+        Passed to ``Axes.pcolormesh`` (e.g. ``cmap``).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes drawn on; the mesh is ``ax.collections[0]``.
+    """
+    frame = _alignment(template, alignment)
+    image = fov_image(template, energy, energy_index=energy_index, weights=weights)
+    _only_fov(image, (FOV_LON_DIM, FOV_LAT_DIM), "field-of-view image")
+    # pcolormesh takes rows along y: fov_lat.
+    values = image.transpose(FOV_LAT_DIM, FOV_LON_DIM).values.astype(np.float64)
+    factor = _is_factor(image)
+    if factor:
+        low, high = _factor_limits(values)
+    else:
+        finite = values[np.isfinite(values)]
+        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    ax = _get_ax(ax)
+    mesh = ax.pcolormesh(
+        edges(image, FOV_LON_DIM),
+        edges(image, FOV_LAT_DIM),
+        np.ma.masked_invalid(values),
+        vmin=low if vmin is None else vmin,
+        vmax=high if vmax is None else vmax,
+        **{"cmap": "RdBu_r" if factor else "viridis", **kwargs},
+    )
+    ax.set_aspect("equal")
+    ax.set_xlim(_extent_of(image, FOV_LON_DIM))
+    ax.set_ylim(_extent_of(image, FOV_LAT_DIM))
+    ax.set_xlabel(fov_axis_label(FOV_LON_DIM, frame, "x"))
+    ax.set_ylabel(fov_axis_label(FOV_LAT_DIM, frame, "y"))
+    if colorbar:
+        ax.figure.colorbar(mesh, ax=ax, label=_value_label(image))
+    if not ax.get_title():
+        ax.set_title(", ".join(t for t in (_run_text(image), _energy_text(image)) if t))
+    return ax
+
+
+def plot_fov_profile(
+    template: xr.DataArray | xr.Dataset,
+    along: str,
+    energy: Selection = None,
+    *,
+    energy_index: int | slice | None = None,
+    across: Selection = None,
+    across_index: int | slice | None = None,
+    weights: EnergyWeights = None,
+    alignment: str | None = None,
+    ax: Axes | None = None,
+    label: str | None = None,
+    **kwargs: Any,
+) -> Axes:
+    """Plot a field-of-view model along ``fov_lon`` or ``fov_lat``, through the centre.
+
+    A line through the pixel centres of :func:`xbkg.products.fov_profile`;
+    the x label names the frame and the direction azimuth or altitude (RA or
+    Dec) grows in.
+
+    Parameters
+    ----------
+    template
+        A model along ``(energy, fov_lon, fov_lat)``, one run (see :func:`plot_fov_image`).
+    along
+        ``"fov_lon"`` or ``"fov_lat"``.
+    energy
+        Energy band by value in TeV (default: all energies).
+    energy_index
+        Energy band by position, instead of by value.
+    across
+        The strip averaged across, by value in deg (default: the central pixels).
+    across_index
+        The strip by position, instead of by value.
+    weights
+        Weights of the energy bins (as for :func:`xbkg.products.fov_image`).
+    alignment
+        ``"ALTAZ"`` or ``"RADEC"`` (default: the model's ``FOVALIGN``, else ALTAZ).
+    ax
+        Axes to draw on (default: the current axes).
+    label
+        Legend label (default: the energy band).
+    **kwargs
+        Passed to ``Axes.plot``.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes drawn on; the title names the band and the strip unless the
+        axes already had one.
+    """
+    frame = _alignment(template, alignment)
+    profile = fov_profile(
+        template,
+        along,
+        energy,
+        energy_index=energy_index,
+        across=across,
+        across_index=across_index,
+        weights=weights,
+    )
+    _only_fov(profile, (along,), "field-of-view profile")
+    ax = _get_ax(ax)
+    band = _energy_text(profile)
+    ax.plot(profile[along].values, profile.values, label=label or band, **kwargs)
+    ax.set_xlabel(fov_axis_label(along, frame, "x"))
+    ax.set_ylabel(_value_label(profile))
+    ax.set_xlim(_extent_of(profile, along))
+    if not ax.get_title():
+        ax.set_title(", ".join(t for t in (_run_text(profile), band, _strip_text(profile)) if t))
+    return ax
+
+
+def _strip_text(profile: xr.DataArray) -> str:
+    """``"fov_lat -0.25–0.25 deg"``: the strip a profile averages across."""
+    for dim in (FOV_LON_DIM, FOV_LAT_DIM):
+        if dim not in profile.dims and f"{dim}_lo" in profile.coords:
+            lo, hi = float(profile[f"{dim}_lo"]), float(profile[f"{dim}_hi"])
+            return f"{dim} {lo:g}–{hi:g} deg"
+    return ""
+
+
+def _extent_of(obj: xr.DataArray, dim: str) -> tuple[float, float]:
+    bin_edges = edges(obj, dim)
+    return float(bin_edges[0]), float(bin_edges[-1])
+
+
 def _as_tuple(dims: str | Sequence[str]) -> tuple[str, ...]:
     return (dims,) if isinstance(dims, str) else tuple(dims)
 
 
-def _decades(ds: xr.Dataset) -> list[slice]:
+def _decades(ds: xr.Dataset | xr.DataArray) -> list[slice]:
     """Energy ranges of one decade each (bins grouped by the decade of their centre)."""
     decade = np.floor(np.log10(ds[ENERGY_DIM].values) + 1e-9).astype(int)
     return [
@@ -487,14 +793,60 @@ def _rings(ds: xr.Dataset, width: float = 0.5) -> list[slice]:
     return out
 
 
-def plot_files(bkg: Background) -> list[str]:
-    """Names of the PNG files :func:`write_plots` writes for ``bkg``."""
+def plot_files(bkg: Background, fov_obs_ids: Sequence[int] | None = None) -> list[str]:
+    """Names of the PNG files :func:`write_plots` writes for ``bkg``.
+
+    ``fov_obs_ids``: the runs whose ``bkg_3d`` models are drawn (see :func:`fov_runs`).
+    """
     from xbkg.pipeline import populated_groups
 
     names = [name.format(group=g) for g in populated_groups(bkg) for name in PLOT_FILES]
     if bkg.run_models is not None and bkg.run_models.sizes[OBS_DIM] > 0:
         names.append(RUN_MODELS_FILE)
+    if bkg.fov_shape is not None:
+        names += list(FOV_SHAPE_FILES)
+    names += [name.format(obs_id=o) for o in fov_runs(bkg, fov_obs_ids) for name in FOV_RUN_FILES]
     return names
+
+
+def fov_runs(bkg: Background, obs_ids: Sequence[int] | None = None) -> list[int]:
+    """The runs whose ``bkg_3d`` models :func:`write_plots` draws.
+
+    Parameters
+    ----------
+    bkg
+        A build; only a ``bkg_3d`` build with per-run models has such runs.
+    obs_ids
+        The runs asked for; default: one, the run of median zenith angle
+        among those with a model of their own (none for a ``bkg_2d`` build).
+
+    Raises
+    ------
+    ValueError
+        If runs are asked for but ``bkg`` has no ``bkg_3d`` per-run models, or
+        not for these runs.
+    """
+    has_models = bkg.run_models is not None and bkg.run_models.sizes[OBS_DIM] > 0
+    if bkg.fov_shape is None or not has_models:
+        if obs_ids:
+            raise ValueError(
+                "field-of-view figures of runs need a bkg_3d build with per-run models "
+                "(xbkg make --bkg-class bkg_3d); this one has none"
+            )
+        return []
+    assert bkg.run_models is not None
+    if obs_ids is None:
+        picks = shown_runs(bkg.run_models, bkg.cube, n=3)
+        return [picks[len(picks) // 2]]
+    known = {int(o) for o in bkg.run_models[OBS_DIM].values}
+    unknown = [int(o) for o in obs_ids if int(o) not in known]
+    if unknown:
+        first = ", ".join(str(o) for o in sorted(known)[:5])
+        raise ValueError(
+            f"no bkg_3d model for OBS_ID {', '.join(map(str, unknown))}: the models are for "
+            f"{len(known)} runs ({first}{', ...' if len(known) > 5 else ''})"
+        )
+    return list(dict.fromkeys(int(o) for o in obs_ids))
 
 
 def shown_runs(run_models: xr.Dataset, runs: xr.Dataset, n: int = 4) -> list[int]:
@@ -514,7 +866,13 @@ def shown_runs(run_models: xr.Dataset, runs: xr.Dataset, n: int = 4) -> list[int
     return [int(o) for o in ids[:n]]
 
 
-def write_plots(bkg: Background, out_dir: str | Path, *, overwrite: bool = False) -> list[Path]:
+def write_plots(
+    bkg: Background,
+    out_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    fov_obs_ids: Sequence[int] | None = None,
+) -> list[Path]:
     """Write PNG figures of every populated group's raw and smoothed model.
 
     Per group (``NNN`` = GROUP_ID): ``plot_group_NNN_overview.png``
@@ -522,6 +880,31 @@ def write_plots(bkg: Background, out_dir: str | Path, *, overwrite: bool = False
     decade of energy), ``..._spectrum.png`` (spectra of the whole field of
     view and of 0.5 deg wide rings) and ``..._image.png`` (raw and smoothed
     rate images on one colour scale).
+
+    For a ``bkg_3d`` build, also the field-of-view shape factor per decade of
+    energy (its bins weighted by their counts), in the ALTAZ frame it is
+    measured in: ``plot_fov_shape_image.png`` (images, one colour scale
+    centred on 1) and ``plot_fov_shape_profiles.png`` (along ``fov_lon`` and
+    ``fov_lat`` through the centre); and, for each run of :func:`fov_runs`
+    (``NNNNNN`` = OBS_ID), its ``bkg_3d`` model as its file holds it, in the
+    GADF orientation (:func:`xbkg.pipeline.run_fov_rates`):
+    ``plot_fov_run_NNNNNN_image.png`` and ``..._profiles.png``.
+
+    Parameters
+    ----------
+    bkg
+        A build (e.g. read by :func:`xbkg.io.netcdf.read_archive`).
+    out_dir
+        Folder to write into.
+    overwrite
+        Replace existing figures of the same names.
+    fov_obs_ids
+        Runs whose ``bkg_3d`` models are drawn (default: see :func:`fov_runs`).
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written.
 
     All figures are drawn first, then written together (:func:`xbkg.io.outputs.all_or_nothing`):
     an error or an interrupt leaves no partial set of figures.
@@ -535,9 +918,12 @@ def write_plots(bkg: Background, out_dir: str | Path, *, overwrite: bool = False
     from xbkg.pipeline import populated_groups
 
     out_dir = Path(out_dir)
-    names = plot_files(bkg)
+    runs = fov_runs(bkg, fov_obs_ids)
+    names = plot_files(bkg, runs)
 
     def write(stage: Path) -> None:
+        for fig, name in _fov_figures(bkg, runs):
+            fig.savefig(stage / name, dpi=150, metadata={"Software": None})
         if RUN_MODELS_FILE in names:
             assert bkg.run_models is not None
             fig = _run_models_figure(bkg.run_models, bkg.cube)
@@ -644,4 +1030,115 @@ def _image_figure(raw: xr.Dataset, smoothed: xr.Dataset) -> Any:
         ax.set_title(f"{name} rate")
     axes[1].set_ylabel("")
     fig.suptitle(_group_text(raw))
+    return fig
+
+
+def _fov_figures(bkg: Background, obs_ids: Sequence[int]) -> list[tuple[Any, str]]:
+    """The field-of-view figures of a ``bkg_3d`` build and their file names."""
+    from xbkg.pipeline import run_fov_rates
+
+    if bkg.fov_shape is None:
+        return []
+    # The shape factor is measured in the ALTAZ frame (Background.fov_shape).
+    shape = bkg.fov_shape.assign_attrs({FOVALIGN_KEYWORD: "ALTAZ"})
+    weights = None
+    if "fov_counts" in bkg.cube:
+        weights = bkg.cube["fov_counts"].sum([OBS_DIM, FOV_LON_DIM, FOV_LAT_DIM])
+    bands = [b for b in _decades(shape) if weights is None or float(weights[b].sum()) > 0]
+    title = "Field-of-view shape factor of the build (ALTAZ; energy bins weighted by counts)"
+    figures = [
+        (_fov_image_figure(shape, bands, weights, title, shared=True), FOV_SHAPE_FILES[0]),
+        (_fov_shape_profiles_figure(shape, bands, weights, title), FOV_SHAPE_FILES[1]),
+    ]
+    if obs_ids:
+        rates = run_fov_rates(bkg, obs_ids)
+        assert bkg.run_models is not None
+        reversed_lon = bkg.run_models.get("reverse_lon")
+        for obs_id in obs_ids:
+            rate = rates.sel({OBS_DIM: obs_id})
+            alignment = str(rate.attrs.get(FOVALIGN_KEYWORD, "ALTAZ"))
+            note = ""
+            if reversed_lon is not None and bool(reversed_lon.sel({OBS_DIM: obs_id})):
+                note = ", stored with fov_lon reversed for Gammapy (REVLON), shown as GADF defines"
+            zenith = ""
+            if "zen_pnt" in bkg.cube.coords and obs_id in bkg.cube[OBS_DIM].values:
+                zenith = f", {float(bkg.cube['zen_pnt'].sel({OBS_DIM: obs_id})):.0f} deg zenith"
+            run_title = f"OBS_ID {obs_id}{zenith}: bkg_3d model as written ({alignment}{note})"
+            names = [name.format(obs_id=obs_id) for name in FOV_RUN_FILES]
+            bands = _decades(rate)
+            figures.append(
+                (_fov_image_figure(rate, bands, None, run_title, shared=False), names[0])
+            )
+            figures.append((_fov_run_profiles_figure(rate, bands, run_title), names[1]))
+    return figures
+
+
+def _fov_image_figure(
+    model: xr.DataArray,
+    bands: Sequence[slice],
+    weights: xr.DataArray | None,
+    title: str,
+    *,
+    shared: bool,
+) -> Any:
+    """Images of ``model`` per energy band: one colour scale (``shared``) or one per band."""
+    fig = _figure(figsize=(4.6 * max(len(bands), 1) + 1.0, 5.2))
+    axes = list(np.atleast_1d(fig.subplots(1, max(len(bands), 1), sharey=True)))
+    limits: tuple[float | None, float | None] = (None, None)
+    if shared and bands:
+        values = np.concatenate(
+            [fov_image(model, energy_index=b, weights=weights).values.ravel() for b in bands]
+        )
+        limits = _factor_limits(values)
+    for ax, band in zip(axes, bands, strict=False):
+        plot_fov_image(
+            model,
+            energy_index=band,
+            weights=weights,
+            ax=ax,
+            colorbar=not shared,
+            vmin=limits[0],
+            vmax=limits[1],
+        )
+        ax.set_title(_energy_text(fov_image(model, energy_index=band, weights=weights)))
+    for ax in axes[1:]:
+        ax.set_ylabel("")
+    if shared and bands:
+        fig.colorbar(axes[0].collections[0], ax=axes, label=_value_label(model))
+    fig.suptitle(title)
+    return fig
+
+
+def _fov_shape_profiles_figure(
+    shape: xr.DataArray, bands: Sequence[slice], weights: xr.DataArray | None, title: str
+) -> Any:
+    """Profiles of the shape factor along fov_lon and fov_lat, one line per energy band."""
+    fig = _figure(figsize=(12, 4.6))
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, along in zip(axes, (FOV_LON_DIM, FOV_LAT_DIM), strict=True):
+        for i, band in enumerate(bands):
+            plot_fov_profile(shape, along, energy_index=band, weights=weights, ax=ax, color=f"C{i}")
+        ax.axhline(1.0, color="0.5", lw=0.8, ls="--")
+        profile = fov_profile(shape, along, energy_index=bands[0] if bands else None)
+        ax.set_title(f"Through the centre: {_strip_text(profile)}")
+        ax.legend(frameon=False, fontsize="small")
+    axes[1].set_ylabel("")
+    fig.suptitle(title)
+    return fig
+
+
+def _fov_run_profiles_figure(rate: xr.DataArray, bands: Sequence[slice], title: str) -> Any:
+    """Profiles of a run's rate along fov_lon (top) and fov_lat (bottom), one column per band."""
+    n = max(len(bands), 1)
+    fig = _figure(figsize=(4.6 * n, 7.5))
+    grid = np.asarray(fig.subplots(2, n, squeeze=False))
+    for column, band in enumerate(bands):
+        for row, along in enumerate((FOV_LON_DIM, FOV_LAT_DIM)):
+            ax = grid[row, column]
+            plot_fov_profile(rate, along, energy_index=band, ax=ax, color=f"C{column}")
+            profile = fov_profile(rate, along, energy_index=band)
+            ax.set_title(f"{_energy_text(profile)}\n{_strip_text(profile)}", fontsize="medium")
+            if column:
+                ax.set_ylabel("")
+    fig.suptitle(title)
     return fig
