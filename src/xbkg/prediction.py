@@ -83,13 +83,22 @@ from xbkg.axes import binned_coords, edges
 from xbkg.conventions import ENERGY_DIM, MEV_PER_TEV, OBS_DIM, OFFSET_DIM, TIME_CONVENTIONS
 
 __all__ = [
+    "DEFAULT_FOV_ROTATION_STEP",
     "DEFAULT_SUBSTEPS",
+    "ConsumerAlignment",
+    "FovPrediction",
     "PredictionMethod",
+    "consumer_alignment",
     "consumer_counts",
     "consumer_model",
+    "evaluate_fov_rate",
     "evaluate_rate",
+    "fov_consumer_counts",
     "integrate_log_log",
     "rate_integrals",
+    "rotation_time_steps",
+    "sky_grid",
+    "sky_pixel_index",
     "time_scale",
 ]
 
@@ -697,4 +706,411 @@ def consumer_counts(
         coords=keep,
         name="predicted",
         attrs={"units": "1", "long_name": "predicted counts", "prediction": "consumer"},
+    )
+
+
+# --------------------------------------------------------------------------- bkg_3d models
+
+#: How Gammapy 2.1 orients a ``bkg_3d`` model: its ``FOVALIGN``, or ``REVERSE_LON_RADEC``
+#: for every model of a run flagged like H.E.S.S. DR1 (:func:`consumer_alignment`).
+ConsumerAlignment = Literal["ALTAZ", "RADEC", "REVERSE_LON_RADEC"]
+
+#: ``MapDatasetMaker``'s default largest field-of-view rotation (deg) per time step of the
+#: integration of an ALTAZ model over a run.
+DEFAULT_FOV_ROTATION_STEP = 1.0
+# Gammapy's constants of that time integration: the Earth turns 360 deg per (solar) day,
+# and no time step is shorter than 1 s.
+_EARTH_DEG_PER_S = 360.0 / 86400.0
+_MIN_TIME_STEP = 1.0
+_FOV_DIMS = ("energy", "fov_lon", "fov_lat")
+
+
+def consumer_alignment(fovalign: str, reversed_lon: bool) -> ConsumerAlignment:
+    """The orientation Gammapy 2.1 gives a ``bkg_3d`` model of a run.
+
+    Parameters
+    ----------
+    fovalign
+        The model file's ``FOVALIGN`` (``ALTAZ`` or ``RADEC``).
+    reversed_lon
+        Whether the run's EVENTS header is flagged like H.E.S.S. DR1
+        (:func:`xbkg.io.datastore.gammapy_reversed_lon`): ``Observation.bkg``
+        then sets ``REVERSE_LON_RADEC`` whatever ``FOVALIGN`` says.
+    """
+    if reversed_lon:
+        return "REVERSE_LON_RADEC"
+    name = str(fovalign).strip().upper()
+    if name not in ("ALTAZ", "RADEC"):
+        raise ValueError(f"FOVALIGN must be 'ALTAZ' or 'RADEC', got {fovalign!r}")
+    return "ALTAZ" if name == "ALTAZ" else "RADEC"
+
+
+def rotation_time_steps(
+    track: Any, tstart: float, tstop: float, step: float = DEFAULT_FOV_ROTATION_STEP
+) -> NDArray[np.float64]:
+    """Times (s) at which Gammapy 2.1 evaluates an ALTAZ model during a run.
+
+    ``_compute_rotation_time_steps`` of ``gammapy.makers.utils``: from
+    ``tstart``, each step lasts ``step x cos(alt) / (360 deg/day x cos(lat) x
+    |cos(az)|)`` (the field's rotation rate at the pointing's current altitude
+    and azimuth, ``lat`` the site's latitude), at least 1 s, and the last one
+    ends at ``tstop``.
+
+    Parameters
+    ----------
+    track
+        The run's :class:`xbkg.fov.PointingTrack` (covering ``tstart`` to ``tstop``).
+    tstart, tstop
+        Start and end of the integration, s in the track's time reference.
+    step
+        Largest rotation per step, deg (``MapDatasetMaker(fov_rotation_step=...)``).
+    """
+    if not step > 0:
+        raise ValueError(f"the rotation step must be > 0 deg, got {step}")
+    cos_lat = abs(float(np.cos(track.location.lat.to_value("rad"))))
+    times = [float(tstart)]
+    now = float(tstart)
+    while now < tstop:
+        alt, az = (float(v) for v in track.pointing_altaz(now))
+        rate = _EARTH_DEG_PER_S * cos_lat * abs(np.cos(np.deg2rad(az)))
+        with np.errstate(divide="ignore"):
+            length = step * np.cos(np.deg2rad(alt)) / rate if rate > 0 else np.inf
+        now = min(now + max(float(length), _MIN_TIME_STEP), float(tstop))
+        times.append(now)
+    return np.asarray(times)
+
+
+def _fov_grid(rate: xr.DataArray) -> tuple[NDArray[Any], tuple[NDArray[np.float64], ...]]:
+    """Values along (energy, fov_lon, fov_lat) in their stored type, and the three edge arrays."""
+    missing = [d for d in _FOV_DIMS if d not in rate.dims]
+    if missing or rate.ndim != 3:
+        raise ValueError(f"a bkg_3d rate needs exactly the dimensions {_FOV_DIMS}, got {rate.dims}")
+    values = np.asarray(rate.transpose(*_FOV_DIMS).values)
+    if not np.issubdtype(values.dtype, np.floating):
+        values = values.astype(np.float64)
+    return values, tuple(edges(rate, d) for d in _FOV_DIMS)
+
+
+def _fov_log_values(values: NDArray[Any], interp_missing_data: bool) -> NDArray[np.float64]:
+    """Log of a (energy, lon, lat) rate as the analysis interpolates it (missing data filled)."""
+    if interp_missing_data:
+        flat = values.reshape(values.shape[0], -1)  # (energy, pixel): energy second to last
+        values = _fill_missing(flat).reshape(values.shape)
+    return _log_values(values)
+
+
+def _evaluate_fov_log(
+    log_values: NDArray[np.float64],
+    bin_edges: tuple[NDArray[np.float64], ...],
+    energy: NDArray[np.float64],
+    lon: NDArray[np.float64],
+    lat: NDArray[np.float64],
+) -> NDArray[np.float64]:
+    """The rate at energies (axis 0) x positions (``lon``, ``lat``, any shape), as Gammapy.
+
+    Trilinear interpolation of the log rate between bin centres, in log
+    energy and linear fov_lon and fov_lat, extrapolated linearly out to the
+    axis edges and 0 beyond them (edges included); NaN nodes give NaN.
+    Returns shape ``(energy.size, *lon.shape)``.
+    """
+    e_edges, x_edges, y_edges = bin_edges
+    log_e = np.log(np.clip(energy, _OUTPUT_TINY, np.inf))
+    ie0, ie1, fe = _cells(np.log(np.sqrt(e_edges[:-1] * e_edges[1:])), log_e)
+    ix0, ix1, fx = _cells(0.5 * (x_edges[:-1] + x_edges[1:]), lon.ravel())
+    iy0, iy1, fy = _cells(0.5 * (y_edges[:-1] + y_edges[1:]), lat.ravel())
+    fe = fe[:, None]
+    out = np.zeros((energy.size, lon.size))
+    for ie, we in ((ie0, 1 - fe), (ie1, fe)):
+        for ix, wx in ((ix0, 1 - fx), (ix1, fx)):
+            for iy, wy in ((iy0, 1 - fy), (iy1, fy)):
+                out += we * (wx * wy) * log_values[ie[:, None], ix[None, :], iy[None, :]]
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.exp(out)
+        out = np.where((out <= 2 * _OUTPUT_TINY) | np.isinf(out), 0.0, out)
+        e = _log_axis_edges(e_edges)
+        flat_lon, flat_lat = lon.ravel(), lat.ravel()
+        inside_e = (energy >= e[0]) & (energy <= e[-1])
+        inside_p = (
+            (flat_lon >= x_edges[0])
+            & (flat_lon <= x_edges[-1])
+            & (flat_lat >= y_edges[0])
+            & (flat_lat <= y_edges[-1])
+        )
+    out = np.where(inside_e[:, None] & inside_p[None, :], out, 0.0)
+    return out.reshape(energy.size, *lon.shape)
+
+
+def evaluate_fov_rate(
+    rate: xr.DataArray,
+    energy: ArrayLike,
+    fov_lon: ArrayLike,
+    fov_lat: ArrayLike,
+    *,
+    interp_missing_data: bool = True,
+) -> NDArray[np.float64]:
+    """A ``bkg_3d`` rate at energies and field-of-view positions, as Gammapy's ``Background3D``.
+
+    Linear interpolation of the log of the rate between bin centres, in log
+    energy and linear ``fov_lon`` and ``fov_lat``; the end cells extrapolated
+    linearly out to the axis edges, 0 beyond them (edges included). Rates
+    are clipped from below at the smallest normal number of their floating
+    type before the log (see :func:`evaluate_rate`). With
+    ``interp_missing_data`` (``MapDatasetMaker``'s default) zeros and NaN
+    between populated energy bins of each pixel are first filled as the
+    analysis fills them (:func:`consumer_model`). Unlike Gammapy, a NaN node
+    makes the result NaN, not 0.
+
+    Parameters
+    ----------
+    rate
+        Rate along ``(energy, fov_lon, fov_lat)`` with edges (TeV, deg), in
+        the orientation in which it is evaluated (as stored in its file).
+    energy
+        1-D energies, TeV.
+    fov_lon, fov_lat
+        Positions in the model's frame, deg (any shape, broadcast together).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(energy.size, *broadcast(fov_lon, fov_lat).shape)``, in the rate's units.
+    """
+    values, bin_edges = _fov_grid(rate)
+    lon, lat = np.broadcast_arrays(
+        np.asarray(fov_lon, dtype=np.float64), np.asarray(fov_lat, dtype=np.float64)
+    )
+    e = np.atleast_1d(np.asarray(energy, dtype=np.float64))
+    return _evaluate_fov_log(_fov_log_values(values, interp_missing_data), bin_edges, e, lon, lat)
+
+
+def _sky_wcs(ra: float, dec: float, width: float, binsz: float) -> tuple[Any, int]:
+    """The WCS of Gammapy's ``WcsGeom.create(skydir=(ra, dec), width, binsz)`` and its size."""
+    from astropy.wcs import WCS
+
+    npix = int(np.rint(width / binsz))
+    if npix < 1:
+        raise ValueError(f"a sky grid of width {width} deg and {binsz} deg pixels has no pixel")
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---CAR", "DEC--CAR"]
+    wcs.wcs.crpix = [(npix + 1) / 2.0, (npix + 1) / 2.0]
+    wcs.wcs.crval = [float(ra), float(dec)]
+    wcs.wcs.cdelt = [-float(binsz), float(binsz)]
+    wcs.wcs.radesys = "ICRS"
+    wcs.wcs.set()
+    return wcs, npix
+
+
+def sky_pixel_index(
+    ra_grid: float, dec_grid: float, width: float, binsz: float, ra: ArrayLike, dec: ArrayLike
+) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """Row (lat) and column (lon) of the :func:`sky_grid` pixel holding each direction; -1 outside."""
+    wcs, npix = _sky_wcs(ra_grid, dec_grid, width, binsz)
+    ra64, dec64 = np.broadcast_arrays(np.asarray(ra, np.float64), np.asarray(dec, np.float64))
+    x, y = wcs.wcs_world2pix(ra64, dec64, 0)
+    with np.errstate(invalid="ignore"):
+        ix = np.floor(np.asarray(x) + 0.5)
+        iy = np.floor(np.asarray(y) + 0.5)
+        outside = ~((ix >= 0) & (ix < npix) & (iy >= 0) & (iy < npix))
+    ix = np.where(outside, -1, ix).astype(np.intp)
+    iy = np.where(outside, -1, iy).astype(np.intp)
+    return iy, ix
+
+
+def sky_grid(
+    ra: float, dec: float, width: float, binsz: float
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Pixel centres and solid angles of Gammapy's ``WcsGeom.create(skydir, width, binsz)``.
+
+    The default geometry of a Gammapy map around a pointing: ICRS, plate
+    carrée (CAR) projection with the reference point at (``ra``, ``dec``) in
+    the centre of the map, ``round(width / binsz)`` pixels a side, RA
+    increasing to the left. Solid angles as Gammapy computes them: each
+    pixel as two planar triangles between its corners, with great-circle
+    side lengths.
+
+    Returns
+    -------
+    ra, dec, solid_angle
+        Arrays of shape ``(n_lat, n_lon)`` (Gammapy's image order): deg, deg, sr.
+    """
+    from xbkg.exclusion import position_angle, separation
+
+    wcs, npix = _sky_wcs(ra, dec, width, binsz)
+    centre = np.arange(npix, dtype=np.float64)
+    corner = np.arange(-0.5, npix, dtype=np.float64)
+    x, y = np.meshgrid(centre, centre)
+    ra_c, dec_c = wcs.wcs_pix2world(x, y, 0)
+    xe, ye = np.meshgrid(corner, corner)
+    ra_e, dec_e = wcs.wcs_pix2world(xe, ye, 0)
+
+    def corner_of(dy: int, dx: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        rows = slice(dy, npix + dy)
+        cols = slice(dx, npix + dx)
+        return ra_e[rows, cols], dec_e[rows, cols]
+
+    # Gammapy's corners: "low"/"up" along the map's first (lon) index, "left"/"right" along lat.
+    low_left, low_right, up_left, up_right = (
+        corner_of(0, 0),
+        corner_of(0, 1),
+        corner_of(1, 0),
+        corner_of(1, 1),
+    )
+    low = np.deg2rad(separation(*low_left, *low_right))
+    left = np.deg2rad(separation(*low_left, *up_left))
+    up = np.deg2rad(separation(*up_left, *up_right))
+    right = np.deg2rad(separation(*low_right, *up_right))
+    angle_lr = np.deg2rad(
+        position_angle(*low_right, *up_right) - position_angle(*low_right, *low_left)
+    )
+    angle_ul = np.deg2rad(position_angle(*up_left, *up_right) - position_angle(*low_left, *up_left))
+    omega = np.abs(0.5 * low * right * np.sin(angle_lr) + 0.5 * up * left * np.sin(angle_ul))
+    return np.mod(ra_c, 360.0), dec_c, omega
+
+
+@dataclass(frozen=True)
+class FovPrediction:
+    """Counts a ``bkg_3d`` model predicts on sky pixels of one run, and where the pixels were.
+
+    Attributes
+    ----------
+    counts
+        Predicted counts, shape ``(n_energy, *pixels)``: rate integrated over
+        each energy bin and the run, times the pixel's solid angle.
+    altaz_lon, altaz_lat
+        Mean ALTAZ field-of-view position (deg, GADF sign) of each pixel
+        during the run, weighted by its predicted counts at each time;
+        shape ``pixels``.
+    times
+        Times (s) at which the model was evaluated (ALTAZ) or the pixels'
+        ALTAZ positions were taken (all alignments).
+    alignment
+        The orientation the model was evaluated in.
+    """
+
+    counts: NDArray[np.float64]
+    altaz_lon: NDArray[np.float64]
+    altaz_lat: NDArray[np.float64]
+    times: NDArray[np.float64]
+    alignment: ConsumerAlignment
+
+
+def _trapezoid_weights(times: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Weights of the trapezoid rule over ``times``, summing to 1 (one time: weight 1)."""
+    if times.size == 1:
+        return np.ones(1)
+    dt = np.diff(times)
+    w = np.zeros(times.size)
+    w[:-1] += 0.5 * dt
+    w[1:] += 0.5 * dt
+    return w / dt.sum()
+
+
+def fov_consumer_counts(
+    rate: xr.DataArray,
+    alignment: ConsumerAlignment,
+    track: Any,
+    ra: ArrayLike,
+    dec: ArrayLike,
+    solid_angle: ArrayLike,
+    energy_edges: ArrayLike,
+    tstart: float,
+    ontime: float,
+    *,
+    interp_missing_data: bool = True,
+    fov_rotation_step: float = DEFAULT_FOV_ROTATION_STEP,
+) -> FovPrediction:
+    """Counts of a ``bkg_3d`` model on sky pixels, as Gammapy 2.1's ``MapDatasetMaker`` makes them.
+
+    ``make_map_background_irf`` in numpy, for one run with a fixed RA/Dec
+    pointing:
+
+    1. zeros and NaN between populated energy bins of each pixel are filled
+       (``background_interp_missing_data``); no padding (that is for offset axes);
+    2. each sky pixel centre is put in the model's frame: ``RADEC`` (GADF
+       sign: ``fov_lon`` towards lower RA), ``REVERSE_LON_RADEC`` (the same,
+       ``fov_lon`` negated), or ``ALTAZ`` at each of the times of
+       :func:`rotation_time_steps` from ``tstart`` to ``tstart + ontime``;
+    3. the rate is evaluated there at the map's energy edges
+       (:func:`evaluate_fov_rate`) and integrated over each energy bin with the
+       log-log rule (:func:`integrate_log_log`);
+    4. for ALTAZ the integrals at the times are averaged over the run with the
+       trapezoid rule (Gammapy's ``trapezoid(data, times) / duration``);
+    5. the result is multiplied by the pixel's solid angle and by ``ontime``
+       (Gammapy multiplies by the observation's duration, the sum of its good
+       time intervals, whatever time the model is normalised to).
+
+    The field-of-view coordinates come from :class:`xbkg.fov.PointingTrack`
+    (exact to ~1e-8 deg against astropy); Gammapy interpolates astropy's
+    ICRS-to-AltAz terms over 1000 s, which moves positions by far less than
+    the 1e-3 relative agreement the tests require.
+
+    Parameters
+    ----------
+    rate
+        The model as stored in its file (``xbkg.io.gadf.read_bkg(...,
+        reverse_lon=False)``), along ``(energy, fov_lon, fov_lat)``, s-1 MeV-1 sr-1.
+    alignment
+        How Gammapy orients it for this run (:func:`consumer_alignment`).
+    track
+        The run's :class:`xbkg.fov.PointingTrack` (:func:`xbkg.fov.track_from_header`).
+    ra, dec, solid_angle
+        Sky pixel centres (deg, ICRS) and solid angles (sr), any shape (e.g.
+        :func:`sky_grid`).
+    energy_edges
+        Energy bins of the map, TeV.
+    tstart, ontime
+        Start of the run's first good time interval (s in the track's time
+        reference) and the sum of its good time intervals (s).
+    interp_missing_data
+        ``MapDatasetMaker(background_interp_missing_data=...)``.
+    fov_rotation_step
+        ``MapDatasetMaker(fov_rotation_step=...)``, deg.
+
+    Returns
+    -------
+    FovPrediction
+        Counts of shape ``(n_energy, *ra.shape)`` and the pixels' mean ALTAZ positions.
+    """
+    values, bin_edges = _fov_grid(rate)
+    log_values = _fov_log_values(values, interp_missing_data)
+    ra64, dec64 = np.broadcast_arrays(np.asarray(ra, np.float64), np.asarray(dec, np.float64))
+    omega = np.broadcast_to(np.asarray(solid_angle, dtype=np.float64), ra64.shape)
+    e_edges = _map_energy_edges(np.asarray(energy_edges, dtype=np.float64), bin_edges[0])
+    times = rotation_time_steps(track, tstart, tstart + ontime, fov_rotation_step)
+    weights = _trapezoid_weights(times)
+
+    def integrals(lon: NDArray[np.float64], lat: NDArray[np.float64]) -> NDArray[np.float64]:
+        at_edges = _evaluate_fov_log(log_values, bin_edges, e_edges, lon, lat)
+        return integrate_log_log(at_edges, e_edges, axis=0) * MEV_PER_TEV
+
+    if alignment not in ("ALTAZ", "RADEC", "REVERSE_LON_RADEC"):
+        raise ValueError(
+            f"alignment must be 'ALTAZ', 'RADEC' or 'REVERSE_LON_RADEC', got {alignment!r}"
+        )
+    align: ConsumerAlignment = alignment
+    fixed = None
+    if align != "ALTAZ":
+        lon, lat = track.fov_coordinates(ra64, dec64, tstart, "RADEC")
+        fixed = integrals(-lon if align == "REVERSE_LON_RADEC" else lon, lat)
+    per_second = np.zeros((e_edges.size - 1, *ra64.shape))
+    sum_w = np.zeros(ra64.shape)
+    sum_lon, sum_lat = np.zeros(ra64.shape), np.zeros(ra64.shape)
+    for t, w in zip(times, weights, strict=True):
+        lon, lat = track.fov_coordinates(ra64, dec64, t, "ALTAZ")
+        now = integrals(lon, lat) if fixed is None else fixed
+        per_second += w * now
+        # Pixel positions weighted by what the pixel receives at that time.
+        pw = w * np.nan_to_num(now).sum(axis=0)
+        sum_w += pw
+        sum_lon += pw * lon
+        sum_lat += pw * lat
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_lon = np.where(sum_w > 0, sum_lon / sum_w, np.nan)
+        mean_lat = np.where(sum_w > 0, sum_lat / sum_w, np.nan)
+    return FovPrediction(
+        counts=per_second * omega[None] * float(ontime),
+        altaz_lon=mean_lon,
+        altaz_lat=mean_lat,
+        times=times,
+        alignment=align,
     )

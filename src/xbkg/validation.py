@@ -98,22 +98,30 @@ from xbkg.prediction import PredictionMethod, consumer_counts, time_scale
 
 __all__ = [
     "DEFAULT_OFFSET_MAX",
+    "FOV_BINSZ",
+    "FOV_MAP_WIDTH",
+    "FOV_REBIN",
     "HELD_OUT_OBS_IDS",
     "ModelBuilder",
     "PredictionMethod",
     "crossval",
     "crossval_predictions",
     "energy_redistribution",
+    "fit_fov_gradient",
     "fold_assignment",
     "fov_coordinates",
+    "fov_run_maps",
+    "fov_validation_maps",
     "held_out_validation",
     "predict_counts",
     "run_rates",
     "summarize",
+    "summarize_fov",
     "template_counts",
     "template_predictions",
     "time_scale",
     "validate",
+    "validate_fov",
     "validation_mask",
 ]
 
@@ -949,3 +957,508 @@ def held_out_validation(
     table = validate(test_cube, predicted, offset_max=offset_max)
     table.attrs["n_train"] = int(train_cube.sizes[OBS_DIM])
     return table
+
+
+# --------------------------------------------------------------------------- field-of-view maps
+#
+# bkg_3d models are validated on sky maps, the way a 3D analysis uses them: each run's
+# prediction is computed as Gammapy 2.1's MapDatasetMaker computes it
+# (:func:`xbkg.prediction.fov_consumer_counts`) on a map of FOV_BINSZ pixels centred on
+# the pointing, and the observed events are binned on the same map. Pixels whose centre
+# lies inside an exclusion region, or further than ``offset_max`` from the pointing, are
+# left out of both; energy bins not entirely above the run's safe threshold too. The fine
+# pixels are then summed into coarser ones (FOV_REBIN x FOV_REBIN) for the metrics.
+
+#: Pixel size (deg) of the maps the prediction is computed on.
+FOV_BINSZ = 0.1
+#: Fine pixels per side summed into one pixel of the metrics (0.2 deg pixels).
+FOV_REBIN = 2
+#: Width (deg) of each run's map, centred on the pointing (covers 2 deg from it).
+FOV_MAP_WIDTH = 4.0
+_SKY_DIMS = ("sky_lat", "sky_lon")
+# Newton iterations of the gradient fit (it converges in a few).
+_FIT_ITERATIONS = 50
+
+
+def fov_run_maps(
+    events: Any,
+    track: Any,
+    rate: xr.DataArray,
+    alignment: str,
+    energy_edges: ArrayLike,
+    *,
+    tstart: float,
+    ontime: float,
+    safe_energy_lo: float = np.nan,
+    regions: xr.Dataset | None = None,
+    offset_max: float = DEFAULT_OFFSET_MAX,
+    width: float = FOV_MAP_WIDTH,
+    binsz: float = FOV_BINSZ,
+    rebin: int = FOV_REBIN,
+    fov_rotation_step: float = 1.0,
+) -> xr.Dataset:
+    """Observed and predicted counts of one run on a sky map around its pointing.
+
+    Parameters
+    ----------
+    events
+        The run's events (:class:`xbkg.io.datastore.EventList` or anything with
+        ``ra``, ``dec`` (deg) and ``energy`` (TeV) arrays).
+    track
+        The run's :class:`xbkg.fov.PointingTrack`; the map is centred on its
+        ``ra_pnt``, ``dec_pnt``.
+    rate
+        The run's ``bkg_3d`` model as stored in its file (``read_bkg(...,
+        reverse_lon=False)``), along ``(energy, fov_lon, fov_lat)``.
+    alignment
+        How Gammapy orients it for this run
+        (:func:`xbkg.prediction.consumer_alignment`).
+    energy_edges
+        Energy bins of the map, TeV.
+    tstart, ontime
+        Start (s, in the track's time reference) and duration (s) of the run,
+        as Gammapy takes them (first good time interval start, sum of the good
+        time intervals).
+    safe_energy_lo
+        The run's safe threshold (TeV): energy bins not entirely above it are
+        left out. NaN: none.
+    regions
+        Exclusion circles: fine pixels whose centre lies inside one are left
+        out of both the observed and the predicted counts.
+    offset_max
+        Fine pixels whose centre lies further from the pointing (deg) are left out.
+    width, binsz
+        Map width and fine pixel size, deg (the prediction's map).
+    rebin
+        Fine pixels per side summed into one pixel of the result.
+    fov_rotation_step
+        ``MapDatasetMaker(fov_rotation_step=...)``, deg.
+
+    Returns
+    -------
+    xarray.Dataset
+        Along ``(energy, sky_lat, sky_lon)``: ``observed``, ``predicted``
+        (summed over the used fine pixels), ``used`` (some fine pixel used and
+        the energy bin above threshold); along ``(sky_lat, sky_lon)``:
+        ``altaz_lon``, ``altaz_lat``, the predicted-counts weighted mean ALTAZ
+        field-of-view position of the used fine pixels during the run.
+    """
+    from xbkg.exclusion import outside_regions, separation
+    from xbkg.prediction import fov_consumer_counts, sky_grid, sky_pixel_index
+
+    if rebin < 1:
+        raise ValueError(f"rebin must be >= 1, got {rebin}")
+    e_edges = np.asarray(energy_edges, dtype=np.float64)
+    ra_pnt, dec_pnt = float(track.ra_pnt), float(track.dec_pnt)
+    ra, dec, omega = sky_grid(ra_pnt, dec_pnt, width, binsz)
+    npix = ra.shape[0]
+    if npix % rebin:
+        raise ValueError(f"the map's {npix} pixels a side are not a multiple of rebin={rebin}")
+    keep = separation(ra, dec, ra_pnt, dec_pnt) <= offset_max
+    if regions is not None and regions.sizes.get("source", 0) > 0:
+        keep &= outside_regions(ra, dec, regions)
+    energy_ok = np.ones(e_edges.size - 1, dtype=bool)
+    if np.isfinite(safe_energy_lo):
+        energy_ok = e_edges[:-1] >= safe_energy_lo * (1 - 1e-6)
+
+    pred = fov_consumer_counts(
+        rate,
+        _alignment(alignment),
+        track,
+        ra,
+        dec,
+        omega,
+        e_edges,
+        tstart,
+        ontime,
+        fov_rotation_step=fov_rotation_step,
+    )
+    iy, ix = sky_pixel_index(ra_pnt, dec_pnt, width, binsz, events.ra, events.dec)
+    ie = np.searchsorted(e_edges, np.asarray(events.energy, dtype=np.float64), side="right") - 1
+    inside = (iy >= 0) & (ie >= 0) & (ie < e_edges.size - 1)
+    observed = np.zeros((e_edges.size - 1, npix, npix))
+    np.add.at(observed, (ie[inside], iy[inside], ix[inside]), 1.0)
+
+    use = energy_ok[:, None, None] & keep[None]
+    counts = np.where(use, observed, 0.0)
+    predicted = np.where(use, pred.counts, 0.0)
+    weight = np.where(keep, np.nan_to_num(pred.counts[energy_ok]).sum(axis=0), 0.0)
+
+    def coarse(values: NDArray[Any]) -> NDArray[Any]:
+        shape = (*values.shape[:-2], npix // rebin, rebin, npix // rebin, rebin)
+        return values.reshape(shape).sum(axis=(-3, -1))
+
+    total = coarse(weight)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_lon = coarse(weight * np.nan_to_num(pred.altaz_lon)) / total
+        mean_lat = coarse(weight * np.nan_to_num(pred.altaz_lat)) / total
+    used = coarse(use.astype(np.int64)) > 0
+    dims3 = (ENERGY_DIM, *_SKY_DIMS)
+    energy = _energy_coords(e_edges)
+    return xr.Dataset(
+        {
+            "observed": (dims3, coarse(counts), {"units": "1", "long_name": "observed counts"}),
+            "predicted": (
+                dims3,
+                coarse(predicted),
+                {"units": "1", "long_name": "predicted counts (Gammapy's MapDatasetMaker)"},
+            ),
+            "used": (dims3, used, {"long_name": "pixel and energy bin take part"}),
+            "altaz_lon": (
+                _SKY_DIMS,
+                np.where(total > 0, mean_lon, np.nan),
+                {"units": "deg", "long_name": "mean ALTAZ fov_lon of the pixel during the run"},
+            ),
+            "altaz_lat": (
+                _SKY_DIMS,
+                np.where(total > 0, mean_lat, np.nan),
+                {"units": "deg", "long_name": "mean ALTAZ fov_lat of the pixel during the run"},
+            ),
+        },
+        coords=energy,
+        attrs={"alignment": pred.alignment, "n_times": int(pred.times.size)},
+    )
+
+
+def _alignment(alignment: str) -> Any:
+    """``alignment`` checked as one of Gammapy's three orientations of a ``bkg_3d``."""
+    name = str(alignment).strip().upper()
+    if name not in ("ALTAZ", "RADEC", "REVERSE_LON_RADEC"):
+        raise ValueError(
+            f"alignment must be 'ALTAZ', 'RADEC' or 'REVERSE_LON_RADEC', got {alignment!r}"
+        )
+    return name
+
+
+def _energy_coords(energy_edges: NDArray[np.float64]) -> dict[str, Any]:
+    """Energy coordinates (centre, ``energy_lo``, ``energy_hi``) of bins with these edges."""
+    from xbkg.axes import binned_coords
+
+    return {k: v for k, v in binned_coords(energy=energy_edges).items() if k.startswith(ENERGY_DIM)}
+
+
+def fit_fov_gradient(
+    observed: ArrayLike, predicted: ArrayLike, fov_lon: ArrayLike, fov_lat: ArrayLike
+) -> dict[str, float]:
+    """Poisson fit of ``observed / predicted = a (1 + g_lon fov_lon + g_lat fov_lat)``.
+
+    Maximum likelihood for Poisson counts with mean
+    ``predicted x a (1 + g_lon x + g_lat y)``, over the pixels given
+    (pixels with ``predicted > 0``), with errors from the Fisher
+    information at the fit. The model is linear in ``(a, a g_lon, a g_lat)``,
+    where the log-likelihood is concave: Newton's method with step halving
+    (keeping every mean positive) finds the maximum.
+
+    Returns
+    -------
+    dict
+        ``norm``, ``gradient_lon``, ``gradient_lat`` (per deg), their standard
+        errors ``gradient_lon_err``, ``gradient_lat_err``; NaN if the fit has
+        too few pixels or counts.
+    """
+    n = np.asarray(observed, dtype=np.float64).ravel()
+    p = np.asarray(predicted, dtype=np.float64).ravel()
+    x = np.asarray(fov_lon, dtype=np.float64).ravel()
+    y = np.asarray(fov_lat, dtype=np.float64).ravel()
+    ok = (p > 0) & np.isfinite(x) & np.isfinite(y) & np.isfinite(n)
+    n, p, x, y = n[ok], p[ok], x[ok], y[ok]
+    nan = {
+        k: np.nan
+        for k in ("norm", "gradient_lon", "gradient_lat", "gradient_lon_err", "gradient_lat_err")
+    }
+    if n.size < 4 or n.sum() <= 0:
+        return nan
+    design = p[:, None] * np.column_stack([np.ones_like(x), x, y])  # mean = design @ theta
+    theta = np.array([n.sum() / p.sum(), 0.0, 0.0])
+
+    def loglike(t: NDArray[np.float64]) -> float:
+        mu = design @ t
+        if np.any(mu <= 0):
+            return -np.inf
+        return float(np.sum(n * np.log(mu) - mu))
+
+    current = loglike(theta)
+    for _ in range(_FIT_ITERATIONS):
+        mu = design @ theta
+        grad = design.T @ (n / mu - 1.0)
+        hess = (design * (n / mu**2)[:, None]).T @ design
+        try:
+            step = np.linalg.solve(hess, grad)
+        except np.linalg.LinAlgError:
+            return nan
+        scale = 1.0
+        while scale > 1e-6 and loglike(theta + scale * step) < current:
+            scale *= 0.5
+        theta = theta + scale * step
+        new = loglike(theta)
+        converged = abs(new - current) < 1e-10 * max(1.0, abs(new))
+        current = new
+        if converged:
+            break
+    mu = design @ theta
+    fisher = (design / mu[:, None]).T @ design
+    try:
+        cov = np.linalg.inv(fisher)
+    except np.linalg.LinAlgError:
+        return nan
+    a = theta[0]
+    g = theta[1:] / a
+    # Delta method for g_k = theta_k / theta_0.
+    errors = []
+    for k in (1, 2):
+        jac = np.zeros(3)
+        jac[0], jac[k] = -theta[k] / a**2, 1.0 / a
+        errors.append(float(np.sqrt(jac @ cov @ jac)))
+    return {
+        "norm": float(a),
+        "gradient_lon": float(g[0]),
+        "gradient_lat": float(g[1]),
+        "gradient_lon_err": errors[0],
+        "gradient_lat_err": errors[1],
+    }
+
+
+def _deviance(n: NDArray[np.float64], mu: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Poisson deviance of each bin: ``2 (n log(n / mu) - (n - mu))`` (``n log n`` = 0 at 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        term = np.where(n > 0, n * np.log(n / mu), 0.0)
+    return 2.0 * (term - (n - mu))
+
+
+def validate_fov(maps: xr.Dataset) -> xr.Dataset:
+    """Per-run comparison of observed and predicted sky maps, with the summary in ``attrs``.
+
+    Parameters
+    ----------
+    maps
+        :func:`fov_run_maps` of the runs, concatenated along ``obs_id``.
+
+    Returns
+    -------
+    xarray.Dataset
+        Along ``obs_id``:
+
+        - ``observed``, ``predicted``, ``ratio`` (observed / predicted),
+          ``significance``: over the used bins;
+        - ``deviance``, ``dof``, ``deviance_dof``: Poisson deviance of the
+          *shape* (after scaling the prediction to the run's observed total,
+          so that it measures the shape only) over the used (energy x pixel)
+          bins with a positive prediction, ``dof`` = bins - 1. The deviance is
+          minus twice the log-likelihood ratio to the saturated model: for
+          the same data, a lower value is a better prediction (a proper score),
+          whatever the counts per bin; only where every bin holds many counts
+          does its expectation approach ``dof``;
+        - ``gradient_lat``, ``gradient_lon`` and their ``_err``: the gradient
+          (per deg) of observed / predicted along the ALTAZ field of view
+          (:func:`fit_fov_gradient`): ``gradient_lat`` towards higher
+          altitude, ``gradient_lon`` along GADF's ALTAZ ``fov_lon`` (towards
+          *lower* azimuth). Fitted on the pixels summed over energy, each at
+          its mean ALTAZ position during the run (weighted by its predicted
+          counts at each time): for a ratio linear in the ALTAZ position this
+          is the pixel's mean ratio, so the fit is unbiased; the rotation of
+          the field during the run only shortens the lever arm;
+        - ``residual`` along ``(obs_id, energy, sky_lat, sky_lon)``: Pearson
+          residual after the per-run normalisation, NaN where unused.
+
+        ``attrs``: ``n_runs``, ``normalisation``, ``scatter`` (standard
+        deviation of the ratio over runs / its mean), ``poisson_scatter``,
+        ``deviance_dof`` (summed deviance / summed dof), ``deviance_dof_mean``
+        (mean over runs), ``gradient_lat_mean``, ``gradient_lat_rms``,
+        ``gradient_lon_mean``, ``gradient_lon_rms`` (over runs),
+        ``significance_mean``, ``significance_width`` (of the pooled residuals:
+        0 and 1 for a model equal to the truth), ``prediction`` (``"consumer-3d"``).
+    """
+    sum_dims = (ENERGY_DIM, *_SKY_DIMS)
+    used = maps["used"] & maps["predicted"].notnull()
+    counts = maps["observed"].where(used, 0.0)
+    mu = maps["predicted"].where(used, 0.0)
+    obs = counts.sum(sum_dims)
+    tot = mu.sum(sum_dims)
+    ratio = obs / tot
+    norm_mu = mu * ratio
+    positive = used & (norm_mu > 0)
+    n_v = counts.values
+    m_v = norm_mu.values
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dev = np.where(positive.values, _deviance(n_v, m_v), 0.0)
+        pearson = np.where(positive.values, (n_v - m_v) / np.sqrt(m_v), np.nan)
+    deviance = dev.sum(axis=(1, 2, 3))
+    dof = positive.values.sum(axis=(1, 2, 3)) - 1
+    fits = []
+    for i in range(maps.sizes[OBS_DIM]):
+        run = maps.isel({OBS_DIM: i})
+        fits.append(
+            fit_fov_gradient(
+                counts.isel({OBS_DIM: i}).sum(ENERGY_DIM).values,
+                mu.isel({OBS_DIM: i}).sum(ENERGY_DIM).values,
+                run["altaz_lon"].values,
+                run["altaz_lat"].values,
+            )
+        )
+    run_dim = (OBS_DIM,)
+
+    def per_run(key: str) -> NDArray[np.float64]:
+        return np.array([f[key] for f in fits], dtype=np.float64)
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        table = xr.Dataset(
+            {
+                "observed": obs.assign_attrs(units="1", long_name="observed counts"),
+                "predicted": tot.assign_attrs(units="1", long_name="predicted counts"),
+                "ratio": ratio.assign_attrs(units="1", long_name="observed / predicted"),
+                "significance": ((obs - tot) / np.sqrt(tot)).assign_attrs(
+                    units="1", long_name="(observed - predicted) / sqrt(predicted)"
+                ),
+                "deviance": (
+                    run_dim,
+                    deviance,
+                    {"units": "1", "long_name": "shape Poisson deviance after normalisation"},
+                ),
+                "dof": (run_dim, dof, {"units": "1", "long_name": "degrees of freedom (bins - 1)"}),
+                "deviance_dof": (
+                    run_dim,
+                    deviance / dof,
+                    {"units": "1", "long_name": "shape Poisson deviance / dof"},
+                ),
+                "gradient_lat": (
+                    run_dim,
+                    per_run("gradient_lat"),
+                    {"units": "deg-1", "long_name": "gradient of obs/pred towards higher altitude"},
+                ),
+                "gradient_lat_err": (run_dim, per_run("gradient_lat_err"), {"units": "deg-1"}),
+                "gradient_lon": (
+                    run_dim,
+                    per_run("gradient_lon"),
+                    {"units": "deg-1", "long_name": "gradient of obs/pred along ALTAZ fov_lon"},
+                ),
+                "gradient_lon_err": (run_dim, per_run("gradient_lon_err"), {"units": "deg-1"}),
+                "residual": (
+                    maps["observed"].dims,
+                    pearson,
+                    {"units": "1", "long_name": "Pearson residual after per-run normalisation"},
+                ),
+            },
+            coords={k: v.variable for k, v in maps.coords.items()},
+        )
+    table.attrs = summarize_fov(table)
+    return table
+
+
+def summarize_fov(table: xr.Dataset) -> dict[str, Any]:
+    """Summary metrics of a :func:`validate_fov` table (see there)."""
+    ratio = table["ratio"].values
+    ok = np.isfinite(ratio)
+    pred = table["predicted"].values[ok]
+    res = table["residual"].values[ok]
+    res = res[np.isfinite(res)]
+    dev, dof = table["deviance"].values[ok], table["dof"].values[ok]
+
+    def rms(name: str) -> float:
+        v = table[name].values[ok]
+        v = v[np.isfinite(v)]
+        return float(np.sqrt(np.mean(v**2))) if v.size else np.nan
+
+    def mean(name: str) -> float:
+        v = table[name].values[ok]
+        v = v[np.isfinite(v)]
+        return float(np.mean(v)) if v.size else np.nan
+
+    return {
+        "n_runs": int(ok.sum()),
+        "normalisation": float(table["observed"].values[ok].sum() / pred.sum())
+        if ok.any()
+        else np.nan,
+        "scatter": float(np.std(ratio[ok], ddof=1) / np.mean(ratio[ok]))
+        if ok.sum() > 1
+        else np.nan,
+        "poisson_scatter": float(np.sqrt(np.mean(1.0 / pred))) if ok.any() else np.nan,
+        "deviance_dof": float(dev.sum() / dof.sum()) if dof.sum() > 0 else np.nan,
+        "deviance_dof_mean": mean("deviance_dof"),
+        "gradient_lat_mean": mean("gradient_lat"),
+        "gradient_lat_rms": rms("gradient_lat"),
+        "gradient_lon_mean": mean("gradient_lon"),
+        "gradient_lon_rms": rms("gradient_lon"),
+        "significance_mean": float(np.mean(res)) if res.size else np.nan,
+        "significance_width": float(np.std(res)) if res.size else np.nan,
+        "prediction": "consumer-3d",
+    }
+
+
+#: ``events_of(obs_id)``: the run's events with TIME and header (:func:`xbkg.io.datastore.read_events`).
+EventsOf = Callable[[int], Any]
+#: ``model_of(obs_id)``: the run's ``bkg_3d`` as stored and how Gammapy orients it.
+ModelOf = Callable[[int], tuple[xr.DataArray, str]]
+
+
+def fov_validation_maps(
+    runs: xr.Dataset,
+    events_of: EventsOf,
+    model_of: ModelOf,
+    energy_edges: ArrayLike,
+    *,
+    regions: xr.Dataset | None = None,
+    offset_max: float = DEFAULT_OFFSET_MAX,
+    width: float = FOV_MAP_WIDTH,
+    binsz: float = FOV_BINSZ,
+    rebin: int = FOV_REBIN,
+) -> xr.Dataset:
+    """:func:`fov_run_maps` of every run, along ``obs_id``.
+
+    The events and models are read by the caller's functions (this module
+    reads no file). Each run's pointing track comes from its EVENTS header
+    (:func:`xbkg.fov.track_from_header`), its start from ``TSTART`` and its
+    duration from ``ONTIME`` (else ``TSTOP - TSTART``), as Gammapy takes them
+    for a run with one good time interval; the safe threshold from the run
+    table's ``safe_energy_lo``.
+
+    Parameters
+    ----------
+    runs
+        Run table (or cube) of the runs, with ``safe_energy_lo`` if there is a threshold.
+    events_of
+        ``events_of(obs_id)``: the events, with ``ra``, ``dec``, ``energy``
+        and ``header`` (e.g. ``read_events(path, time=True)``).
+    model_of
+        ``model_of(obs_id)``: ``(rate as stored, alignment as Gammapy takes it)``.
+    energy_edges, regions, offset_max, width, binsz, rebin
+        As for :func:`fov_run_maps`.
+    """
+    from xbkg.fov import track_from_header
+
+    out = []
+    obs_ids = [int(o) for o in runs[OBS_DIM].values]
+    safe = (
+        runs["safe_energy_lo"].values.astype(np.float64)
+        if "safe_energy_lo" in runs
+        else np.full(len(obs_ids), np.nan)
+    )
+    for i, obs_id in enumerate(obs_ids):
+        events = events_of(obs_id)
+        header = events.header
+        track = track_from_header(header, str(getattr(events, "path", "")))
+        tstart = float(header["TSTART"])
+        ontime = header.get("ONTIME")
+        duration = float(ontime) if ontime is not None else float(header["TSTOP"]) - tstart
+        rate, alignment = model_of(obs_id)
+        out.append(
+            fov_run_maps(
+                events,
+                track,
+                rate,
+                alignment,
+                energy_edges,
+                tstart=tstart,
+                ontime=duration,
+                safe_energy_lo=float(safe[i]),
+                regions=regions,
+                offset_max=offset_max,
+                width=width,
+                binsz=binsz,
+                rebin=rebin,
+            ).expand_dims({OBS_DIM: [obs_id]})
+        )
+    maps = xr.concat(out, dim=OBS_DIM, combine_attrs="drop")
+    run_coords = {k: v.variable for k, v in runs.coords.items() if v.dims == (OBS_DIM,)}
+    return maps.assign_coords(run_coords).assign_attrs(
+        offset_max=float(offset_max), binsz=float(binsz), rebin=int(rebin)
+    )
