@@ -74,6 +74,7 @@ __all__ = [
     "builder_for",
     "conditions_builder",
     "export_models",
+    "fov_builder_for",
     "grouped_builder",
     "index_rates",
     "model_files",
@@ -934,3 +935,43 @@ def conditions_builder(**fit_options: Any) -> ModelBuilder:
     ``fit_options`` are passed to :func:`xbkg.conditions.fit_conditions`.
     """
     return builder_for(options_for(model="conditions"), **fit_options)
+
+
+def fov_builder_for(options: Options) -> ModelBuilder:
+    """Builder of what ``xbkg make --bkg-class bkg_3d`` builds, for 3D cross-validation.
+
+    ``builder(train_cube, test_cube)`` builds the radial models and the
+    field-of-view shape factor (:func:`fov_shape_of`) from the training runs
+    of a ``bkg_3d`` cube (``build_background(..., options=...).cube``) and
+    returns each test run's ``bkg_3d`` rate as :func:`run_fov_rates` writes
+    it: along ``(obs_id, energy, fov_lon, fov_lat)`` in the GADF orientation,
+    with ``attrs["FOVALIGN"]`` (``options.fov_alignment``, resolved as the
+    build resolved it). RADEC rates are turned with each test run's
+    ``fov_rotation`` from the test cube.
+    """
+    from xbkg.fov_model import rotated_shape, run_fov_rate
+
+    if options.bkg_class != "bkg_3d" or options.fov_alignment is None:
+        raise ConfigError(
+            "fov_builder_for needs the resolved options of a bkg_3d build (bkg.options)"
+        )
+
+    def build(train: xr.Dataset, test: xr.Dataset) -> xr.DataArray:
+        time = cast(TimeConvention, train.attrs.get("time_convention", options.time))
+        used = dataclasses.replace(options, time=time)
+        groups, model, smoothed, conditions = models_from_cube(train, used)
+        bkg = Background(train, groups, model, smoothed, None, used, conditions)
+        bkg = dataclasses.replace(bkg, fov_shape=fov_shape_of(bkg))
+        assert bkg.fov_shape is not None
+        radial = index_rates(bkg, _cube_runs(test)).fillna(0.0)
+        rates = []
+        for i in range(test.sizes[OBS_DIM]):
+            shape = bkg.fov_shape
+            if used.fov_alignment == "RADEC":
+                shape = rotated_shape(shape, test["fov_rotation"].values[i])
+            rates.append(run_fov_rate(radial.isel({OBS_DIM: i}), shape))
+        rate = xr.concat(rates, dim=OBS_DIM)
+        rate.attrs = {**radial.attrs, "FOVALIGN": used.fov_alignment, "units": RATE_UNIT}
+        return rate
+
+    return build

@@ -903,7 +903,7 @@ def _sky_wcs(ra: float, dec: float, width: float, binsz: float) -> tuple[Any, in
 def sky_pixel_index(
     ra_grid: float, dec_grid: float, width: float, binsz: float, ra: ArrayLike, dec: ArrayLike
 ) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
-    """Row (lat) and column (lon) of the :func:`sky_grid` pixel holding each direction; -1 outside."""
+    """Row (lat) and column (lon) of the :func:`sky_grid` pixel of each direction; -1 outside."""
     wcs, npix = _sky_wcs(ra_grid, dec_grid, width, binsz)
     ra64, dec64 = np.broadcast_arrays(np.asarray(ra, np.float64), np.asarray(dec, np.float64))
     x, y = wcs.wcs_world2pix(ra64, dec64, 0)

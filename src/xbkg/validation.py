@@ -99,12 +99,14 @@ from xbkg.prediction import PredictionMethod, consumer_counts, time_scale
 __all__ = [
     "DEFAULT_OFFSET_MAX",
     "FOV_BINSZ",
+    "FOV_ENERGY_EDGES",
     "FOV_MAP_WIDTH",
     "FOV_REBIN",
     "HELD_OUT_OBS_IDS",
     "ModelBuilder",
     "PredictionMethod",
     "crossval",
+    "crossval_fov",
     "crossval_predictions",
     "energy_redistribution",
     "fit_fov_gradient",
@@ -115,6 +117,7 @@ __all__ = [
     "held_out_validation",
     "predict_counts",
     "run_rates",
+    "stored_fov_model",
     "summarize",
     "summarize_fov",
     "template_counts",
@@ -1384,7 +1387,7 @@ def summarize_fov(table: xr.Dataset) -> dict[str, Any]:
     }
 
 
-#: ``events_of(obs_id)``: the run's events with TIME and header (:func:`xbkg.io.datastore.read_events`).
+#: ``events_of(obs_id)``: the run's events with TIME and header (``read_events``).
 EventsOf = Callable[[int], Any]
 #: ``model_of(obs_id)``: the run's ``bkg_3d`` as stored and how Gammapy orients it.
 ModelOf = Callable[[int], tuple[xr.DataArray, str]]
@@ -1462,3 +1465,116 @@ def fov_validation_maps(
     return maps.assign_coords(run_coords).assign_attrs(
         offset_max=float(offset_max), binsz=float(binsz), rebin=int(rebin)
     )
+
+
+#: Energy bins of the field-of-view validation: 15 log bins from 0.1 to 100 TeV.
+FOV_ENERGY_EDGES: tuple[float, ...] = tuple(float(e) for e in np.geomspace(0.1, 100.0, 16))
+
+
+def stored_fov_model(rate: xr.DataArray, reversed_lon: bool) -> tuple[xr.DataArray, str]:
+    """A ``bkg_3d`` rate (GADF orientation) as its file holds it, and as Gammapy orients it.
+
+    ``xbkg make`` writes a RADEC model of a run flagged like H.E.S.S. DR1
+    mirrored in ``fov_lon``, which Gammapy 2.1 then evaluates with ``fov_lon``
+    reversed (``REVERSE_LON_RADEC``); an ALTAZ model is written as it is, and
+    Gammapy reads it as ``REVERSE_LON_RADEC`` on such a run too (wrongly).
+
+    Parameters
+    ----------
+    rate
+        Along ``(energy, fov_lon, fov_lat)`` with ``attrs["FOVALIGN"]``.
+    reversed_lon
+        Whether the run is flagged (:func:`xbkg.io.datastore.gammapy_reversed_lon`).
+
+    Returns
+    -------
+    rate, alignment
+        The stored rate and :func:`xbkg.prediction.consumer_alignment`.
+    """
+    from xbkg.axes import fov_coords
+    from xbkg.prediction import consumer_alignment
+
+    fovalign = str(rate.attrs.get("FOVALIGN", "ALTAZ"))
+    alignment = consumer_alignment(fovalign, reversed_lon)
+    if not (reversed_lon and fovalign.upper() == "RADEC"):
+        return rate, alignment
+    lon = edges(rate, "fov_lon")
+    mirrored = rate.isel(fov_lon=slice(None, None, -1))
+    mirrored = mirrored.drop_vars([c for c in mirrored.coords if "fov_lon" in mirrored[c].dims])
+    coords = fov_coords(-lon[::-1], edges(rate, "fov_lat"))
+    return mirrored.assign_coords(
+        {k: v for k, v in coords.items() if k.startswith("fov_lon")}
+    ), alignment
+
+
+def crossval_fov(
+    cube: xr.Dataset,
+    builder: ModelBuilder,
+    events_of: EventsOf,
+    reversed_lon: dict[int, bool],
+    *,
+    energy_edges: ArrayLike = FOV_ENERGY_EDGES,
+    regions: xr.Dataset | None = None,
+    k: int = 5,
+    seed: int = 0,
+    offset_max: float = DEFAULT_OFFSET_MAX,
+) -> xr.Dataset:
+    """k-fold cross-validation of ``bkg_3d`` models by run, on field-of-view sky maps.
+
+    For each fold, ``builder(train_cube, test_cube)`` (e.g.
+    :func:`xbkg.pipeline.fov_builder_for`) gives the held-out runs' ``bkg_3d``
+    rates; each is put in the orientation its file would have
+    (:func:`stored_fov_model`) and evaluated as Gammapy 2.1 evaluates it
+    (:func:`fov_validation_maps`).
+
+    Parameters
+    ----------
+    cube
+        ``bkg_3d`` run cube of all runs (``build_background(...).cube``).
+    builder
+        Returns the 3D rates of the test runs, along ``(obs_id, energy,
+        fov_lon, fov_lat)`` with ``attrs["FOVALIGN"]``.
+    events_of
+        ``events_of(obs_id)``: the run's events with TIME and header.
+    reversed_lon
+        ``{obs_id: flagged like H.E.S.S. DR1}`` (:func:`xbkg.io.datastore.gammapy_reversed_lon`).
+    energy_edges, regions, offset_max
+        As for :func:`fov_run_maps`.
+    k, seed
+        Folds (:func:`fold_assignment`).
+
+    Returns
+    -------
+    xarray.Dataset
+        The :func:`validate_fov` table of all runs' held-out predictions, with
+        a ``fold`` coordinate and ``k``, ``seed`` in ``attrs``.
+    """
+    folds = fold_assignment(cube[OBS_DIM].values, k, seed)
+    parts = []
+    for f in range(k):
+        test = folds.values == f
+        train_cube = cube.isel({OBS_DIM: np.flatnonzero(~test)})
+        test_cube = cube.isel({OBS_DIM: np.flatnonzero(test)})
+        rates = builder(train_cube, test_cube)
+        by_run = {
+            int(o): stored_fov_model(
+                rates.sel({OBS_DIM: o}).assign_attrs(rates.attrs), reversed_lon[int(o)]
+            )
+            for o in test_cube[OBS_DIM].values
+        }
+        parts.append(
+            fov_validation_maps(
+                test_cube,
+                events_of,
+                by_run.__getitem__,
+                energy_edges,
+                regions=regions,
+                offset_max=offset_max,
+            )
+        )
+    maps = xr.concat(parts, dim=OBS_DIM, combine_attrs="override").reindex(
+        {OBS_DIM: cube[OBS_DIM].values}
+    )
+    table = validate_fov(maps).assign_coords(fold=folds)
+    table.attrs.update({"k": k, "seed": seed, "offset_max": float(offset_max)})
+    return table
