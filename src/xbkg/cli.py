@@ -677,6 +677,15 @@ def _add_validation_commands(sub: Any) -> None:
             "'step': rate x bin width x ring solid angle. bkg_3d templates are always "
             "integrated as constant per pixel",
         )
+        cmd.add_argument(
+            "--fov",
+            action="store_true",
+            help="validate bkg_3d models on sky maps around each pointing (0.1 deg pixels, "
+            "predicted as Gammapy 2.1's MapDatasetMaker predicts them, summed into 0.2 deg "
+            "pixels; 15 log energy bins 0.1-100 TeV): obs/pred, shape Poisson deviance per dof "
+            "and the gradients of obs/pred across the ALTAZ field of view. Chosen by itself "
+            "for ALTAZ models (validate) and bkg_3d builds (crossval)",
+        )
         cmd.add_argument("--output", type=Path, help="write the per-run table (netCDF)")
         cmd.add_argument("--plot", type=Path, help="write the validation plots (PNG)")
         cmd.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
@@ -693,6 +702,19 @@ def _add_validation_commands(sub: Any) -> None:
         "--group", type=_edges_of_column, action="append", metavar="COL=EDGES", help="as for 'make'"
     )
     crossval.add_argument("--group-values", type=_keyval, action="append", metavar="COL=VALUES")
+    crossval.add_argument(
+        "--bkg-class",
+        choices=["bkg_2d", "bkg_3d"],
+        default="bkg_2d",
+        help="build radial (bkg_2d) or field-of-view (bkg_3d) models, as 'make' "
+        "(default: %(default)s); bkg_3d models are validated on sky maps (--fov)",
+    )
+    crossval.add_argument(
+        "--fov-alignment",
+        choices=["ALTAZ", "RADEC"],
+        help="alignment of bkg_3d models, as for 'make' (default: ALTAZ, or RADEC on stores "
+        "flagged like H.E.S.S. DR1)",
+    )
     crossval.add_argument(
         "--smoothing",
         choices=["poisson", "adaptive", "gammapy-0.6"],
@@ -801,19 +823,107 @@ def _exclusion(bkg: Any) -> str:
     return f"exclusion of {catalogs} ({plural(circles, 'circle')}, {bkg.options.exclusion_method})"
 
 
+def _warn_no_exclusion() -> None:
+    warnings.warn(
+        "no exclusion: the events of known gamma-ray sources count as background in the "
+        "comparison; give the exclusion the models were built with (--exclude, "
+        "--exclude-circle; by default the gamma-cat sources shipped with xbkg)",
+        XbkgWarning,
+        stacklevel=3,
+    )
+
+
+def _events_reader(store: Any, verify: bool) -> Any:
+    """``events_of(obs_id)``: a run's events with TIME and header (field-of-view validation)."""
+    from xbkg.io.datastore import hdu_location, read_events
+
+    def events_of(obs_id: int) -> Any:
+        path, hdu = hdu_location(store, obs_id, "events")
+        return read_events(path, hdu, verify=verify, time=True)
+
+    return events_of
+
+
+def _report_fov(table: Any, args: argparse.Namespace, title: str) -> None:
+    s = table.attrs
+    print(
+        f"{title}: {plural(int(s['n_runs']), 'run')} on sky maps (bkg_3d as Gammapy's "
+        f"MapDatasetMaker predicts it), offsets <= {s['offset_max']:g} deg: normalisation "
+        f"{s['normalisation']:.3f}, scatter of obs/pred {s['scatter']:.3f} (Poisson alone "
+        f"{s['poisson_scatter']:.3f}), shape Poisson deviance/dof {s['deviance_dof']:.3f}, "
+        f"altitude gradient of obs/pred {100 * s['gradient_lat_mean']:+.2f} %/deg (rms "
+        f"{100 * s['gradient_lat_rms']:.2f}), fov_lon gradient "
+        f"{100 * s['gradient_lon_mean']:+.2f} %/deg (rms {100 * s['gradient_lon_rms']:.2f}), "
+        f"residual significance {s['significance_mean']:.2f} +- {s['significance_width']:.2f}"
+    )
+    if not args.quiet:
+        print("   OBS_ID  observed  predicted  obs/pred  dev/dof  alt %/deg  lon %/deg")
+        for i in range(table.sizes["obs_id"]):
+            row = table.isel(obs_id=i)
+            pct = {k: 100 * float(row[k]) for k in ("gradient_lat", "gradient_lon")}
+            err = {k: 100 * float(row[f"{k}_err"]) for k in pct}
+            print(
+                f"  {int(row['obs_id']):7d} {float(row['observed']):9.0f} "
+                f"{float(row['predicted']):10.1f} {float(row['ratio']):9.3f} "
+                f"{float(row['deviance_dof']):8.3f} "
+                f"{pct['gradient_lat']:+6.2f}+-{err['gradient_lat']:.2f} "
+                f"{pct['gradient_lon']:+6.2f}+-{err['gradient_lon']:.2f}"
+            )
+    if args.output is not None:
+        table.to_netcdf(args.output)
+        print(f"  wrote {args.output}")
+    if args.plot is not None:
+        raise _Fail("--plot is not available with the field-of-view validation (--fov)")
+
+
+def _validate_fov(args: argparse.Namespace, store: Any, runs: Any, regions: Any) -> int:
+    """``xbkg validate --fov``: the store's bkg_3d models against its runs on sky maps."""
+    from xbkg.io.datastore import gammapy_reversed_lon, hdu_location
+    from xbkg.io.gadf import read_bkg
+    from xbkg.validation import FOV_ENERGY_EDGES, fov_validation_maps, validate_fov
+
+    flags = gammapy_reversed_lon(store, [int(o) for o in runs["obs_id"].values])
+
+    def model_of(obs_id: int) -> tuple[Any, str]:
+        from xbkg.prediction import consumer_alignment
+
+        path, hdu = hdu_location(store, obs_id, "bkg")
+        # As the file holds it: Gammapy applies the run's flag to the stored values.
+        rate = read_bkg(path, hdu, reverse_lon=False)
+        if "fov_lon" not in rate.dims:
+            raise _Fail(
+                f"OBS_ID {obs_id}: {path} holds a {rate.attrs.get('HDUCLAS4', 'bkg_2d')} model; "
+                "the field-of-view validation (--fov) needs bkg_3d models"
+            )
+        return rate, consumer_alignment(str(rate.attrs["FOVALIGN"]), flags[obs_id])
+
+    maps = fov_validation_maps(
+        runs,
+        _events_reader(store, not args.no_verify),
+        model_of,
+        FOV_ENERGY_EDGES,
+        regions=regions,
+        offset_max=args.offset_max,
+    )
+    _report_fov(validate_fov(maps), args, "xbkg validate")
+    return 0
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     from xbkg.io.datastore import read_run_templates
     from xbkg.validation import template_predictions, validate
 
+    store, _, runs, regions = _store_runs_regions(args, args.min_radius)
+    templates = read_run_templates(store, runs["obs_id"].values)
+    # The ring validation cannot integrate ALTAZ models (they need the run's track).
+    altaz = any(str(t.attrs.get("FOVALIGN", "")).upper() == "ALTAZ" for t in templates)
+    if args.fov or altaz:
+        if regions is None:
+            _warn_no_exclusion()
+        return _validate_fov(args, store, runs, regions)
     store, cube, regions = _validation_inputs(args)
     if regions is None:
-        warnings.warn(
-            "no exclusion: the events of known gamma-ray sources count as background in the "
-            "comparison; give the exclusion the models were built with (--exclude, "
-            "--exclude-circle; by default the gamma-cat sources shipped with xbkg)",
-            XbkgWarning,
-            stacklevel=2,
-        )
+        _warn_no_exclusion()
     templates = read_run_templates(store, cube["obs_id"].values)
     predicted = template_predictions(templates, cube, regions, prediction=args.prediction)
     _report(validate(cube, predicted, offset_max=args.offset_max), args, "xbkg validate")
@@ -827,6 +937,8 @@ def _cmd_crossval(args: argparse.Namespace) -> int:
 
     # The options of 'make': each fold's model is what 'make' builds from its training runs.
     options = options_for(grouping=_grouping(args), smoothing=args.smoothing, model=args.model)
+    if args.bkg_class == "bkg_3d" or args.fov:
+        return _crossval_fov(args, options)
     _, cube, _ = _validation_inputs(args)
     table = crossval(
         cube,
@@ -837,6 +949,53 @@ def _cmd_crossval(args: argparse.Namespace) -> int:
         prediction=args.prediction,
     )
     _report(table, args, f"xbkg crossval ({options.model}, k={args.k}, seed={args.seed})")
+    return _report_skipped(cube)
+
+
+def _crossval_fov(args: argparse.Namespace, options: Any) -> int:
+    """``xbkg crossval --bkg-class bkg_3d``: 3D builds of k-1 folds, held-out runs on sky maps."""
+    import dataclasses
+
+    from xbkg.io.datastore import gammapy_reversed_lon
+    from xbkg.pipeline import build_background, fov_builder_for
+    from xbkg.validation import crossval_fov
+
+    if args.bkg_class != "bkg_3d":
+        raise _Fail("--fov validates bkg_3d models: add --bkg-class bkg_3d")
+    store, _, runs, circles = _store_runs_regions(args, args.min_radius, catalogs=False)
+    options = dataclasses.replace(
+        options,
+        bkg_class="bkg_3d",
+        fov_alignment=args.fov_alignment,
+        exclude=_catalogs(args),
+        min_radius=options.min_radius if args.min_radius is None else args.min_radius,
+    )
+    # One pass over the events of all runs; each fold builds from its training runs' part.
+    bkg = build_background(
+        store,
+        runs,
+        regions=circles,
+        options=options,
+        progress=_progress(args.quiet),
+        skip_bad_runs=args.skip_bad_runs,
+        verify=not args.no_verify,
+    )
+    cube = bkg.cube
+    table = crossval_fov(
+        cube,
+        fov_builder_for(bkg.options),
+        _events_reader(store, not args.no_verify),
+        gammapy_reversed_lon(store, [int(o) for o in cube["obs_id"].values]),
+        regions=bkg.regions,
+        k=args.k,
+        seed=args.seed,
+        offset_max=args.offset_max,
+    )
+    title = (
+        f"xbkg crossval ({bkg.options.model}, bkg_3d {bkg.options.fov_alignment}, "
+        f"k={args.k}, seed={args.seed})"
+    )
+    _report_fov(table, args, title)
     return _report_skipped(cube)
 
 

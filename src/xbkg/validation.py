@@ -1344,6 +1344,9 @@ def validate_fov(maps: xr.Dataset) -> xr.Dataset:
             coords={k: v.variable for k, v in maps.coords.items()},
         )
     table.attrs = summarize_fov(table)
+    table.attrs.update(
+        {k: maps.attrs[k] for k in ("offset_max", "binsz", "rebin") if k in maps.attrs}
+    )
     return table
 
 
