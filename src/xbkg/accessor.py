@@ -30,7 +30,8 @@ class BackgroundAccessor:
     Parameters
     ----------
     ds
-        A grouped model, a per-run cube, or a model read from a FITS file.
+        A grouped model, a per-run cube, or a model read from a FITS file
+        (``bkg_2d``, or ``bkg_3d`` for the ``fov_*`` methods).
     """
 
     def __init__(self, ds: xr.Dataset) -> None:
@@ -71,6 +72,30 @@ class BackgroundAccessor:
         from xbkg.products import image
 
         return image(self._ds, **kwargs)
+
+    def fov_image(self, *args: Any, **kwargs: Any) -> xr.DataArray:
+        """A ``bkg_3d`` model over an energy band: :func:`xbkg.products.fov_image`."""
+        from xbkg.products import fov_image
+
+        return fov_image(self._ds, *args, **kwargs)
+
+    def fov_profile(self, *args: Any, **kwargs: Any) -> xr.DataArray:
+        """A ``bkg_3d`` model along fov_lon or fov_lat: :func:`xbkg.products.fov_profile`."""
+        from xbkg.products import fov_profile
+
+        return fov_profile(self._ds, *args, **kwargs)
+
+    def plot_fov_image(self, *args: Any, **kwargs: Any) -> Axes:
+        """Plot a ``bkg_3d`` model over an energy band: :func:`xbkg.plotting.plot_fov_image`."""
+        from xbkg.plotting import plot_fov_image
+
+        return plot_fov_image(self._ds, *args, **kwargs)
+
+    def plot_fov_profile(self, *args: Any, **kwargs: Any) -> Axes:
+        """Plot a ``bkg_3d`` profile: :func:`xbkg.plotting.plot_fov_profile`."""
+        from xbkg.plotting import plot_fov_profile
+
+        return plot_fov_profile(self._ds, *args, **kwargs)
 
     def plot_acceptance_curve(self, *args: Any, **kwargs: Any) -> Axes:
         """Plot the acceptance curve: :func:`xbkg.plotting.plot_acceptance_curve`."""

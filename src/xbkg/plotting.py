@@ -623,7 +623,7 @@ def plot_fov_image(
     template
         A model along ``(energy, fov_lon, fov_lat)``, one run: a ``bkg_3d``
         file (``xr.open_dataset(path, engine="gadf")``), one run of
-        :func:`xbkg.pipeline.run_fov_rates`, or ``Background.fov_shape``.
+        ``xbkg.pipeline.run_fov_rates``, or ``Background.fov_shape``.
     energy
         Energy band by value in TeV (as for :func:`xbkg.products.fov_image`).
     energy_index
@@ -887,7 +887,7 @@ def write_plots(
     centred on 1) and ``plot_fov_shape_profiles.png`` (along ``fov_lon`` and
     ``fov_lat`` through the centre); and, for each run of :func:`fov_runs`
     (``NNNNNN`` = OBS_ID), its ``bkg_3d`` model as its file holds it, in the
-    GADF orientation (:func:`xbkg.pipeline.run_fov_rates`):
+    GADF orientation (``xbkg.pipeline.run_fov_rates``):
     ``plot_fov_run_NNNNNN_image.png`` and ``..._profiles.png``.
 
     Parameters

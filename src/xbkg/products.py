@@ -663,7 +663,7 @@ def fov_image(
     template
         A model along ``(energy, fov_lon, fov_lat)`` with edges: a rate (e.g.
         ``xr.open_dataset(path, engine="gadf")``, :func:`xbkg.read_bkg`,
-        :func:`xbkg.pipeline.run_fov_rates`) or the shape factor of a build
+        ``xbkg.pipeline.run_fov_rates``) or the shape factor of a build
         (``Background.fov_shape``). Other dimensions (e.g. ``obs_id``) are kept.
     energy
         An energy in TeV (the bin holding it), a slice of energies (the bins
