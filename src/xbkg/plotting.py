@@ -818,7 +818,8 @@ def fov_runs(bkg: Background, obs_ids: Sequence[int] | None = None) -> list[int]
         A build; only a ``bkg_3d`` build with per-run models has such runs.
     obs_ids
         The runs asked for; default: one, the run of median zenith angle
-        among those with a model of their own (none for a ``bkg_2d`` build).
+        (the lower one of an even number) among those with a model of their own
+        (none for a ``bkg_2d`` build).
 
     Raises
     ------
@@ -836,8 +837,9 @@ def fov_runs(bkg: Background, obs_ids: Sequence[int] | None = None) -> list[int]
         return []
     assert bkg.run_models is not None
     if obs_ids is None:
-        picks = shown_runs(bkg.run_models, bkg.cube, n=3)
-        return [picks[len(picks) // 2]]
+        # shown_runs orders the runs with models by zenith angle (when it is known).
+        ordered = shown_runs(bkg.run_models, bkg.cube, n=bkg.run_models.sizes[OBS_DIM])
+        return [ordered[(len(ordered) - 1) // 2]]
     known = {int(o) for o in bkg.run_models[OBS_DIM].values}
     unknown = [int(o) for o in obs_ids if int(o) not in known]
     if unknown:
@@ -1059,7 +1061,7 @@ def _fov_figures(bkg: Background, obs_ids: Sequence[int]) -> list[tuple[Any, str
             alignment = str(rate.attrs.get(FOVALIGN_KEYWORD, "ALTAZ"))
             note = ""
             if reversed_lon is not None and bool(reversed_lon.sel({OBS_DIM: obs_id})):
-                note = ", stored with fov_lon reversed for Gammapy (REVLON), shown as GADF defines"
+                note = "; stored mirrored for Gammapy (REVLON), shown in the GADF orientation"
             zenith = ""
             if "zen_pnt" in bkg.cube.coords and obs_id in bkg.cube[OBS_DIM].values:
                 zenith = f", {float(bkg.cube['zen_pnt'].sel({OBS_DIM: obs_id})):.0f} deg zenith"
