@@ -1123,7 +1123,8 @@ def _fov_shape_profiles_figure(
         ax.axhline(1.0, color="0.5", lw=0.8, ls="--")
         profile = fov_profile(shape, along, energy_index=bands[0] if bands else None)
         ax.set_title(f"Through the centre: {_strip_text(profile)}")
-        ax.legend(frameon=False, fontsize="small")
+        if bands:
+            ax.legend(frameon=False, fontsize="small")
     axes[1].set_ylabel("")
     fig.suptitle(title)
     return fig
