@@ -85,6 +85,39 @@ def test_shape_measures_a_gradient_and_falls_back_to_one_without_data() -> None:
     assert (sparse.values > 0.5).all()
 
 
+def test_altitude_gradient_growing_with_zenith_is_recovered() -> None:
+    from xbkg.fov_model import altitude_gradient, run_shape
+
+    bin_edges = fov_edges(2.0, 20)
+    lat = 0.5 * (bin_edges[:-1] + bin_edges[1:])
+    tilt = np.array([-0.6, -0.2, 0.0, 0.3, 0.5])
+    growth = 0.03  # per deg of fov_lat and unit of tan(zenith)
+    predicted = np.full((len(tilt), 3, 20, 20), 2000.0)
+    counts = predicted * np.exp(growth * tilt[:, None, None, None] * lat)
+    sums = xr.Dataset(
+        {
+            "counts_tilt": (
+                ("energy", "fov_lon", "fov_lat"),
+                np.einsum("r,rexy->exy", tilt, counts),
+            ),
+            "predicted_tilt": (("energy", "fov_lon", "fov_lat"), predicted[0] * tilt.sum()),
+            "predicted_tilt2": (("energy", "fov_lon", "fov_lat"), predicted[0] * (tilt**2).sum()),
+        },
+        coords=fov_array(np.ones((3, 20, 20)), bin_edges).coords,
+    )
+    shape = fov_array(np.ones((3, 20, 20)), bin_edges)
+    gradient = altitude_gradient(sums, shape)
+    np.testing.assert_allclose(gradient.values, growth, rtol=0.03)
+    # The shape of a run with tilt 0.5: the gradient along fov_lat, none along fov_lon.
+    shape = shape.assign_coords(altitude_gradient=gradient)
+    run = run_shape(shape, 0.5)
+    np.testing.assert_allclose(run.values[0, 7], np.exp(gradient.values[0] * 0.5 * lat))
+    np.testing.assert_allclose(run_shape(shape, 0.0).values, 1.0)
+    # No gradient without data: the prior holds it at 0.
+    empty = altitude_gradient(sums * 0, shape)
+    np.testing.assert_allclose(empty.values, 0.0)
+
+
 def test_rotated_shape_turns_an_altitude_gradient_into_the_radec_frame() -> None:
     bin_edges = fov_edges(2.0, 40)
     lat = 0.5 * (bin_edges[:-1] + bin_edges[1:])

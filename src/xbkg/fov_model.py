@@ -37,13 +37,16 @@ from xbkg.conventions import (
     FOV_LON_DIM,
     OBS_DIM,
     OFFSET_DIM,
+    FovAlignment,
 )
 
 __all__ = [
     "DEFAULT_SHAPE_PRIOR_COUNTS",
     "DEFAULT_SHAPE_SIGMA",
+    "altitude_gradient",
     "bin_fov",
     "exclusion_times",
+    "fov_rates",
     "fov_shape",
     "pixel_offset",
     "pixel_solid_angle",
@@ -51,6 +54,7 @@ __all__ = [
     "radial_on_fov",
     "rotated_shape",
     "run_fov_rate",
+    "run_shape",
     "unexcluded_fraction",
 ]
 
@@ -274,6 +278,52 @@ def rotated_shape(shape: xr.DataArray, angles: NDArray[np.float64]) -> xr.DataAr
     return shape.transpose(*dims).copy(data=total / max(len(angles), 1))
 
 
+def fov_rates(
+    shape: xr.DataArray,
+    radial: xr.DataArray,
+    *,
+    alignment: FovAlignment,
+    tan_zenith: NDArray[np.float64] | None = None,
+    rotation: NDArray[np.float64] | None = None,
+) -> xr.DataArray:
+    """The ``bkg_3d`` rates of runs: each run's radial rate times its shape factor.
+
+    Parameters
+    ----------
+    shape
+        The build's ALTAZ shape factor (:func:`fov_shape`, with its
+        ``altitude_gradient``: :func:`run_shape`).
+    radial
+        Each run's radial rate along ``(obs_id, energy, offset)``.
+    alignment
+        ``"ALTAZ"``: the run's shape as it is; ``"RADEC"``: turned with the
+        run's field of view (:func:`rotated_shape`).
+    tan_zenith
+        ``tan(zenith)`` of each run (None: the shape of the average run).
+    rotation
+        For RADEC, each run's rotation angles, shape ``(obs_id, samples)``.
+
+    Returns
+    -------
+    xarray.DataArray
+        Along ``(obs_id, energy, fov_lon, fov_lat)``, in the GADF orientation,
+        with ``attrs["FOVALIGN"]``.
+    """
+    if alignment == "RADEC" and rotation is None:
+        raise ValueError("RADEC rates need each run's field-of-view rotation")
+    reference = float(shape.attrs.get("tan_zenith_ref", 0.0))
+    rates = []
+    for i in range(radial.sizes[OBS_DIM]):
+        run = shape if tan_zenith is None else run_shape(shape, float(tan_zenith[i]) - reference)
+        if alignment == "RADEC":
+            assert rotation is not None
+            run = rotated_shape(run, rotation[i])
+        rates.append(run_fov_rate(radial.isel({OBS_DIM: i}), run))
+    rate = xr.concat(rates, dim=OBS_DIM)
+    rate.attrs = {**radial.attrs, "FOVALIGN": alignment}
+    return rate
+
+
 def run_fov_rate(radial: xr.DataArray, shape: xr.DataArray) -> xr.DataArray:
     """A run's 3D rate: its radial rate on the pixels of ``shape`` times ``shape``."""
     rate = radial_on_fov(radial, shape) * shape
@@ -281,27 +331,109 @@ def run_fov_rate(radial: xr.DataArray, shape: xr.DataArray) -> xr.DataArray:
     return rate.transpose(..., ENERGY_DIM, FOV_LON_DIM, FOV_LAT_DIM)
 
 
+#: Runs whose field-of-view predictions are computed at a time (bounds the memory).
+_RUN_CHUNK: Final = 64
+
+
 def predicted_fov_counts(
-    radial: xr.DataArray, cube: xr.Dataset, *, time: NDArray[np.float64], energy_ok: NDArray
-) -> xr.DataArray:
+    radial: xr.DataArray,
+    cube: xr.Dataset,
+    *,
+    time: NDArray[np.float64],
+    energy_ok: NDArray,
+    tilt: NDArray[np.float64] | None = None,
+) -> xr.Dataset:
     """Counts the per-run radial rates predict in each field-of-view pixel, summed over runs.
 
     ``radial`` is along ``(obs_id, energy, offset)`` in s-1 MeV-1 sr-1; the
     exposure of run ``r`` in pixel ``p`` and energy bin ``e`` is
-    ``time[r] * energy_ok[r, e] * fov_unexcluded[r, p]``.
+    ``time[r] * energy_ok[r, e] * fov_unexcluded[r, p]``. Runs are taken a
+    chunk at a time, so memory does not grow with their number.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``predicted`` along ``(energy, fov_lon, fov_lat)``; with ``tilt`` (one
+        number per run, e.g. ``tan(zenith) - reference``) also
+        ``predicted_tilt`` and ``predicted_tilt2``, the sums weighted by
+        ``tilt`` and ``tilt**2``, and ``counts_tilt``, the cube's counts
+        weighted by ``tilt`` (what :func:`altitude_gradient` needs).
     """
     from xbkg.axes import energy_width_mev
 
-    on_fov = radial_on_fov(radial.transpose(OBS_DIM, ENERGY_DIM, OFFSET_DIM), cube)
     omega = pixel_solid_angle(edges(cube, FOV_LON_DIM), edges(cube, FOV_LAT_DIM))
-    width = energy_width_mev(cube)
-    exposure = (time[:, None] * energy_ok)[:, :, None, None] * cube["fov_unexcluded"].transpose(
-        OBS_DIM, FOV_LON_DIM, FOV_LAT_DIM
-    ).values[:, None]
-    values = np.einsum("rexy,rexy->exy", on_fov.values, exposure)
-    values *= np.asarray(width)[:, None, None] * omega[None]
+    width = np.asarray(energy_width_mev(cube))[:, None, None] * omega[None]
+    unexcluded = cube["fov_unexcluded"].transpose(OBS_DIM, FOV_LON_DIM, FOV_LAT_DIM).values
+    radial = radial.transpose(OBS_DIM, ENERGY_DIM, OFFSET_DIM)
+    n_runs = radial.sizes[OBS_DIM]
+    weights = np.ones((1, n_runs)) if tilt is None else np.vstack([np.ones(n_runs), tilt, tilt**2])
+    sums = np.zeros((weights.shape[0], *width.shape))
+    for start in range(0, n_runs, _RUN_CHUNK):
+        chunk = slice(start, start + _RUN_CHUNK)
+        on_fov = radial_on_fov(radial.isel({OBS_DIM: chunk}), cube).values
+        exposure = (time[chunk, None] * energy_ok[chunk])[:, :, None, None]
+        counts = on_fov * exposure * unexcluded[chunk, None] * width[None]
+        sums += np.einsum("wr,rexy->wexy", weights[:, chunk], counts)
+    dims = (ENERGY_DIM, FOV_LON_DIM, FOV_LAT_DIM)
+    coords = {k: v for k, v in cube.coords.items() if set(v.dims) <= set(dims)}
+    result = xr.Dataset({"predicted": (dims, sums[0])}, coords=coords)
+    if tilt is not None:
+        fov_counts = cube["fov_counts"].transpose(OBS_DIM, *dims).values
+        result["predicted_tilt"] = (dims, sums[1])
+        result["predicted_tilt2"] = (dims, sums[2])
+        result["counts_tilt"] = (dims, np.einsum("r,rexy->exy", tilt, fov_counts))
+    return result
+
+
+def altitude_gradient(
+    sums: xr.Dataset,
+    shape: xr.DataArray,
+    *,
+    energy_sigma: float = DEFAULT_SHAPE_ENERGY_SIGMA,
+    prior_counts: float = DEFAULT_SHAPE_PRIOR_COUNTS,
+) -> xr.DataArray:
+    """How the shape's gradient along ``fov_lat`` changes with the runs' tilt (per deg).
+
+    The model of run ``r`` is ``shape * exp(g[E] * tilt[r] * fov_lat)``: a
+    gradient along altitude growing with ``tilt`` (``tan(zenith)`` minus its
+    mean), as the acceptance of a camera tilted through the atmosphere does.
+    ``g`` is one Poisson-likelihood Newton step from 0 (score over Fisher
+    information) with the sums of :func:`predicted_fov_counts`, smoothed
+    along energy with the shape's kernel; ``prior_counts`` keeps it near 0
+    where the data are few.
+    """
+    from scipy.ndimage import gaussian_filter1d
+
+    dims = (ENERGY_DIM, FOV_LON_DIM, FOV_LAT_DIM)
+    lat_edges = edges(sums, FOV_LAT_DIM)
+    lat = 0.5 * (lat_edges[:-1] + lat_edges[1:])[None, None, :]
+    factor = shape.transpose(*dims).values
+    counts = sums["counts_tilt"].transpose(*dims).values
+    predicted = sums["predicted_tilt"].transpose(*dims).values * factor
+    predicted2 = sums["predicted_tilt2"].transpose(*dims).values * factor
+    score = ((counts - predicted) * lat).sum(axis=(1, 2))
+    fisher = (predicted2 * lat**2).sum(axis=(1, 2))
+    if energy_sigma > 0:
+        score = gaussian_filter1d(score, energy_sigma, mode="nearest")
+        fisher = gaussian_filter1d(fisher, energy_sigma, mode="nearest")
+    gradient = score / (fisher + prior_counts)
     return xr.DataArray(
-        values,
-        dims=(ENERGY_DIM, FOV_LON_DIM, FOV_LAT_DIM),
-        coords={k: v for k, v in on_fov.coords.items() if OBS_DIM not in v.dims},
+        gradient,
+        dims=ENERGY_DIM,
+        coords={k: v for k, v in shape.coords.items() if v.dims == (ENERGY_DIM,)},
+        attrs={"long_name": "growth of the fov_lat gradient with tan(zenith)", "units": "deg-1"},
     )
+
+
+def run_shape(shape: xr.DataArray, tilt: float) -> xr.DataArray:
+    """The shape factor of one run: ``shape * exp(g * tilt * fov_lat)``.
+
+    ``g`` is the shape's ``altitude_gradient`` coordinate (:func:`altitude_gradient`;
+    a shape without one is returned as it is) and ``tilt`` the run's
+    ``tan(zenith)`` minus the shape's ``tan_zenith_ref`` attribute.
+    """
+    if "altitude_gradient" not in shape.coords or not np.isfinite(tilt):
+        return shape
+    lat_edges = edges(shape, FOV_LAT_DIM)
+    lat = xr.DataArray(0.5 * (lat_edges[:-1] + lat_edges[1:]), dims=FOV_LAT_DIM)
+    return shape * np.exp(shape["altitude_gradient"] * tilt * lat)

@@ -228,16 +228,34 @@ def fov_shape_of(bkg: Background) -> xr.DataArray:
     The counts the radial models predict in each pixel of each run, summed
     over runs, against the field-of-view counts of the cube (ALTAZ frame).
     Each run's radial rate is the one it gets in the written store
-    (:func:`index_rates`).
+    (:func:`index_rates`). The shape carries, as the coordinate
+    ``altitude_gradient`` (with the attribute ``tan_zenith_ref``), how its
+    gradient along altitude grows with the zenith angle
+    (:func:`xbkg.fov_model.altitude_gradient`, :func:`xbkg.fov_model.run_shape`).
     """
-    from xbkg.fov_model import fov_shape, predicted_fov_counts
+    from xbkg.fov_model import altitude_gradient, fov_shape, predicted_fov_counts
 
     cube = bkg.cube
     radial = index_rates(bkg, _cube_runs(cube))
     time = cube[bkg.options.time].values.astype(np.float64)
     energy_ok = (cube["exposure_time"].max(OFFSET_DIM) > 0).values
-    predicted = predicted_fov_counts(radial, cube, time=time, energy_ok=energy_ok)
-    return fov_shape(cube["fov_counts"].sum(OBS_DIM), predicted)
+    tan_zenith = _tan_zenith(cube)
+    usable = np.isfinite(tan_zenith)
+    reference = float(np.average(tan_zenith[usable], weights=time[usable])) if usable.any() else 0.0
+    tilt = np.where(usable, tan_zenith - reference, 0.0)
+    sums = predicted_fov_counts(radial, cube, time=time, energy_ok=energy_ok, tilt=tilt)
+    shape = fov_shape(cube["fov_counts"].sum(OBS_DIM), sums["predicted"])
+    gradient = altitude_gradient(sums, shape)
+    shape = shape.assign_coords(altitude_gradient=gradient)
+    shape.attrs["tan_zenith_ref"] = reference
+    return shape
+
+
+def _tan_zenith(runs: xr.Dataset) -> NDArray[np.float64]:
+    """``tan(ZEN_PNT)`` of each run (NaN where unknown)."""
+    if "zen_pnt" not in runs.coords and "zen_pnt" not in runs:
+        return np.full(runs.sizes[OBS_DIM], np.nan)
+    return np.tan(np.deg2rad(np.asarray(runs["zen_pnt"].values, dtype=np.float64)))
 
 
 class Models(NamedTuple):
@@ -494,21 +512,19 @@ def run_fov_rates(bkg: Background, obs_ids: Sequence[int]) -> xr.DataArray:
     xarray.DataArray
         Along ``(obs_id, energy, fov_lon, fov_lat)`` with ``attrs["FOVALIGN"]``.
     """
-    from xbkg.fov_model import rotated_shape, run_fov_rate
+    from xbkg.fov_model import fov_rates
 
     if bkg.run_models is None or bkg.fov_shape is None:
         raise ConfigError("run_fov_rates needs a bkg_3d build with per-run models")
-    alignment = bkg.options.fov_alignment or "ALTAZ"
     models = bkg.run_models.sel({OBS_DIM: list(obs_ids)})
-    radial = models["rate"].fillna(0.0)
-    rates = []
-    for i in range(models.sizes[OBS_DIM]):
-        shape = bkg.fov_shape
-        if alignment == "RADEC":
-            shape = rotated_shape(shape, models["fov_rotation"].values[i])
-        rates.append(run_fov_rate(radial.isel({OBS_DIM: i}), shape))
-    rate = xr.concat(rates, dim=OBS_DIM)
-    rate.attrs = {**radial.attrs, "FOVALIGN": alignment, "units": RATE_UNIT}
+    rate = fov_rates(
+        bkg.fov_shape,
+        models["rate"].fillna(0.0),
+        alignment=bkg.options.fov_alignment or "ALTAZ",
+        tan_zenith=models["tan_zenith"].values if "tan_zenith" in models else None,
+        rotation=models["fov_rotation"].values if "fov_rotation" in models else None,
+    )
+    rate.attrs["units"] = RATE_UNIT
     return rate
 
 
@@ -534,9 +550,12 @@ def _write_run_fov_files(bkg: Background, directory: Path, version: str) -> list
     return written
 
 
-def _with_fov_orientation(bkg: Background, store: DataStore, models: xr.Dataset) -> xr.Dataset:
+def _with_fov_orientation(
+    bkg: Background, store: DataStore, models: xr.Dataset, runs: xr.Dataset
+) -> xr.Dataset:
     """Add to per-run models what their ``bkg_3d`` files need from the data store.
 
+    ``tan_zenith``: ``tan(ZEN_PNT)`` of each run (:func:`xbkg.fov_model.run_shape`);
     ``fov_rotation``: each run's RADEC-to-ALTAZ rotation during the run (from
     the cube, or from the EVENTS header of a run that was not binned), and
     ``reverse_lon``: whether Gammapy 2.1 reads the run's models with
@@ -555,6 +574,11 @@ def _with_fov_orientation(bkg: Background, store: DataStore, models: xr.Dataset)
         [binned.sel({OBS_DIM: o}).values if o in known else from_headers[o] for o in obs_ids]
     ).reshape(len(obs_ids), ROTATION_SAMPLES)
     return models.assign(
+        tan_zenith=(
+            OBS_DIM,
+            _tan_zenith(runs.sel({OBS_DIM: obs_ids})),
+            {"long_name": "tan(ZEN_PNT) of the run (the shape's altitude gradient grows with it)"},
+        ),
         fov_rotation=((OBS_DIM, "rotation_sample"), rotation, dict(binned.attrs)),
         reverse_lon=(
             OBS_DIM,
@@ -713,7 +737,7 @@ def write_background(
         # In OBS_ID order, whatever the order of the obs-index (outputs must not depend on it).
         models = run_models(bkg, all_runs.sortby(OBS_DIM))
         if models is not None and bkg.options.bkg_class == "bkg_3d":
-            models = _with_fov_orientation(bkg, store, models)
+            models = _with_fov_orientation(bkg, store, models, all_runs)
         bkg = dataclasses.replace(bkg, run_models=models)
     names = output_files(bkg)
     assignment, moved = index_assignment(bkg, all_runs.sortby(OBS_DIM))
@@ -949,7 +973,7 @@ def fov_builder_for(options: Options) -> ModelBuilder:
     build resolved it). RADEC rates are turned with each test run's
     ``fov_rotation`` from the test cube.
     """
-    from xbkg.fov_model import rotated_shape, run_fov_rate
+    from xbkg.fov_model import fov_rates
 
     if options.bkg_class != "bkg_3d" or options.fov_alignment is None:
         raise ConfigError(
@@ -964,14 +988,15 @@ def fov_builder_for(options: Options) -> ModelBuilder:
         bkg = dataclasses.replace(bkg, fov_shape=fov_shape_of(bkg))
         assert bkg.fov_shape is not None
         radial = index_rates(bkg, _cube_runs(test)).fillna(0.0)
-        rates = []
-        for i in range(test.sizes[OBS_DIM]):
-            shape = bkg.fov_shape
-            if used.fov_alignment == "RADEC":
-                shape = rotated_shape(shape, test["fov_rotation"].values[i])
-            rates.append(run_fov_rate(radial.isel({OBS_DIM: i}), shape))
-        rate = xr.concat(rates, dim=OBS_DIM)
-        rate.attrs = {**radial.attrs, "FOVALIGN": used.fov_alignment, "units": RATE_UNIT}
+        assert used.fov_alignment is not None
+        rate = fov_rates(
+            bkg.fov_shape,
+            radial,
+            alignment=used.fov_alignment,
+            tan_zenith=_tan_zenith(test),
+            rotation=test["fov_rotation"].values,
+        )
+        rate.attrs["units"] = RATE_UNIT
         return rate
 
     return build
