@@ -204,3 +204,19 @@ def test_runs_from_a_thread(tmp_path):
     thread.start()
     thread.join()
     assert codes == [0]
+
+
+def test_a_closed_pipe_ends_the_program_quietly(tmp_path) -> None:
+    """``xbkg ... | head``: no error message when the reader stops reading, SIGPIPE's status."""
+    import signal
+
+    args = ["simulate", str(tmp_path / "store"), "--runs", "2", "--events-per-run", "1000"]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "xbkg", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert child.stdout is not None
+    child.stdout.close()  # before the program prints its summary
+    _, err = child.communicate()
+    assert child.returncode == 128 + signal.SIGPIPE
+    assert err.decode() == ""
+    assert (tmp_path / "store" / "hdu-index.fits.gz").is_file()  # the work was done

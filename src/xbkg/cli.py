@@ -8,6 +8,7 @@ Heavy modules are imported inside the commands so that ``xbkg --help`` is fast.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import warnings
@@ -1000,8 +1001,21 @@ def _crossval_fov(args: argparse.Namespace, options: Any) -> int:
 
 
 def program() -> NoReturn:
-    """The ``xbkg`` program (its script and ``python -m xbkg``): :func:`main`, then exit."""
-    sys.exit(main())
+    """The ``xbkg`` program (its script and ``python -m xbkg``): :func:`main`, then exit.
+
+    When the reader of the output stops reading (``xbkg validate ... | head``),
+    the program ends quietly with the status of a process ended by SIGPIPE,
+    as the other tools of a shell pipeline do: the work is done, only the
+    rest of the printout is not wanted.
+    """
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python would report the closed pipe once more when flushing at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 128 + signal.SIGPIPE
+    sys.exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1034,6 +1048,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("xbkg: interrupted; no output was written or changed", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader of the printout is gone: see program()
+        raise
     except (_Fail, XbkgError, ValueError, KeyError, OSError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         for line in _for_command_line(str(message)).splitlines():
