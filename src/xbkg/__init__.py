@@ -9,9 +9,11 @@ Examples
 --------
 >>> import os, xbkg
 >>> store = xbkg.open_datastore(os.path.join(os.environ["XBKG_DATA"], "hess-dl3-dr1"))
->>> runs = xbkg.run_table(store)
+>>> runs = xbkg.select_runs(xbkg.run_table(store), ranges={"|GLAT_PNT|": (10, None)})
 >>> bkg = xbkg.build_background(store, runs)  # gamma-cat sources excluded by default
->>> result = xbkg.write_background(bkg, store, "background")  # doctest: +SKIP
+>>> result = xbkg.write_background(bkg, store, "background")
+>>> bkg.options.model, len(result["background"].run_models["obs_id"])
+('conditions', 105)
 """
 
 from __future__ import annotations

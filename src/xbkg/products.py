@@ -416,8 +416,15 @@ def acceptance_curve(
 
     Examples
     --------
-    >>> curve = acceptance_curve(model.sel(group=0), energy=1.0)  # doctest: +SKIP
-    >>> curve = model.bkg.acceptance_curve(energy=slice(1, 10))  # doctest: +SKIP
+    >>> import os, xbkg
+    >>> store = xbkg.open_datastore(os.path.join(os.environ["XBKG_DATA"], "hess-dl3-dr1"))
+    >>> model = xbkg.build_background(store, xbkg.run_table(store)).smoothed
+    >>> curve = acceptance_curve(model.sel(group=0), energy=1.0)
+    >>> curve.dims
+    ('offset',)
+    >>> curve = model.bkg.acceptance_curve(energy=slice(1, 10))
+    >>> float(curve["energy_lo"]), float(curve["energy_hi"])
+    (1.0, 10.0)
     """
     result = integrate(
         ds,

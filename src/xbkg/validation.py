@@ -55,24 +55,26 @@ these tables are drawn by :func:`xbkg.plotting.plot_validation`.
 
 Examples
 --------
->>> import xbkg
+>>> import os, xbkg
 >>> from xbkg.io.datastore import read_run_templates
 >>> from xbkg.validation import run_rates
->>> store = xbkg.open_datastore("hess-dl3-dr1")  # doctest: +SKIP
->>> runs = xbkg.run_table(store)  # doctest: +SKIP
->>> regions = xbkg.read_catalog("gammacat")  # doctest: +SKIP
->>> cube = xbkg.make_run_cube(store, runs, regions=regions)  # doctest: +SKIP
+>>> store = xbkg.open_datastore(os.path.join(os.environ["XBKG_DATA"], "hess-dl3-dr1"))
+>>> runs = xbkg.select_runs(xbkg.run_table(store), ranges={"|GLAT_PNT|": (10, None)})
+>>> regions = xbkg.read_catalog("gammacat")
+>>> cube = xbkg.make_run_cube(store, runs, regions=regions)
 
 The DR1 templates shipped with the runs, a grouped model, and the default
 model by 5-fold cross-validation:
 
->>> templates = read_run_templates(store, cube["obs_id"].values)  # doctest: +SKIP
->>> xbkg.validate(cube, xbkg.template_predictions(templates, cube, regions)).attrs  # doctest: +SKIP
->>> bkg = xbkg.build_background(store, runs, regions=regions)  # doctest: +SKIP
->>> rate = run_rates(bkg.smoothed, cube)  # doctest: +SKIP
->>> xbkg.validate(cube, xbkg.predict_counts(rate, cube)).attrs["scatter"]  # doctest: +SKIP
+>>> templates = read_run_templates(store, cube["obs_id"].values)
+>>> table = xbkg.validate(cube, xbkg.template_predictions(templates, cube, regions))
+>>> bkg = xbkg.build_background(store, runs, regions=regions)
+>>> rate = run_rates(bkg.smoothed, cube)
+>>> grouped = xbkg.validate(cube, xbkg.predict_counts(rate, cube))
 >>> from xbkg.pipeline import builder_for
->>> xbkg.crossval(cube, builder_for(xbkg.Options()), k=5).attrs["chi2_dof"]  # doctest: +SKIP
+>>> held_out = xbkg.crossval(cube, builder_for(xbkg.Options()), k=5)
+>>> [round(t.attrs["scatter"], 2) for t in (table, grouped, held_out)]  # obs/pred scatter
+[0.11, 0.35, 0.15]
 """
 
 from __future__ import annotations
