@@ -9,7 +9,7 @@ within 1.8 deg of the pointing, energies above the run's threshold, must
 have mean 0 +- 0.1 and width 1 +- 0.1, for ALTAZ and RADEC models, on a
 plain GADF store and on one flagged like the H.E.S.S. DL3 DR1 release
 (which Gammapy reads with fov_lon reversed). The same models mirrored along
-fov_lon, or a radial model, fail.
+fov_lon or turned by 180 deg, and a radial model, fail.
 """
 
 from __future__ import annotations
@@ -82,17 +82,21 @@ def pulls(out) -> np.ndarray:
     return np.concatenate(values)
 
 
-def mirror_run_models(out) -> None:
-    """Rewrite every run's bkg_3d file mirrored along fov_lon (a wrong orientation)."""
+def reorient_run_models(out, *, lon: bool, lat: bool) -> None:
+    """Rewrite every run's bkg_3d file flipped along fov_lon and/or fov_lat (wrong orientations).
+
+    Flipping both turns the model by 180 deg.
+    """
     from astropy.io import fits
 
     from xbkg.io.gadf import read_bkg, write_bkg_3d
 
     for path in sorted(out.glob("background_run_*.fits.gz")):
         rate = read_bkg(path)  # in the GADF orientation, whatever the file's REVLON
-        mirrored = rate.copy(data=rate.values[:, ::-1, :])
+        values = rate.transpose("energy", "fov_lon", "fov_lat").values
+        flipped = rate.copy(data=values[:, :: -1 if lon else 1, :: -1 if lat else 1])
         stored_reversed = bool(fits.getheader(path, "BACKGROUND")["REVLON"])
-        write_bkg_3d(mirrored, path, reverse_lon=stored_reversed, overwrite=True)
+        write_bkg_3d(flipped, path, reverse_lon=stored_reversed, overwrite=True)
 
 
 @pytest.mark.parametrize(
@@ -111,9 +115,12 @@ def test_gammapy_maps_of_our_models_match_the_events(
     good = pulls(out)
     assert abs(good.mean()) < 0.1, good.mean()
     assert abs(good.std() - 1) < 0.1, good.std()
-    mirror_run_models(out)
-    bad = pulls(out)
-    assert bad.std() > 1.2, bad.std()  # far outside the band (1 +- 0.1)
+    reorient_run_models(out, lon=True, lat=False)
+    mirrored = pulls(out)
+    assert mirrored.std() > 1.2, mirrored.std()  # far outside the band (1 +- 0.1)
+    reorient_run_models(out, lon=False, lat=True)  # now mirrored in both: turned by 180 deg
+    turned = pulls(out)
+    assert turned.std() > 1.2, turned.std()
 
 
 def test_a_radial_model_cannot_follow_the_asymmetry(asymmetric_stores, tmp_path) -> None:
