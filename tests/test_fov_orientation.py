@@ -68,8 +68,11 @@ def pulls(out) -> np.ndarray:
         obs = store.obs(obs_id, required_irf="all-optional")
         row = store.obs_table[store.obs_table["OBS_ID"] == obs_id]
         threshold = float(row["SAFE_ENERGY_LO"][0])
-        grid = 10 ** (np.arange(-10, 11) / 5)
-        axis = MapAxis.from_edges(grid[grid >= threshold * 0.9999], unit="TeV", name="energy")
+        # Map bins of 0.1 decade (Gammapy integrates log-log within each), from the
+        # first model bin edge (0.2 decade) at or above the run's threshold.
+        start = min(e for e in 10 ** (np.arange(-10, 11) / 5) if e >= threshold * 0.9999)
+        grid = 10 ** (np.arange(-20, 21) / 10)
+        axis = MapAxis.from_edges(grid[grid >= start * 0.9999], unit="TeV", name="energy")
         geom = WcsGeom.create(
             skydir=obs.pointing.fixed_icrs, width=4, binsz=0.1, frame="icrs", axes=[axis]
         )

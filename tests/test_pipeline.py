@@ -181,10 +181,17 @@ def test_dr1_model_and_files(dr1_build):
     raw = read_bkg(out / "background_2D_group_000_table.fits.gz")
     smooth = read_bkg(out / "smooth_background_2D_group_000_table.fits.gz")
     assert not np.array_equal(raw.values, smooth.values)  # the Gammapy 0.6 files were identical
-    # Bins the data constrain hold the raw rate; the others a positive continuation.
+    # Bins the data constrain keep the raw rate, the others get a positive
+    # continuation; the file holds the log-log nodes of that (BKGENODE).
+    from xbkg.pipeline import fill_model
+    from xbkg.prediction import loglog_nodes
+
     measured = bkg.model["rate"].sel(group=0)
     constrained = (measured > 0).values
-    np.testing.assert_allclose(raw.values[constrained], measured.values[constrained], rtol=1e-12)
+    filled = fill_model(bkg.model)["rate"].sel(group=0)
+    np.testing.assert_allclose(filled.values[constrained], measured.values[constrained], rtol=1e-12)
+    np.testing.assert_allclose(raw.values, loglog_nodes(filled).values, rtol=1e-12)
+    assert raw.attrs["BKGENODE"] == "LOGLOG"
     assert np.all(raw.values > 0)
     assert np.all(smooth.values > 0)
     assert raw.attrs["NFILLED"] == int((~constrained).sum())
@@ -222,7 +229,10 @@ def test_gammapy_reads_the_output_store(dr1_build):
     obs = store.obs(20136)
     assert len(obs.events.table) == 11243
     group = int(bkg.cube["group_id"].sel(obs_id=20136))
-    model = bkg.smoothed["rate"].sel(group=group)
+    from xbkg.prediction import loglog_nodes
+
+    # At the nodes Gammapy reads the values the file holds: the log-log nodes of the model.
+    model = loglog_nodes(bkg.smoothed["rate"].sel(group=group))
     e, o = model.energy.values[8], model.offset.values[20]
     value = obs.bkg.evaluate(energy=e * u.TeV, offset=o * u.deg)
     assert value.unit.is_equivalent("MeV-1 s-1 sr-1")

@@ -10,6 +10,7 @@ written by ``xbkg make``.
 import itertools
 import warnings
 
+import astropy.units as u
 import numpy as np
 import pytest
 import xarray as xr
@@ -17,6 +18,7 @@ from scipy import integrate
 
 from conftest import require
 from xbkg import axes
+from xbkg.axes import binned_coords
 from xbkg.prediction import (
     consumer_counts,
     consumer_model,
@@ -530,3 +532,58 @@ def test_cli_prediction_option(dr1_make_dir, gammacat_path, capsys):
     assert consumer.split(":", 2)[2] != step.split(":", 2)[2]
     assert main(["crossval", str(dr1_make_dir), *common, "--k", "3"]) == 0
     assert "prediction consumer:" in capsys.readouterr().out
+
+
+def test_loglog_nodes_give_gammapy_the_bin_means(tmp_path) -> None:
+    """Gammapy's log-log interpolant of the nodes averages to the model's mean over every bin."""
+    require("gammapy")
+    from gammapy.irf import Background2D
+
+    from xbkg.io.gadf import write_bkg_2d
+    from xbkg.prediction import loglog_nodes
+
+    bin_edges = np.geomspace(0.1, 100, 16)
+    coords = binned_coords(bin_edges, np.linspace(0, 2.5, 6))
+
+    def spectrum(e):  # curved: a turn-on below 0.3 TeV, steepening above
+        return e**-2.5 * np.exp(-((0.3 / e) ** 2)) * (1 + e / 10) ** -0.8
+
+    fine = [np.geomspace(lo, hi, 2001) for lo, hi in itertools.pairwise(bin_edges)]
+    means = np.array([np.trapezoid(spectrum(e), e) / (e[-1] - e[0]) for e in fine])
+    rate = xr.DataArray(
+        np.outer(means, np.linspace(1, 0.5, 5)),
+        dims=("energy", "offset"),
+        coords=coords,
+        attrs={"units": "s-1 MeV-1 sr-1"},
+    )
+    nodes = loglog_nodes(rate)
+    assert nodes.attrs["energy_nodes"] == "loglog"
+    model = Background2D.read(write_bkg_2d(nodes, tmp_path / "bkg.fits"))
+    for which, e in enumerate(fine):
+        values = model.evaluate(energy=e * u.TeV, offset=0.25 * u.deg).to_value("s-1 MeV-1 sr-1")
+        average = np.trapezoid(values, e) / (e[-1] - e[0])
+        assert average == pytest.approx(means[which], rel=2e-4), which
+    # The bin means themselves would be read 1-2 % too high where the spectrum falls.
+    plain = Background2D.read(write_bkg_2d(rate, tmp_path / "means.fits"))
+    e = fine[10]
+    values = plain.evaluate(energy=e * u.TeV, offset=0.25 * u.deg).to_value("s-1 MeV-1 sr-1")
+    assert np.trapezoid(values, e) / (e[-1] - e[0]) / means[10] > 1.01
+
+
+def test_loglog_nodes_of_a_power_law_are_its_values_at_the_centres() -> None:
+    from xbkg.prediction import loglog_nodes
+
+    bin_edges = np.geomspace(0.1, 100, 16)
+    coords = binned_coords(bin_edges, [0.0, 1.0])
+    index = 2.7
+    means = np.diff(bin_edges ** (1 - index)) / (1 - index) / np.diff(bin_edges)
+    rate = xr.DataArray(means[:, None], dims=("energy", "offset"), coords=coords)
+    nodes = loglog_nodes(rate).values[:, 0]
+    np.testing.assert_allclose(nodes, coords["energy"].values ** -index, rtol=1e-10)
+    # Zeros and NaN stay as they are; their neighbours still get finite nodes.
+    holes = rate.copy(data=np.where(np.arange(15)[:, None] % 5 == 0, 0.0, means[:, None]))
+    holes[7, 0] = np.nan
+    out = loglog_nodes(holes).values[:, 0]
+    assert (out[::5] == 0).all()
+    assert np.isnan(out[7])
+    assert np.isfinite(np.delete(out, 7)).all()

@@ -15,6 +15,7 @@ from xbkg.io.datastore import open_datastore, run_table
 from xbkg.io.gadf import read_bkg
 from xbkg.options import options_for
 from xbkg.pipeline import build_background, write_background
+from xbkg.prediction import loglog_nodes
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +49,12 @@ def test_every_run_points_at_its_own_model(store_path, tmp_path):
     rate = read_bkg(out / run_model_filename(obs_id))
     expected = run_rate(bkg.conditions, runs.sel(obs_id=[obs_id]), time="ontime")[0]
     filled = result["background"].run_models["filled"].sel(obs_id=obs_id)
+    mean = result["background"].run_models["rate"].sel(obs_id=obs_id)
     np.testing.assert_allclose(
-        rate.values[~filled.values], expected.values[~filled.values], rtol=1e-12
+        mean.values[~filled.values], expected.values[~filled.values], rtol=1e-12
     )
+    # the file holds the nodes whose log-log integral (Gammapy's) is that mean
+    np.testing.assert_allclose(rate.values, loglog_nodes(mean).values, rtol=1e-12)
     # below the run's own safe threshold every bin is a continuation, marked as filled
     below = (rate["energy_hi"] <= float(runs["safe_energy_lo"].sel(obs_id=obs_id))).values
     assert below.any()
@@ -79,10 +83,10 @@ def test_gammapy_reads_the_run_models(store_path, tmp_path):
     store = open_datastore(store_path)
     runs = run_table(store)
     bkg = build_background(store, runs, options=options_for(model="conditions"))
-    write_background(bkg, store, tmp_path / "out", all_runs=runs)
+    result = write_background(bkg, store, tmp_path / "out", all_runs=runs)
     obs_id = int(runs["obs_id"][0])
     obs = gammapy_data.DataStore.from_dir(tmp_path / "out").obs(obs_id, required_irf="all-optional")
-    rate = run_rate(bkg.conditions, runs.sel(obs_id=[obs_id]), time="ontime")[0]
+    rate = loglog_nodes(result["background"].run_models["rate"].sel(obs_id=obs_id))
     e, o = float(rate["energy"][9]), float(rate["offset"][10])
     value = obs.bkg.evaluate(energy=e * u.TeV, offset=o * u.deg).to_value("MeV-1 s-1 sr-1")
     assert value == pytest.approx(float(rate.sel(energy=e, offset=o)), rel=1e-6)
@@ -107,15 +111,17 @@ def test_raw_index_and_livetime(store_path, tmp_path):
     runs = run_table(store)
     options = options_for(model="conditions", index_model="raw", time="livetime")
     bkg = build_background(store, runs, options=options)
-    write_background(bkg, store, tmp_path / "out", all_runs=runs)
+    result = write_background(bkg, store, tmp_path / "out", all_runs=runs)
     obs_id = int(runs["obs_id"][2])
     rate = read_bkg(tmp_path / "out" / run_model_filename(obs_id))
     assert rate.attrs["BKGTIME"] == "LIVETIME"
     raw = bkg.conditions.assign(rate=bkg.conditions["rate_raw"])
     expected = run_rate(raw, runs.sel(obs_id=[obs_id]), time="livetime")[0]
+    mean = result["background"].run_models["rate"].sel(obs_id=obs_id)
     constrained = (rate.attrs["DATA_ELO"] <= rate["energy_lo"].values)[:, None]
     constrained = constrained & (expected.values > 0)  # raw: bins without counts are filled
-    np.testing.assert_allclose(rate.values[constrained], expected.values[constrained], rtol=1e-12)
+    np.testing.assert_allclose(mean.values[constrained], expected.values[constrained], rtol=1e-12)
+    np.testing.assert_allclose(rate.values, loglog_nodes(mean).values, rtol=1e-12)
 
 
 def test_cli_make_defaults(store_path, tmp_path, capsys):

@@ -74,6 +74,7 @@ __all__ = [
     "builder_for",
     "conditions_builder",
     "export_models",
+    "file_rate",
     "fov_builder_for",
     "grouped_builder",
     "index_rates",
@@ -480,8 +481,9 @@ def write_model_files(bkg: Background, directory: str | Path) -> list[Path]:
     raw = bkg.model
     if bkg.options.fill_unconstrained:
         raw = fill_model(raw, solid_angle=bkg.options.solid_angle)
+    raw, smoothed = (m.assign(rate=file_rate(m["rate"], bkg.options)) for m in (raw, bkg.smoothed))
     for g in populated_groups(bkg):
-        for model, is_smooth in ((raw, False), (bkg.smoothed, True)):
+        for model, is_smooth in ((raw, False), (smoothed, True)):
             written.append(
                 write_model_fits(model, directory / model_filename(g, smooth=is_smooth), group=g)
             )
@@ -490,8 +492,9 @@ def write_model_files(bkg: Background, directory: str | Path) -> list[Path]:
         if bkg.options.bkg_class == "bkg_3d":
             written += _write_run_fov_files(bkg, directory, version)
         else:
+            run_models = bkg.run_models.assign(rate=file_rate(bkg.run_models["rate"], bkg.options))
             written += write_run_model_files(
-                bkg.run_models, directory, time=bkg.options.time, version=version
+                run_models, directory, time=bkg.options.time, version=version
             )
     return written
 
@@ -525,7 +528,7 @@ def run_fov_rates(bkg: Background, obs_ids: Sequence[int]) -> xr.DataArray:
         rotation=models["fov_rotation"].values if "fov_rotation" in models else None,
     )
     rate.attrs["units"] = RATE_UNIT
-    return rate
+    return file_rate(rate, bkg.options)
 
 
 def _write_run_fov_files(bkg: Background, directory: Path, version: str) -> list[Path]:
@@ -535,7 +538,11 @@ def _write_run_fov_files(bkg: Background, directory: Path, version: str) -> list
 
     assert bkg.run_models is not None
     obs_ids = _obs_ids(bkg.run_models)
-    headers = run_model_headers(bkg.run_models, time=bkg.options.time, version=version)
+    # The headers say what the files hold: the rates of file_rate().
+    described = bkg.run_models
+    if bkg.options.energy_nodes == "loglog":
+        described = described.assign(rate=described["rate"].assign_attrs(energy_nodes="loglog"))
+    headers = run_model_headers(described, time=bkg.options.time, version=version)
     reverse = bkg.run_models["reverse_lon"].values.astype(bool)
     written: list[Path] = []
     for start in range(0, len(obs_ids), _FOV_CHUNK):
@@ -608,6 +615,20 @@ def _header_rotations(
         times = tstart + (np.arange(samples) + 0.5) * (tstop - tstart) / samples
         rotations[obs_id] = track_from_header(cards, str(path)).rotation_angle(times)
     return rotations
+
+
+def file_rate(rate: xr.DataArray, options: Options) -> xr.DataArray:
+    """A model's rate as its files hold it (``options.energy_nodes``).
+
+    ``"loglog"``: the nodes whose log-log interpolant, which Gammapy
+    integrates, has the model's mean over every energy bin
+    (:func:`xbkg.prediction.loglog_nodes`); ``"mean"``: the rate itself.
+    """
+    if options.energy_nodes == "mean":
+        return rate
+    from xbkg.prediction import loglog_nodes
+
+    return loglog_nodes(rate)
 
 
 def export_models(bkg: Background, out_dir: str | Path, *, overwrite: bool = False) -> list[Path]:
@@ -929,7 +950,7 @@ def builder_for(options: Options | None = None, **fit_options: Any) -> ModelBuil
         warned = True
         groups, model, smoothed, conditions = models
         bkg = Background(train, groups, model, smoothed, None, used, conditions)
-        return index_rates(bkg, test)
+        return file_rate(index_rates(bkg, test), used)
 
     return build
 
@@ -997,6 +1018,6 @@ def fov_builder_for(options: Options) -> ModelBuilder:
             rotation=test["fov_rotation"].values,
         )
         rate.attrs["units"] = RATE_UNIT
-        return rate
+        return file_rate(rate, used)
 
     return build

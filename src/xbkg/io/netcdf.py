@@ -299,6 +299,8 @@ def _options(text: str, version: int) -> Options:
             raw[key] = tuple(raw[key])
     if version == 2:  # written before models were filled
         raw.setdefault("fill_unconstrained", False)
+    # Written before the files held log-log nodes: their files held the bin means.
+    raw.setdefault("energy_nodes", "mean")
     # Written before the default catalogue: the regions (region_*) were all given.
     raw.setdefault("exclude", [])
     return Options(**raw)

@@ -35,6 +35,7 @@ from xbkg.io.fitsread import DamagedFile, read_fits
 from xbkg.io.gadf import write_bkg_2d, write_bkg_2d_files
 
 __all__ = [
+    "energy_node_cards",
     "fill_cards",
     "model_fits_header",
     "read_group_def",
@@ -70,6 +71,7 @@ def model_fits_header(model: xr.Dataset) -> dict[str, Any]:
             "run duration normalising the rate",
         )
     header["SMOOTHED"] = (str(model.attrs.get("smoothing", "none")), "smoothing method")
+    header.update(energy_node_cards(model["rate"]))
     if "filled" in model:
         header.update(fill_cards(model["filled"]))
     version = model.attrs.get("xbkg_version", __version__)
@@ -86,6 +88,17 @@ def model_fits_header(model: xr.Dataset) -> dict[str, Any]:
             "group range",
         )
     return header
+
+
+def energy_node_cards(rate: xr.DataArray) -> dict[str, tuple[Any, str]]:
+    """``BKGENODE = 'LOGLOG'`` when the rate holds log-log nodes rather than bin means.
+
+    (:func:`xbkg.prediction.loglog_nodes`: Gammapy's log-log integral of the
+    values over each energy bin is the model's mean rate there.)
+    """
+    if rate.attrs.get("energy_nodes") != "loglog":
+        return {}
+    return {"BKGENODE": ("LOGLOG", "log-log energy nodes: bin integrals = bin means")}
 
 
 def fill_cards(filled: xr.DataArray) -> dict[str, tuple[Any, str]]:
@@ -164,6 +177,7 @@ def run_model_headers(models: xr.Dataset, *, time: str, version: str) -> list[di
             TIME_KEYWORD: (time.upper(), "run duration normalising the rate"),
             "SMOOTHED": (smoothing, "smoothing method"),
             "BKGMODEL": ("conditions", "rate for the run's own observing conditions"),
+            **energy_node_cards(models["rate"]),
         }
         if "filled" in models:
             header.update(fill_cards(models["filled"].sel({OBS_DIM: obs_id})))
