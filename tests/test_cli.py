@@ -10,8 +10,10 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
+from xbkg import simulate
 from xbkg.cli import main
 from xbkg.io.datastore import copy_runs, open_datastore
+from xbkg.io.netcdf import read_archive
 
 
 def run(*args):
@@ -220,3 +222,14 @@ def test_a_closed_pipe_ends_the_program_quietly(tmp_path) -> None:
     assert child.returncode == 128 + signal.SIGPIPE
     assert err.decode() == ""
     assert (tmp_path / "store" / "hdu-index.fits.gz").is_file()  # the work was done
+
+
+def test_make_energy_nodes_from_the_command_line(tmp_path) -> None:
+    """--energy-nodes mean writes the bin means (no BKGENODE); the default the log-log nodes."""
+    store = simulate.simulate_datastore(tmp_path / "store", n_runs=4, events_per_run=4000)
+    for nodes, expected in (("mean", None), ("loglog", "LOGLOG")):
+        out = tmp_path / nodes
+        assert main(["make", str(store), str(out), "--energy-nodes", nodes, "-q"]) == 0
+        name = sorted(p.name for p in out.glob("background_run_*.fits.gz"))[0]
+        assert fits.getheader(out / name, "BACKGROUND").get("BKGENODE") == expected
+        assert read_archive(out / "background.nc").options.energy_nodes == nodes

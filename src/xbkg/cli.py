@@ -262,6 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
         "in the archive and the FITS headers, because Gammapy integrates log-log between bins",
     )
     make.add_argument(
+        "--energy-nodes",
+        choices=["loglog", "mean"],
+        help="what the model files hold along energy: loglog (default), the values at the bin "
+        "centres whose log-log interpolant (what Gammapy integrates) has the model's mean over "
+        "every bin; mean, the bin means (preset gammapy-0.6), which Gammapy over-predicts by "
+        "about 1.7 %% per 0.2-decade bin for a falling spectrum",
+    )
+    make.add_argument(
         "--bkg-class",
         choices=["bkg_2d", "bkg_3d"],
         help="bkg_2d (default): radial models, rate(energy, offset); bkg_3d: field-of-view "
@@ -470,6 +478,7 @@ def _cmd_make(args: argparse.Namespace) -> int:
         missing_group=args.missing_group,
         model=args.model,
         exclude=args.exclude,
+        energy_nodes=args.energy_nodes,
         bkg_class=args.bkg_class,
         fov_alignment=args.fov_alignment,
         fov_edges=_fov_edges(args),
