@@ -215,3 +215,25 @@ def test_bkg_3d_archive_exports_the_same_files(made_3d, tmp_path) -> None:
     assert written
     for name in written:
         assert (tmp_path / "again" / name).read_bytes() == (out / name).read_bytes(), name
+
+
+def test_bkg_3d_needs_the_site_and_says_so(tmp_path, capsys) -> None:
+    from astropy.io import fits
+
+    from xbkg.cli import main
+    from xbkg.simulate import simulate_datastore
+
+    store = simulate_datastore(tmp_path / "store", n_runs=2, events_per_run=2000)
+    for path in sorted((store / "data").glob("*.fits.gz")):
+        with fits.open(path) as hdul:
+            for key in ("GEOLAT", "GEOLON", "ALTITUDE", "GEOALT", "TELESCOP"):
+                hdul["EVENTS"].header.remove(key, ignore_missing=True)
+            hdul.writeto(path, overwrite=True)
+    out = tmp_path / "out"
+    assert main(["make", str(store), str(out), "--bkg-class", "bkg_3d", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "obs_" in err
+    assert "site of the run is unknown" in err
+    assert "add GEOLAT and GEOLON" in err
+    assert err.count(".fits.gz") == 1  # the file named once
+    assert not out.exists()

@@ -416,8 +416,9 @@ def _bin_fov(
         source = str(events.path)
         if events.time is None:
             raise DataStoreError(f"{source}: no TIME column in EVENTS, which ALTAZ needs")
+        # A header without what the frame needs: its DataStoreError names the file.
+        track = fov_frames.track_from_header(events.cards, source)
         try:
-            track = fov_frames.track_from_header(events.cards, source)
             lon, lat = track.fov_coordinates(ra, dec, events.time[keep], "ALTAZ")
         except ValueError as exc:  # event times outside the run
             raise DataStoreError(f"{source}: {exc}; fix TSTART/TSTOP or the TIME column") from exc
