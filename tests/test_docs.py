@@ -56,7 +56,8 @@ def source_tree() -> set[str]:
     return {
         str(p.relative_to(ROOT))
         for p in (*DOCS.rglob("*"), *(ROOT / "examples").rglob("*"))
-        if GENERATED not in p.parents and "__pycache__" not in p.parts
+        # the stub folder itself appears on a fresh clone's first build
+        if p != GENERATED and GENERATED not in p.parents and "__pycache__" not in p.parts
     }
 
 
