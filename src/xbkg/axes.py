@@ -131,8 +131,13 @@ def _count(value: Any, what: str, minimum: int) -> int:
     return n
 
 
-def validate_edges(values: ArrayLike, name: str, *, positive: bool = False) -> NDArray[np.float64]:
+def validate_edges(
+    values: ArrayLike, name: str, *, positive: bool = False, signed: bool = False
+) -> NDArray[np.float64]:
     """Return ``values`` as a float array of strictly increasing, finite bin edges.
+
+    Edges must not be negative, unless ``signed`` (field-of-view axes cross
+    the pointing); with ``positive`` they must be above 0 (energies).
 
     Raises
     ------
@@ -156,7 +161,7 @@ def validate_edges(values: ArrayLike, name: str, *, positive: bool = False) -> N
         raise ConfigError(f"{name} edges must be strictly increasing, got {arr.tolist()}")
     if positive and arr[0] <= 0:
         raise ConfigError(f"{name} edges must be positive, got {arr.tolist()}")
-    if not positive and arr[0] < 0:
+    if not (positive or signed) and arr[0] < 0:
         raise ConfigError(f"{name} edges must not be negative, got {arr.tolist()}")
     return arr
 
@@ -352,25 +357,6 @@ def fov_coords(
         (FOV_LON_DIM, fov_lon, "field-of-view longitude"),
         (FOV_LAT_DIM, fov_lat, "field-of-view latitude"),
     ):
-        e = _fov_edges_checked(fov_edges() if values is None else values, dim)
+        e = validate_edges(fov_edges() if values is None else values, dim, signed=True)
         coords.update(_axis_coords(dim, e, 0.5 * (e[:-1] + e[1:]), FOV_UNIT, long_name))
     return coords
-
-
-def _fov_edges_checked(values: ArrayLike, name: str) -> NDArray[np.float64]:
-    """As :func:`validate_edges`, but edges may be negative (the axes cross the pointing)."""
-    try:
-        arr = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"{name} edges must be a 1-D sequence of numbers, got {reprlib.repr(values)}"
-        ) from None
-    if arr.ndim != 1 or arr.size < 2:
-        raise ConfigError(
-            f"{name} edges must be a 1-D sequence of at least 2 values, got {arr.tolist()}"
-        )
-    if not np.all(np.isfinite(arr)) or np.any(np.diff(arr) <= 0):
-        raise ConfigError(
-            f"{name} edges must be finite and strictly increasing, got {arr.tolist()}"
-        )
-    return arr

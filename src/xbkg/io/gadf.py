@@ -327,23 +327,26 @@ def _edges_for_file(rate: xr.DataArray, dim: str) -> NDArray[np.float64]:
         raise ValueError(f"rate: {err.args[0]}") from err
     unit = rate[f"{dim}_lo"].attrs.get("units", _UNIT[dim])
     values = _convert(values, unit, _UNIT[dim], f"rate {dim} edges")
-    return validate_edges(values, dim, positive=dim == conventions.ENERGY_DIM)
+    fov = dim in (conventions.FOV_LON_DIM, conventions.FOV_LAT_DIM)
+    return validate_edges(values, dim, positive=dim == conventions.ENERGY_DIM, signed=fov)
 
 
-def _rate_for_file(rate: xr.DataArray) -> NDArray[np.float64]:
+def _rate_for_file(rate: xr.DataArray, dims: tuple[str, ...] = DIMS_2D) -> NDArray[np.float64]:
+    """The values along ``(..., *dims)`` in s-1 MeV-1 sr-1, all finite."""
     if "units" not in rate.attrs:
         raise ValueError(
             "rate has no 'units' attribute; set it, e.g. "
             f"rate.attrs['units'] = {conventions.RATE_UNIT!r}"
         )
-    values = np.asarray(rate.transpose(..., *DIMS_2D).values, dtype=np.float64)
+    ordered = rate.transpose(..., *dims)
+    values = np.asarray(ordered.values, dtype=np.float64)
     bad = ~np.isfinite(values)
     if bad.any():
         first = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(
             f"rate has {int(bad.sum())} non-finite value(s) of {values.size} "
-            f"(first at index {first} along {rate.dims}); GADF readers cannot use NaN or inf. "
-            "Fill the empty bins first, e.g. rate.fillna(0.0), or smooth the model"
+            f"(first at index {first} along {ordered.dims}); GADF readers cannot use NaN or "
+            "inf. Fill the empty bins first, e.g. rate.fillna(0.0), or smooth the model"
         )
     return _convert(values, str(rate.attrs["units"]), conventions.RATE_UNIT, "rate")
 
@@ -429,7 +432,7 @@ def bkg_3d_hdu(
     _check_3d_dims(rate.dims)
     align = _fov_alignment(rate)
     _check_reverse_lon(bool(reverse_lon), align)
-    values = _rate_3d_for_file(rate)
+    values = _rate_for_file(rate, DIMS_3D)
     return _bkg_3d_table(rate, values, align, bool(reverse_lon), extname, header)
 
 
@@ -454,7 +457,7 @@ def _bkg_3d_table(
 
 def _bkg_3d_edges(rate: xr.DataArray) -> dict[str, NDArray[np.float64]]:
     """Bin edges of the three axes of ``rate``, in the file's units."""
-    bin_edges = {dim: _fov_edges_for_file(rate, dim) for _, dim in _BKG_3D_STEMS[1:]}
+    bin_edges = {dim: _edges_for_file(rate, dim) for _, dim in _BKG_3D_STEMS[1:]}
     bin_edges[conventions.ENERGY_DIM] = _edges_for_file(rate, conventions.ENERGY_DIM)
     return bin_edges
 
@@ -611,7 +614,7 @@ def write_bkg_3d(
     _check_3d_dims(rate.dims)
     align = _fov_alignment(rate)
     _check_reverse_lon(bool(reverse_lon), align)
-    values = _rate_3d_for_file(rate)[np.newaxis]
+    values = _rate_for_file(rate, DIMS_3D)[np.newaxis]
     flags, headers = [bool(reverse_lon)], [header]
     return _write_bkg_3d_tables(rate, values, align, flags, headers, [path], extname, overwrite)[0]
 
@@ -658,7 +661,7 @@ def write_bkg_3d_files(
     align = _fov_alignment(rates)
     for flag in flags:
         _check_reverse_lon(bool(flag), align)
-    values = _rate_3d_for_file(rates.transpose(dim, *DIMS_3D))
+    values = _rate_for_file(rates.transpose(dim, *DIMS_3D), DIMS_3D)
     template = rates.isel({dim: 0}, drop=True)
     return _write_bkg_3d_tables(template, values, align, flags, headers, paths, extname, overwrite)
 
@@ -696,41 +699,6 @@ def _check_reverse_lon(reverse_lon: bool, align: str) -> None:
             "reversed, so no orientation of an ALTAZ model is read right there; build a RADEC "
             "model for such runs"
         )
-
-
-def _other_dims(rate: xr.DataArray) -> list[Any]:
-    return [d for d in rate.dims if d not in DIMS_3D]
-
-
-def _fov_edges_for_file(rate: xr.DataArray, dim: str) -> NDArray[np.float64]:
-    try:
-        values = edges(rate, dim)
-    except KeyError as err:
-        raise ValueError(f"rate: {err.args[0]}") from err
-    unit = rate[f"{dim}_lo"].attrs.get("units", _UNIT[dim])
-    values = _convert(values, unit, _UNIT[dim], f"rate {dim} edges")
-    if not (np.all(np.isfinite(values)) and np.all(np.diff(values) > 0)):
-        raise ValueError(f"rate {dim} edges must be finite and increasing, got {values.tolist()}")
-    return values
-
-
-def _rate_3d_for_file(rate: xr.DataArray) -> NDArray[np.float64]:
-    """The values along ``(..., energy, fov_lon, fov_lat)`` in s-1 MeV-1 sr-1, all finite."""
-    if "units" not in rate.attrs:
-        raise ValueError(
-            "rate has no 'units' attribute; set it, e.g. "
-            f"rate.attrs['units'] = {conventions.RATE_UNIT!r}"
-        )
-    values = np.asarray(rate.transpose(..., *DIMS_3D).values, dtype=np.float64)
-    bad = ~np.isfinite(values)
-    if bad.any():
-        first = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(
-            f"rate has {int(bad.sum())} non-finite value(s) of {values.size} "
-            f"(first at index {first} along {(*_other_dims(rate), *DIMS_3D)}); "
-            "GADF readers cannot use NaN or inf. Fill the empty bins first"
-        )
-    return _convert(values, str(rate.attrs["units"]), conventions.RATE_UNIT, "rate")
 
 
 # --------------------------------------------------------------------------- reading
