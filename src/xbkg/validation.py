@@ -649,6 +649,21 @@ def _merge_rings(values: xr.DataArray, cube: xr.Dataset, merge: int) -> xr.DataA
     )
 
 
+def _total_columns(observed: xr.DataArray, predicted: xr.DataArray) -> dict[str, xr.DataArray]:
+    """The per-run columns of every validation table: totals, their ratio and significance."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return {
+            "observed": observed.assign_attrs(units="1", long_name="observed counts"),
+            "predicted": predicted.assign_attrs(units="1", long_name="predicted counts"),
+            "ratio": (observed / predicted).assign_attrs(
+                units="1", long_name="observed / predicted"
+            ),
+            "significance": ((observed - predicted) / np.sqrt(predicted)).assign_attrs(
+                units="1", long_name="(observed - predicted) / sqrt(predicted)"
+            ),
+        }
+
+
 def validate(
     cube: xr.Dataset,
     predicted: xr.DataArray,
@@ -733,12 +748,7 @@ def validate(
     pred_e = mu.sum(OFFSET_DIM)
     table = xr.Dataset(
         {
-            "observed": obs.assign_attrs(units="1", long_name="observed counts"),
-            "predicted": tot.assign_attrs(units="1", long_name="predicted counts"),
-            "ratio": ratio.assign_attrs(units="1", long_name="observed / predicted"),
-            "significance": ((obs - tot) / np.sqrt(tot)).assign_attrs(
-                units="1", long_name="(observed - predicted) / sqrt(predicted)"
-            ),
+            **_total_columns(obs, tot),
             "chi2": chi2.assign_attrs(
                 units="1", long_name="shape Pearson chi2 after normalisation"
             ),
@@ -1308,12 +1318,7 @@ def validate_fov(maps: xr.Dataset) -> xr.Dataset:
     with np.errstate(divide="ignore", invalid="ignore"):
         table = xr.Dataset(
             {
-                "observed": obs.assign_attrs(units="1", long_name="observed counts"),
-                "predicted": tot.assign_attrs(units="1", long_name="predicted counts"),
-                "ratio": ratio.assign_attrs(units="1", long_name="observed / predicted"),
-                "significance": ((obs - tot) / np.sqrt(tot)).assign_attrs(
-                    units="1", long_name="(observed - predicted) / sqrt(predicted)"
-                ),
+                **_total_columns(obs, tot),
                 "deviance": (
                     run_dim,
                     deviance,
