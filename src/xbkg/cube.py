@@ -58,6 +58,7 @@ from xbkg.io.datastore import (
     DataStore,
     EventList,
     event_locations,
+    gammapy_reverses_lon,
     index_problems,
     read_events,
 )
@@ -114,6 +115,8 @@ class RunHistogram:
     fov_unexcluded: NDArray[np.float64] | None = None
     #: With an ALTAZ binning: the RADEC-to-ALTAZ rotation (deg) at times spread over the run.
     fov_rotation: NDArray[np.float64] | None = None
+    #: With a field-of-view binning: Gammapy 2.1 reads the run's models lon-reversed.
+    gammapy_reversed_lon: bool = False
 
 
 @dataclass(frozen=True)
@@ -350,7 +353,9 @@ def bin_events(
     counts[~energy_ok] = 0
     exposure = spec.time * np.outer(energy_ok.astype(np.float64), 1.0 - ring_fraction)
     fov_counts = fov_unexcluded = fov_rotation = None
+    reversed_lon = False
     if fov is not None:
+        reversed_lon = gammapy_reverses_lon(events.cards)
         fov_counts, fov_unexcluded, fov_rotation = _bin_fov(
             events, spec, fov, energy_edges, energy_ok, keep, regions
         )
@@ -367,6 +372,7 @@ def bin_events(
         fov_counts=fov_counts,
         fov_unexcluded=fov_unexcluded,
         fov_rotation=fov_rotation,
+        gammapy_reversed_lon=reversed_lon,
     )
 
 
@@ -856,6 +862,7 @@ class RunArrays:
     fov_counts: NDArray[np.int32] | None = None
     fov_unexcluded: NDArray[np.float64] | None = None
     fov_rotation: NDArray[np.float64] | None = None
+    fov_reversed_lon: NDArray[np.bool_] | None = None
 
     @classmethod
     def empty(
@@ -871,6 +878,7 @@ class RunArrays:
             fov_counts=None if fov is None else np.zeros((n_runs, n_energy, *fov), np.int32),
             fov_unexcluded=None if fov is None else np.zeros((n_runs, *fov)),
             fov_rotation=None if fov is None else np.zeros((n_runs, ROTATION_SAMPLES)),
+            fov_reversed_lon=None if fov is None else np.zeros(n_runs, bool),
         )
 
     def select(self, keep: NDArray[np.bool_]) -> RunArrays:
@@ -884,6 +892,7 @@ class RunArrays:
             fov_counts=None if self.fov_counts is None else self.fov_counts[keep],
             fov_unexcluded=None if self.fov_unexcluded is None else self.fov_unexcluded[keep],
             fov_rotation=None if self.fov_rotation is None else self.fov_rotation[keep],
+            fov_reversed_lon=None if self.fov_reversed_lon is None else self.fov_reversed_lon[keep],
         )
 
     def fill(self, i: int, hist: RunHistogram) -> None:
@@ -896,9 +905,11 @@ class RunArrays:
             assert hist.fov_counts is not None
             assert hist.fov_unexcluded is not None
             assert self.fov_rotation is not None
+            assert self.fov_reversed_lon is not None
             self.fov_counts[i] = hist.fov_counts
             self.fov_unexcluded[i] = hist.fov_unexcluded
             self.fov_rotation[i] = hist.fov_rotation
+            self.fov_reversed_lon[i] = hist.gammapy_reversed_lon
         for name, _ in _TALLIES:
             self.tallies[name][i] = getattr(hist, name)
 
@@ -970,6 +981,11 @@ def assemble_run_cube(
                 "long_name": "rotation from the RADEC to the ALTAZ field of view during the run",
                 "units": "deg",
             },
+        )
+        cube["gammapy_reversed_lon"] = xr.Variable(
+            OBS_DIM,
+            arrays.fov_reversed_lon,
+            {"long_name": "Gammapy 2.1 reads the run's models with fov_lon reversed"},
         )
     run_coords = runs.sel({OBS_DIM: obs_ids})
     cube = cube.assign_coords({name: run_coords[name] for name in run_coords.data_vars})

@@ -148,7 +148,7 @@ def build_background(
     plan = None if options.energy_edges is not None else _plan_energy_edges(runs, options)
     fov = None
     if options.bkg_class == "bkg_3d":
-        options, fov = _fov_binning(store, runs, options)
+        options, fov = _fov_binning(options)
     cube = make_run_cube(
         store,
         runs.sortby(OBS_DIM),
@@ -168,6 +168,8 @@ def build_background(
     if plan is not None:
         cube = _trim_energy(cube, plan)
         options = dataclasses.replace(options, energy_edges=tuple(edges(cube, ENERGY_DIM)))
+    if fov is not None:
+        options = _fov_alignment(options, cube)
     cube.attrs["options"] = options.to_json()
     models = models_from_cube(cube, options)
     cube = cube.assign_coords(
@@ -183,17 +185,28 @@ def build_background(
     return bkg
 
 
-def _fov_binning(store: DataStore, runs: xr.Dataset, options: Options) -> tuple[Options, FovSpec]:
-    """The options of a ``bkg_3d`` build resolved (alignment, edges) and its binning.
+def _fov_binning(options: Options) -> tuple[Options, FovSpec]:
+    """The field-of-view edges of a ``bkg_3d`` build resolved, and its binning.
 
     Events are always binned in the ALTAZ frame, where the acceptance's
     asymmetries are fixed; RADEC models are made from it run by run.
     """
     from xbkg.axes import fov_edges
-    from xbkg.io.datastore import gammapy_reversed_lon
 
     bin_edges = options.fov_edges or tuple(float(e) for e in fov_edges())
-    flagged = [o for o, r in gammapy_reversed_lon(store, _obs_ids(runs)).items() if r]
+    resolved = dataclasses.replace(options, fov_edges=bin_edges)
+    return resolved, FovSpec(bin_edges, bin_edges, "ALTAZ")
+
+
+def _fov_alignment(options: Options, cube: xr.Dataset) -> Options:
+    """The alignment of a ``bkg_3d`` build resolved from its runs' EVENTS headers.
+
+    Default: RADEC if Gammapy 2.1 reads any run's models lon-reversed (the
+    cube's ``gammapy_reversed_lon``, from the headers the binning read), else
+    ALTAZ. An explicit ALTAZ on such runs warns: Gammapy would read it wrongly.
+    """
+    flags = cube["gammapy_reversed_lon"].values.astype(bool)
+    flagged = [int(o) for o in cube[OBS_DIM].values[flags]]
     alignment = options.fov_alignment
     if alignment is None:
         alignment = "RADEC" if flagged else "ALTAZ"
@@ -209,8 +222,7 @@ def _fov_binning(store: DataStore, runs: xr.Dataset, options: Options) -> tuple[
             BackgroundWarning,
             stacklevel=3,
         )
-    resolved = dataclasses.replace(options, fov_alignment=alignment, fov_edges=bin_edges)
-    return resolved, FovSpec(bin_edges, bin_edges, "ALTAZ")
+    return dataclasses.replace(options, fov_alignment=alignment)
 
 
 def _obs_ids(runs: xr.Dataset) -> list[int]:
@@ -563,48 +575,57 @@ def _with_fov_orientation(
     """Add to per-run models what their ``bkg_3d`` files need from the data store.
 
     ``tan_zenith``: ``tan(ZEN_PNT)`` of each run (:func:`xbkg.fov_model.run_shape`);
-    ``fov_rotation``: each run's RADEC-to-ALTAZ rotation during the run (from
-    the cube, or from the EVENTS header of a run that was not binned), and
+    ``fov_rotation``: each run's RADEC-to-ALTAZ rotation during the run, and
     ``reverse_lon``: whether Gammapy 2.1 reads the run's models with
-    ``fov_lon`` reversed (:func:`xbkg.io.datastore.gammapy_reversed_lon`).
+    ``fov_lon`` reversed (:func:`xbkg.io.datastore.gammapy_reverses_lon`);
+    both from the cube, or, for a run that was not binned, from one read of
+    its EVENTS header.
     """
     from xbkg.cube import ROTATION_SAMPLES
-    from xbkg.io.datastore import gammapy_reversed_lon
 
     obs_ids = _obs_ids(models)
-    flags = gammapy_reversed_lon(store, obs_ids)
-    binned = bkg.cube["fov_rotation"]
-    known = set(_obs_ids(bkg.cube))
-    others = [o for o in obs_ids if o not in known]
-    from_headers = _header_rotations(store, others, ROTATION_SAMPLES) if others else {}
+    cube = bkg.cube
+    known = set(_obs_ids(cube))
+    others = _header_orientation(store, [o for o in obs_ids if o not in known], ROTATION_SAMPLES)
     rotation = np.array(
-        [binned.sel({OBS_DIM: o}).values if o in known else from_headers[o] for o in obs_ids]
+        [
+            cube["fov_rotation"].sel({OBS_DIM: o}).values if o in known else others[o][0]
+            for o in obs_ids
+        ]
     ).reshape(len(obs_ids), ROTATION_SAMPLES)
+    flags = np.array(
+        [
+            bool(cube["gammapy_reversed_lon"].sel({OBS_DIM: o})) if o in known else others[o][1]
+            for o in obs_ids
+        ],
+        dtype=bool,
+    )
     return models.assign(
         tan_zenith=(
             OBS_DIM,
             _tan_zenith(runs.sel({OBS_DIM: obs_ids})),
             {"long_name": "tan(ZEN_PNT) of the run (the shape's altitude gradient grows with it)"},
         ),
-        fov_rotation=((OBS_DIM, "rotation_sample"), rotation, dict(binned.attrs)),
+        fov_rotation=((OBS_DIM, "rotation_sample"), rotation, dict(cube["fov_rotation"].attrs)),
         reverse_lon=(
             OBS_DIM,
-            np.array([flags[o] for o in obs_ids]),
+            flags,
             {"long_name": "Gammapy 2.1 reads this run's models with fov_lon reversed"},
         ),
     )
 
 
-def _header_rotations(
+def _header_orientation(
     store: DataStore, obs_ids: Sequence[int], samples: int
-) -> dict[int, NDArray[np.float64]]:
-    """The field-of-view rotation of runs at ``samples`` times, from their EVENTS headers."""
+) -> dict[int, tuple[NDArray[np.float64], bool]]:
+    """Per run, from one read of its EVENTS header: the field-of-view rotation at ``samples``
+    times spread over the run, and whether Gammapy 2.1 reads its models lon-reversed."""
     from xbkg.fov import track_from_header
-    from xbkg.io.datastore import event_locations
+    from xbkg.io.datastore import event_locations, gammapy_reverses_lon
     from xbkg.io.fitsread import DamagedFile, read_table
 
-    locations = event_locations(store)
-    rotations = {}
+    locations = event_locations(store) if obs_ids else {}
+    out = {}
     for obs_id in obs_ids:
         path, hdu = locations[obs_id]
         try:
@@ -613,8 +634,9 @@ def _header_rotations(
             raise DataStoreError(f"OBS_ID {obs_id}: {path}: {exc}") from exc
         tstart, tstop = float(cards.get("TSTART")), float(cards.get("TSTOP"))
         times = tstart + (np.arange(samples) + 0.5) * (tstop - tstart) / samples
-        rotations[obs_id] = track_from_header(cards, str(path)).rotation_angle(times)
-    return rotations
+        rotation = track_from_header(cards, str(path)).rotation_angle(times)
+        out[obs_id] = (rotation, gammapy_reverses_lon(cards))
+    return out
 
 
 def file_rate(rate: xr.DataArray, options: Options) -> xr.DataArray:

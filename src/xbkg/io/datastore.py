@@ -44,6 +44,7 @@ __all__ = [
     "copy_runs",
     "event_locations",
     "gammapy_reversed_lon",
+    "gammapy_reverses_lon",
     "hdu_location",
     "index_problems",
     "open_datastore",
@@ -759,8 +760,6 @@ def gammapy_reversed_lon(store: DataStore, obs_ids: Sequence[int] | None = None)
         If a run has no events row in the HDU index, or its file or EVENTS HDU
         is missing or damaged; the message names the file.
     """
-    from xbkg.conventions import GAMMAPY_REVERSED_LON_EVENTS
-
     ids = store.obs_ids if obs_ids is None else np.asarray(list(obs_ids), dtype=np.int64)
     out: dict[int, bool] = {}
     seen: dict[tuple[Path, str], bool] = {}
@@ -768,10 +767,20 @@ def gammapy_reversed_lon(store: DataStore, obs_ids: Sequence[int] | None = None)
         path, hdu = hdu_location(store, int(obs_id), "events")
         if (path, hdu) not in seen:
             with _reading(path, hdu, "the EVENTS header"):
-                cards = read_table(path, hdu, verify=False)[0]
-                # Compared as Gammapy does: the header values, exactly (a number 0.2 is not '0.2').
-                seen[path, hdu] = all(
-                    cards.get(key) == value for key, value in GAMMAPY_REVERSED_LON_EVENTS.items()
-                )
+                seen[path, hdu] = gammapy_reverses_lon(read_table(path, hdu, verify=False)[0])
         out[int(obs_id)] = seen[path, hdu]
     return out
+
+
+def gammapy_reverses_lon(events_header: Any) -> bool:
+    """Whether Gammapy 2.1 reads the backgrounds of a run with this EVENTS header lon-reversed.
+
+    (:func:`gammapy_reversed_lon`.) ``events_header`` is anything with
+    ``.get``: an astropy header or the cards :func:`read_events` keeps.
+    """
+    from xbkg.conventions import GAMMAPY_REVERSED_LON_EVENTS
+
+    # Compared as Gammapy does: the header values, exactly (a number 0.2 is not '0.2').
+    return all(
+        events_header.get(key) == value for key, value in GAMMAPY_REVERSED_LON_EVENTS.items()
+    )
