@@ -44,6 +44,7 @@ from xbkg.conventions import (
 from xbkg.errors import ConfigError
 
 __all__ = [
+    "bin_index",
     "binned_coords",
     "edges",
     "energy_edges",
@@ -129,6 +130,13 @@ def _count(value: Any, what: str, minimum: int) -> int:
     if isinstance(value, bool) or n < minimum:
         raise ConfigError(f"{what} must be an integer >= {minimum}, got {value!r}")
     return n
+
+
+def bin_index(values: NDArray[np.float64], bin_edges: NDArray[np.float64]) -> NDArray[np.intp]:
+    """Half-open bin index ``bin_edges[i] <= v < bin_edges[i+1]`` of each value; -1 outside."""
+    index = np.searchsorted(bin_edges, values, side="right") - 1
+    index[(index >= len(bin_edges) - 1) | ~np.isfinite(values)] = -1
+    return index
 
 
 def validate_edges(

@@ -35,7 +35,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from xbkg import exclusion, regions
 from xbkg._version import __version__
-from xbkg.axes import binned_coords, fov_coords
+from xbkg.axes import bin_index, binned_coords, fov_coords
 from xbkg.conventions import (
     DEFAULT_TIME_CONVENTION,
     ENERGY_DIM,
@@ -147,13 +147,6 @@ def safe_energy_mask(
     return keep
 
 
-def _bin_index(values: NDArray[np.float64], edges: NDArray[np.float64]) -> NDArray[np.intp]:
-    """Half-open bin index ``edges[i] <= v < edges[i+1]``; -1 outside."""
-    idx = np.searchsorted(edges, values, side="right") - 1
-    idx[(idx >= len(edges) - 1) | ~np.isfinite(values)] = -1
-    return idx
-
-
 def _haversine(
     ra0: float, dec0: float, ra: NDArray[np.float64], dec: NDArray[np.float64]
 ) -> NDArray[np.float64]:
@@ -214,7 +207,7 @@ def _gammapy06_pointing(events: EventList, spec: RunSpec) -> tuple[float, float]
 
 def _histogram_index(values: NDArray[np.float64], edges: NDArray[np.float64]) -> NDArray[np.intp]:
     """Bin index as ``numpy.histogramdd`` gives it: half-open bins, the last one closed."""
-    idx = _bin_index(values, edges)
+    idx = bin_index(values, edges)
     idx[values == edges[-1]] = len(edges) - 2
     return idx
 
@@ -335,10 +328,10 @@ def bin_events(
             _vincenty_offset(ra_pnt, dec_pnt, events.ra, events.dec), offset_edges
         )
     else:
-        e_idx = _bin_index(events.energy, energy_edges)
+        e_idx = bin_index(events.energy, energy_edges)
         # Bin in haversine space, a monotonic function of the offset: the same bins
         # without the arcsin and square root of every event's offset.
-        t_idx = _bin_index(
+        t_idx = bin_index(
             _haversine(spec.ra_pnt, spec.dec_pnt, events.ra, events.dec),
             _haversine_edges(offset_edges),
         )

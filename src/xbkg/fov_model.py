@@ -30,7 +30,7 @@ import xarray as xr
 from numpy.typing import NDArray
 
 from xbkg import exclusion
-from xbkg.axes import edges
+from xbkg.axes import bin_index, edges
 from xbkg.conventions import (
     ENERGY_DIM,
     FOV_LAT_DIM,
@@ -85,12 +85,6 @@ def pixel_solid_angle(lon_edges: NDArray[np.float64], lat_edges: NDArray[np.floa
     dlon = np.diff(np.deg2rad(lon_edges))[:, None]
     dsin = np.diff(np.sin(np.deg2rad(lat_edges)))[None, :]
     return dlon * dsin
-
-
-def _bin(values: NDArray[np.float64], bin_edges: NDArray[np.float64]) -> NDArray[np.intp]:
-    index = np.searchsorted(bin_edges, values, side="right") - 1
-    index[(index >= bin_edges.size - 1) | ~np.isfinite(values)] = -1
-    return index
 
 
 def unexcluded_fraction(
@@ -148,9 +142,9 @@ def bin_fov(
 ) -> NDArray[np.int32]:
     """Counts per (energy, fov_lon, fov_lat) of the events, zero outside ``energy_ok``."""
     e_idx, x_idx, y_idx = (
-        _bin(energy, energy_edges),
-        _bin(fov_lon, lon_edges),
-        _bin(fov_lat, lat_edges),
+        bin_index(energy, energy_edges),
+        bin_index(fov_lon, lon_edges),
+        bin_index(fov_lat, lat_edges),
     )
     n_e, n_x, n_y = energy_edges.size - 1, lon_edges.size - 1, lat_edges.size - 1
     inside = (e_idx >= 0) & (x_idx >= 0) & (y_idx >= 0)
@@ -270,7 +264,8 @@ def rotated_shape(shape: xr.DataArray, angles: NDArray[np.float64]) -> xr.DataAr
     for psi in np.deg2rad(np.asarray(angles, dtype=np.float64)):
         c, s = np.cos(psi), np.sin(psi)
         x_altaz, y_altaz = -c * x - s * y, -s * x + c * y
-        # Fractional pixel indices of the turned centres (uniform grids).
+        # Fractional pixel indices of the turned centres (uniform grids). One call per
+        # energy: a single trilinear call over all energies measured 1.5x slower.
         ix = (x_altaz - lon[0]) / (lon[1] - lon[0])
         iy = (y_altaz - lat[0]) / (lat[1] - lat[0])
         for k in range(values.shape[0]):
