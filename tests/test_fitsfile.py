@@ -14,7 +14,11 @@ from hypothesis.extra.numpy import arrays
 from xbkg.io.fitsfile import fits_bytes, one_row_table_bytes, write_fits_bytes
 
 finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
-cell = st.integers(1, 40).flatmap(lambda n: arrays(np.float64, n, elements=finite))
+finite32 = st.floats(allow_nan=False, allow_infinity=False, width=32)
+cell = st.one_of(
+    st.integers(1, 40).flatmap(lambda n: arrays(np.float64, n, elements=finite)),
+    st.integers(1, 40).flatmap(lambda n: arrays(np.float32, n, elements=finite32)),
+)
 keywords = st.dictionaries(
     st.sampled_from(["OBS_ID", "BKGTIME", "DATA_ELO", "CREATOR", "HIERARCH ZEN_PNT_MIN"]),
     st.one_of(st.integers(-(10**9), 10**9), finite, st.text("ABCxyz 09.-", max_size=30)),
@@ -24,7 +28,12 @@ keywords = st.dictionaries(
 
 def astropy_table(cells: list[np.ndarray], cards: dict[str, object]) -> fits.BinTableHDU:
     columns = [
-        fits.Column(name=f"C{i}", format=f"{c.size}D", unit="TeV", array=c[np.newaxis])
+        fits.Column(
+            name=f"C{i}",
+            format=f"{c.size}{'E' if c.dtype == np.float32 else 'D'}",
+            unit="TeV",
+            array=c[np.newaxis],
+        )
         for i, c in enumerate(cells)
     ]
     table = fits.BinTableHDU.from_columns(columns, name="BACKGROUND")
@@ -50,6 +59,10 @@ def test_one_row_table_bytes_refuses_cells_the_header_does_not_describe() -> Non
         one_row_table_bytes(header, [np.arange(3.0), np.arange(5.0)])
     with pytest.raises(ValueError, match="columns"):
         one_row_table_bytes(header, cells[:1])
+    with pytest.raises(ValueError, match="columns"):  # float32 cells where the header says D
+        one_row_table_bytes(header, [c.astype(np.float32) for c in cells])
+    with pytest.raises(ValueError, match="float64 or float32"):
+        one_row_table_bytes(header, [np.arange(3), np.arange(4)])
 
 
 def test_write_fits_bytes_compresses_reproducibly(tmp_path) -> None:

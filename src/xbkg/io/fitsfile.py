@@ -20,6 +20,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Final
 
 import numpy as np
 from astropy.io import fits
@@ -56,8 +57,12 @@ def _compressed(raw: bytes) -> bytes:
     return gzip.compress(raw, compresslevel=6, mtime=0)
 
 
-def one_row_table_bytes(header: fits.Header, cells: Sequence[NDArray[np.float64]]) -> bytes:
-    """The FITS file of an empty primary HDU and a one-row table of float64 array cells.
+#: FITS binary-table code and big-endian dtype of the cells :func:`one_row_table_bytes` writes.
+_CELL_FORMS: Final = {np.dtype(np.float64): ("D", ">f8"), np.dtype(np.float32): ("E", ">f4")}
+
+
+def one_row_table_bytes(header: fits.Header, cells: Sequence[NDArray[np.floating]]) -> bytes:
+    """The FITS file of an empty primary HDU and a one-row table of float array cells.
 
     The bytes that ``fits.HDUList([fits.PrimaryHDU(), table]).writeto`` writes
     for the table whose header is ``header`` and whose row holds ``cells``.
@@ -66,9 +71,10 @@ def one_row_table_bytes(header: fits.Header, cells: Sequence[NDArray[np.float64]
     ----------
     header
         The complete table header, as astropy builds it (``BinTableHDU.header``
-        plus any keywords): one row, one ``nD`` column per cell, in order.
+        plus any keywords): one row, one column per cell, in order, ``nD`` for
+        a float64 cell and ``nE`` for a float32 one.
     cells
-        The value of each column in the row.
+        The value of each column in the row (float64 or float32).
 
     Raises
     ------
@@ -76,16 +82,27 @@ def one_row_table_bytes(header: fits.Header, cells: Sequence[NDArray[np.float64]
         If ``header`` does not describe one row of ``cells`` (a programming
         error in the caller: the header and the cells were built apart).
     """
-    forms = [header.get(f"TFORM{i + 1}") for i in range(len(cells))]
-    expected = [f"{np.size(cell)}D" for cell in cells]
+    arrays = [np.asarray(cell) for cell in cells]
+    unknown = [str(a.dtype) for a in arrays if a.dtype not in _CELL_FORMS]
+    if unknown:
+        raise ValueError(f"cells must be float64 or float32, not {unknown}")
+    kinds = [_CELL_FORMS[a.dtype] for a in arrays]
+    forms = [header.get(f"TFORM{i + 1}") for i in range(len(arrays))]
+    expected = [f"{a.size}{code}" for a, (code, _) in zip(arrays, kinds, strict=True)]
+    row_bytes = sum(
+        a.size * np.dtype(big).itemsize for a, (_, big) in zip(arrays, kinds, strict=True)
+    )
     if (
         header.get("NAXIS2") != 1
-        or header.get("TFIELDS") != len(cells)
+        or header.get("TFIELDS") != len(arrays)
         or forms != expected
-        or header.get("NAXIS1") != 8 * sum(np.size(cell) for cell in cells)
+        or header.get("NAXIS1") != row_bytes
     ):
         raise ValueError(f"the header describes the columns {forms}, the cells are {expected}")
-    data = b"".join(np.ascontiguousarray(cell, dtype=">f8").tobytes() for cell in cells)
+    data = b"".join(
+        np.ascontiguousarray(a, dtype=big).tobytes()
+        for a, (_, big) in zip(arrays, kinds, strict=True)
+    )
     return _PRIMARY + header.tostring().encode("ascii") + data + bytes(-len(data) % _BLOCK)
 
 

@@ -149,18 +149,30 @@ def bkg_2d_hdu(
         ``header`` tries to set a structural keyword.
     """
     columns, cards = _bkg_2d_parts(rate, header)
-    table = _bkg_2d_table(columns, extname)
+    table = _one_row_table(columns, extname)
     table.header.extend(cards)
     return table
 
 
-def _bkg_2d_table(
-    columns: list[tuple[str, NDArray[np.float64], str, str | None]], extname: str
-) -> fits.BinTableHDU:
+#: A column of a one-row model table: name, cell (float64, or float32 for bkg_3d
+#: rates), unit, TDIM.
+_Column = tuple[str, NDArray[np.floating], str, str | None]
+
+#: FITS binary-table code of a cell's dtype.
+_FORMAT_CODE = {np.dtype(np.float64): "D", np.dtype(np.float32): "E"}
+
+
+def _one_row_table(columns: Sequence[_Column], extname: str) -> fits.BinTableHDU:
     """The one-row table of ``columns`` ``(name, cell, unit, tdim)``, without other keywords."""
     return fits.BinTableHDU.from_columns(
         [
-            fits.Column(name=n, format=f"{v.size}D", unit=unit, dim=d, array=v[np.newaxis])
+            fits.Column(
+                name=n,
+                format=f"{v.size}{_FORMAT_CODE[v.dtype]}",
+                unit=unit,
+                dim=d,
+                array=v[np.newaxis],
+            )
             for n, v, unit, d in columns
         ],
         name=extname,
@@ -169,7 +181,7 @@ def _bkg_2d_table(
 
 def _bkg_2d_parts(
     rate: xr.DataArray, header: Mapping[str, Any] | None
-) -> tuple[list[tuple[str, NDArray[np.float64], str, str | None]], list[tuple[str, Any, str]]]:
+) -> tuple[list[_Column], list[tuple[str, Any, str]]]:
     """Columns ``(name, cell, unit, tdim)`` and header cards ``(key, value, comment)``."""
     _check_dims(rate.dims)
     return _bkg_2d_columns(rate, _rate_for_file(rate)), _bkg_2d_cards(header)
@@ -183,9 +195,7 @@ def _check_dims(dims: Sequence[Any]) -> None:
         )
 
 
-def _bkg_2d_columns(
-    rate: xr.DataArray, values: NDArray[np.float64]
-) -> list[tuple[str, NDArray[np.float64], str, str | None]]:
+def _bkg_2d_columns(rate: xr.DataArray, values: NDArray[np.float64]) -> list[_Column]:
     """The table columns: bin edges from ``rate``, the cell ``values`` (energy, offset)."""
     energy = _edges_for_file(rate, conventions.ENERGY_DIM)
     offset = _edges_for_file(rate, conventions.OFFSET_DIM)
@@ -258,8 +268,8 @@ def write_bkg_2d_files(
 
 
 def _write_tables(
-    columns: list[tuple[str, NDArray[np.float64], str, str | None]],
-    values: NDArray[np.float64],
+    columns: list[_Column],
+    values: NDArray[np.floating],
     cards: Sequence[list[tuple[str, Any, str]]],
     paths: Sequence[str | os.PathLike[str]],
     extname: str,
@@ -270,7 +280,7 @@ def _write_tables(
     astropy builds the table header once (building a table costs more than
     writing a file); each file is that header plus its cards, and its row.
     """
-    layout = _bkg_2d_table(columns, extname).header
+    layout = _one_row_table(columns, extname).header
     written = []
     for bkg, file_cards, path in zip(values, cards, paths, strict=True):
         header = fits.Header([*layout.cards, *file_cards])
@@ -372,13 +382,14 @@ def bkg_3d_hdu(
 ) -> fits.BinTableHDU:
     """GADF ``bkg_3d`` table HDU of a field-of-view background rate.
 
-    The table has one row and the float64 columns ``ENERG_LO``, ``ENERG_HI``
-    (TeV), ``DETX_LO``, ``DETX_HI``, ``DETY_LO``, ``DETY_HI`` (deg) and
-    ``BKG`` (s-1 MeV-1 sr-1). ``DETX`` holds ``fov_lon`` and ``DETY``
-    ``fov_lat``. The header has the GADF ``HDUCLAS*`` keywords (``HDUCLAS4 =
-    'BKG_3D'``), ``FOVALIGN`` (from ``rate.attrs``), ``REVLON`` (whether DETX
-    holds ``-fov_lon``, see ``reverse_lon``) and ``CREF7``, which declares the
-    layout of the ``BKG`` cell.
+    The table has one row, the float64 columns ``ENERG_LO``, ``ENERG_HI``
+    (TeV), ``DETX_LO``, ``DETX_HI``, ``DETY_LO``, ``DETY_HI`` (deg) and the
+    float32 column ``BKG`` (s-1 MeV-1 sr-1), as in the H.E.S.S. DR1 release.
+    ``DETX`` holds ``fov_lon`` and ``DETY`` ``fov_lat``. The header has the
+    GADF ``HDUCLAS*`` keywords (``HDUCLAS4 = 'BKG_3D'``), ``FOVALIGN`` (from
+    ``rate.attrs``), ``REVLON`` (whether DETX holds ``-fov_lon``, see
+    ``reverse_lon``) and ``CREF7``, which declares the layout of the ``BKG``
+    cell.
 
     The cell is stored with energy slowest (numpy ``(energy, DETX, DETY)``, the
     layout of the GADF examples and of H.E.S.S. DR1), which Gammapy 2.1 reads
@@ -437,9 +448,6 @@ def bkg_3d_hdu(
 
 
 #: One column of a one-row table: name, cell (1-D), unit, TDIM or None.
-_Column3D = tuple[str, NDArray[np.float64], str, str | None]
-
-
 def _bkg_3d_table(
     rate: xr.DataArray,
     values: NDArray[np.float64],
@@ -464,7 +472,7 @@ def _bkg_3d_edges(rate: xr.DataArray) -> dict[str, NDArray[np.float64]]:
 
 def _bkg_3d_columns(
     bin_edges: Mapping[str, NDArray[np.float64]], values: NDArray[np.float64], reverse_lon: bool
-) -> tuple[list[_Column3D], str]:
+) -> tuple[list[_Column], str]:
     """The columns of a file of ``values`` (energy, fov_lon, fov_lat), and its CREF7."""
     lon = bin_edges[DETX_DIM]
     if reverse_lon:
@@ -479,7 +487,7 @@ def _bkg_3d_columns(
         if n_energy == n_lat
         else (values, _CREF_3D_GADF)
     )
-    columns: list[_Column3D] = []
+    columns: list[_Column] = []
     for stem, dim in _BKG_3D_STEMS:
         e = lon if dim == DETX_DIM else bin_edges[dim]
         columns += [
@@ -487,19 +495,12 @@ def _bkg_3d_columns(
             (f"{stem}_HI", e[1:], _UNIT[dim], None),
         ]
     tdim = "(" + ",".join(str(n) for n in cell.shape[::-1]) + ")"
-    columns.append(("BKG", np.ascontiguousarray(cell).ravel(), conventions.RATE_UNIT, tdim))
+    # float32, as in the H.E.S.S. DR1 release: 7 digits are far below any model's
+    # uncertainty, and the files, which gzip hardly shrinks, are half as large and
+    # twice as quick to write.
+    bkg = np.ascontiguousarray(cell, dtype=np.float32).ravel()
+    columns.append(("BKG", bkg, conventions.RATE_UNIT, tdim))
     return columns, cref
-
-
-def _one_row_table(columns: Sequence[_Column3D], extname: str) -> fits.BinTableHDU:
-    """The one-row table of float64 ``columns``, without other keywords."""
-    return fits.BinTableHDU.from_columns(
-        [
-            fits.Column(name=n, format=f"{v.size}D", unit=unit, dim=d, array=v[np.newaxis])
-            for n, v, unit, d in columns
-        ],
-        name=extname,
-    )
 
 
 def _write_bkg_3d_tables(
