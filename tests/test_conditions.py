@@ -268,3 +268,19 @@ def test_robust_weights(sim_cube):
         for name, rate in (("plain", plain), ("robust", robust))
     }
     assert shift["robust"] < 0.8 * shift["plain"], shift
+
+
+def test_condition_far_outside_its_range_where_unexposed(sim_cube, monkeypatch):
+    """Values far off below a run's threshold (no exposure) do not upset the fit (exp overflow)."""
+    from xbkg.conditions import CONDITIONS
+
+    def odd(runs, energy_lo):
+        below = runs["safe_energy_lo"].values[:, None] > energy_lo[None, :]
+        return np.log(1 / np.cos(np.deg2rad(runs["zen_pnt"].values[:, None]))) + 1e4 * below
+
+    monkeypatch.setitem(CONDITIONS, "odd", (("safe_energy_lo", "zen_pnt"), odd))
+    m = fit_conditions(sim_cube, conditions=("odd", "log_muoneff"))
+    assert np.all(np.isfinite(m["coefficient"]))
+    assert bool(np.isfinite(m["rate"].where(m["counts"] > 0, 0.0)).all())
+    rate = run_rate(m, sim_cube)
+    assert bool(np.isfinite(rate.where(sim_cube["exposure_time"] > 0, 1.0)).all())
