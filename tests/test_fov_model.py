@@ -164,6 +164,204 @@ def test_rotated_shape_follows_the_frames_of_a_real_run(sim_store) -> None:
         assert turned.values[0, index[k], index_lat[k]] == pytest.approx(expected, abs=2e-3)
 
 
+def map_coordinates_rotation(shape: xr.DataArray, angles: np.ndarray) -> np.ndarray:
+    """Reference for rotated_shape: one scipy interpolation per angle and energy."""
+    from scipy.ndimage import map_coordinates
+
+    values = shape.transpose("energy", "fov_lon", "fov_lat").values
+    lon, lat = shape["fov_lon"].values, shape["fov_lat"].values
+    x, y = np.meshgrid(lon, lat, indexing="ij")
+    total = np.zeros_like(values)
+    for psi in np.deg2rad(angles):
+        c, s = np.cos(psi), np.sin(psi)
+        ix = (-c * x - s * y - lon[0]) / (lon[1] - lon[0])
+        iy = (-s * x + c * y - lat[0]) / (lat[1] - lat[0])
+        for k in range(values.shape[0]):
+            total[k] += map_coordinates(values[k], [ix, iy], order=1, mode="nearest")
+    return total / max(len(angles), 1)
+
+
+def test_rotated_shape_is_the_bilinear_interpolation_of_map_coordinates() -> None:
+    rng = np.random.default_rng(3)
+    lon_edges, lat_edges = np.linspace(-2.0, 2.0, 31), np.linspace(-1.5, 1.5, 19)
+    coords = {**binned_coords(np.geomspace(0.1, 100, 4), [0.0, 1.0])}
+    coords = {k: v for k, v in coords.items() if not k.startswith("offset")}
+    coords.update(fov_coords(lon_edges, lat_edges))
+    shape = xr.DataArray(
+        rng.uniform(0.5, 2.0, (3, 30, 18)), dims=("energy", "fov_lon", "fov_lat"), coords=coords
+    )
+    # Turned corners fall outside the (non-square) grid: the edge values are taken.
+    for angles in ([0.0], [45.0], [90.0, 91.5], [-170.0, 12.3, 137.0, 250.0], np.arange(16.0)):
+        expected = map_coordinates_rotation(shape, np.asarray(angles))
+        turned = rotated_shape(shape, np.asarray(angles))
+        np.testing.assert_allclose(turned.values, expected, rtol=1e-12, atol=1e-12)
+    # Any order of the dimensions in, (energy, fov_lon, fov_lat) out; no angle: zeros.
+    turned = rotated_shape(shape.transpose("fov_lat", "energy", "fov_lon"), np.array([33.0]))
+    assert turned.dims == ("energy", "fov_lon", "fov_lat")
+    expected = map_coordinates_rotation(shape, np.array([33.0]))
+    np.testing.assert_allclose(turned.values, expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(rotated_shape(shape, np.zeros(0)).values, 0.0)
+
+
+def test_fov_rates_are_the_models_of_the_runs_one_by_one() -> None:
+    from xbkg.fov_model import fov_rates, run_fov_rate, run_shape
+
+    rng = np.random.default_rng(5)
+    bin_edges = fov_edges(2.0, 16)
+    n_runs, n_energy = 4, 3
+    shape = fov_array(rng.uniform(0.8, 1.2, (n_energy, 16, 16)), bin_edges)
+    shape = shape.assign_coords(altitude_gradient=("energy", [0.02, -0.01, 0.05]))
+    shape.attrs["tan_zenith_ref"] = 0.4
+    coords = binned_coords(np.geomspace(0.1, 100, n_energy + 1), np.linspace(0, 3, 7))
+    radial = xr.DataArray(
+        rng.uniform(1.0, 2.0, (n_runs, n_energy, 6)),
+        dims=("obs_id", "energy", "offset"),
+        coords={**coords, "obs_id": [11, 12, 13, 14]},
+        attrs={"units": "s-1 MeV-1 sr-1"},
+    )
+    tan_zenith = np.array([0.1, 0.7, np.nan, 0.4])
+    rotation = rng.uniform(-180, 180, (n_runs, 5))
+    for alignment in ("ALTAZ", "RADEC"):
+        for tilt in (tan_zenith, None):
+            rate = fov_rates(shape, radial, alignment=alignment, tan_zenith=tilt, rotation=rotation)
+            runs = []
+            for i in range(n_runs):
+                run = shape if tilt is None else run_shape(shape, float(tilt[i]) - 0.4)
+                if alignment == "RADEC":
+                    run = rotated_shape(run, rotation[i])
+                runs.append(run_fov_rate(radial.isel(obs_id=i), run))
+            expected = xr.concat(runs, dim="obs_id")
+            assert rate.dims == ("obs_id", "energy", "fov_lon", "fov_lat")
+            assert rate.attrs == {"units": "s-1 MeV-1 sr-1", "FOVALIGN": alignment}
+            xr.testing.assert_allclose(rate, expected, rtol=1e-12)
+            if alignment == "ALTAZ":  # the same operations, run by run or all at once
+                np.testing.assert_array_equal(rate.values, expected.values)
+    with pytest.raises(ValueError, match="rotation"):
+        fov_rates(shape, radial, alignment="RADEC")
+
+
+def full_unexcluded_fraction(lon_edges, lat_edges, regions, to_sky, times) -> np.ndarray:
+    """Reference for unexcluded_fraction: every sub-pixel taken to the sky at every time."""
+    from xbkg.exclusion import outside_regions
+
+    n = 3
+    step = (np.arange(n) + 0.5) / n
+    lon = (lon_edges[:-1, None] + np.diff(lon_edges)[:, None] * step).ravel()
+    lat = (lat_edges[:-1, None] + np.diff(lat_edges)[:, None] * step).ravel()
+    ra, dec = to_sky(lon[:, None, None], lat[None, :, None], np.asarray(times)[None, None, :])
+    outside = outside_regions(ra, dec, regions).mean(axis=-1)
+    return outside.reshape(lon_edges.size - 1, n, lat_edges.size - 1, n).mean(axis=(1, 3))
+
+
+class CountingSky:
+    """A ``to_sky`` that counts the (point, time) pairs it is asked for."""
+
+    def __init__(self, to_sky) -> None:
+        self.to_sky, self.count = to_sky, 0
+
+    def __call__(self, lon, lat, time):
+        self.count += np.broadcast(lon, lat, time).size
+        return self.to_sky(lon, lat, time)
+
+
+def turning_sky(ra_pnt: float, dec_pnt: float, turn_per_s: float, scale: float = 1.0):
+    """A mirrored field turning about a fixed pointing, offsets stretched by ``scale``."""
+    from xbkg.fov import fov_to_radec
+
+    def to_sky(lon, lat, time):
+        lon, lat, time = np.broadcast_arrays(lon, lat, time)
+        x, y, z = (
+            np.cos(np.deg2rad(lat)) * np.cos(np.deg2rad(lon)),
+            np.cos(np.deg2rad(lat)) * np.sin(np.deg2rad(lon)),
+            np.sin(np.deg2rad(lat)),
+        )
+        c, s = np.cos(np.deg2rad(turn_per_s * time)), np.sin(np.deg2rad(turn_per_s * time))
+        y, z = -(c * y - s * z), s * y + c * z
+        r = np.rad2deg(np.arctan2(np.hypot(y, z), x)) * scale
+        angle = np.arctan2(y, z)
+        lon_t = np.rad2deg(np.arctan2(np.sin(np.deg2rad(r)) * np.sin(angle), np.cos(np.deg2rad(r))))
+        lat_t = np.rad2deg(np.arcsin(np.sin(np.deg2rad(r)) * np.cos(angle)))
+        return fov_to_radec(lon_t, lat_t, ra_pnt, dec_pnt)
+
+    return to_sky
+
+
+def test_unexcluded_fraction_is_the_full_evaluation_on_synthetic_frames() -> None:
+    from xbkg.exclusion import separation
+    from xbkg.fov_model import unexcluded_fraction
+    from xbkg.regions import make_regions
+
+    bin_edges = fov_edges(2.5, 25)
+    n_points = (25 * 3) ** 2
+    ra_pnt, dec_pnt = 83.6, 22.0
+    # Circles at the pointing, on it (d = R), at the edge of the field, larger than
+    # the field, tiny, beyond the field.
+    ra = np.array([83.6, 84.1, 83.6, 86.0, 80.0, 83.1, 90.0])
+    dec = np.array([22.0, 22.0, 23.2, 22.0, 21.0, 21.3, 30.0])
+    radius = np.array([0.3, separation(ra_pnt, dec_pnt, 84.1, 22.0)[()], 0.25, 0.6, 2.0, 0.02, 0.5])
+    regions = make_regions(ra, dec, radius, [f"s{i}" for i in range(7)], {})
+    times = np.linspace(0.0, 1800.0, 30)
+    # Per frame: whether few points (near the circles' edges at some time) are
+    # taken to the sky, all of them (no bounds), or either.
+    frames = {
+        "RADEC": (turning_sky(ra_pnt, dec_pnt, 0.0), np.zeros(1), "few"),
+        "turning": (turning_sky(ra_pnt, dec_pnt, 0.02), times, "few"),  # 36 deg over the run
+        "half a turn": (turning_sky(ra_pnt, dec_pnt, 0.1), times, "either"),
+        "stretched": (turning_sky(ra_pnt, dec_pnt, 0.02, scale=1.0005), times, "few"),
+        "not a turn": (
+            lambda lon, lat, t: turning_sky(ra_pnt, dec_pnt, 0.0)(2 * lon, lat, t),
+            times,
+            "all",
+        ),
+    }
+    for name, (to_sky, at, evaluated) in frames.items():
+        counting = CountingSky(to_sky)
+        fraction = unexcluded_fraction(bin_edges, bin_edges, regions, counting, at)
+        expected = full_unexcluded_fraction(bin_edges, bin_edges, regions, to_sky, at)
+        np.testing.assert_array_equal(fraction, expected, err_msg=name)
+        assert (fraction == 0).any(), name
+        assert ((fraction > 0) & (fraction < 1)).any(), name
+        if evaluated == "all":
+            assert counting.count > n_points * at.size, name
+        elif evaluated == "few":
+            assert counting.count < 0.5 * n_points * at.size, name
+    # A frame without a finite pointing gives no bounds either.
+    broken = CountingSky(
+        lambda lon, lat, t: tuple(np.full(np.broadcast(lon, lat, t).shape, np.nan) for _ in "xy")
+    )
+    fraction = unexcluded_fraction(bin_edges, bin_edges, regions, broken, times)
+    np.testing.assert_array_equal(fraction, 1.0)
+    assert broken.count > n_points * times.size
+
+
+@pytest.mark.parametrize("obs_id", [20136, 20327, 20899, 23523, 29487, 33794])
+def test_unexcluded_fraction_is_the_full_evaluation_on_dr1_runs(
+    dr1_dir, gammacat_path, obs_id
+) -> None:
+    import functools
+
+    from xbkg.exclusion import regions_in_fov
+    from xbkg.fov import track_from_header
+    from xbkg.fov_model import exclusion_times, unexcluded_fraction
+    from xbkg.io.catalog import catalog_regions
+    from xbkg.io.datastore import read_events
+
+    path = dr1_dir / "data" / f"hess_dl3_dr1_obs_id_{obs_id:06d}.fits.gz"
+    header = read_events(path, verify=False).header
+    track = track_from_header(header, str(path))
+    bin_edges = fov_edges(2.5, 50)
+    radius = float(pixel_offset(bin_edges, bin_edges).max()) + 0.5
+    regions = catalog_regions([gammacat_path])
+    near = regions_in_fov(regions, track.ra_pnt, track.dec_pnt, radius)
+    assert near.sizes["source"] > 0
+    times = exclusion_times(track.rotation_angle, float(header["TSTART"]), float(header["TSTOP"]))
+    to_sky = functools.partial(track.sky_coordinates, alignment="ALTAZ")
+    fraction = unexcluded_fraction(bin_edges, bin_edges, near, to_sky, times)
+    expected = full_unexcluded_fraction(bin_edges, bin_edges, near, to_sky, times)
+    np.testing.assert_array_equal(fraction, expected)
+    assert (fraction < 1).any()
+
+
 # --------------------------------------------------------------------------- end to end
 
 

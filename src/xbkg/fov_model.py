@@ -22,6 +22,7 @@ run's field-of-view rotation and averaged over the run
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -39,6 +40,7 @@ from xbkg.conventions import (
     OFFSET_DIM,
     FovAlignment,
 )
+from xbkg.regions import region_arrays
 
 __all__ = [
     "DEFAULT_SHAPE_PRIOR_COUNTS",
@@ -98,7 +100,9 @@ def unexcluded_fraction(
 
     Each pixel is sampled at :data:`_SUBPIXELS` x :data:`_SUBPIXELS` points at
     each of ``times``: in an ALTAZ-aligned field of view the regions turn
-    during the run.
+    during the run. Only the points near a region's edge at some time
+    (:func:`_region_bounds`) are taken to the sky and tested; the others are
+    outside (or inside) at all times, which gives the same fractions.
 
     Parameters
     ----------
@@ -118,10 +122,149 @@ def unexcluded_fraction(
     step = (np.arange(_SUBPIXELS) + 0.5) / _SUBPIXELS
     lon = (lon_edges[:-1, None] + np.diff(lon_edges)[:, None] * step).ravel()
     lat = (lat_edges[:-1, None] + np.diff(lat_edges)[:, None] * step).ravel()
-    ra, dec = to_sky(lon[:, None, None], lat[None, :, None], np.asarray(times)[None, None, :])
-    outside = exclusion.outside_regions(ra, dec, regions).mean(axis=-1)
+    times = np.asarray(times, dtype=np.float64)
+    maybe_inside, inside = _region_bounds(lon, lat, regions, to_sky, times)
+    # Mean over the times of "outside" at each point: 1 or 0 where it never changes.
+    outside = np.where(inside, 0.0, 1.0)
+    i, j = np.nonzero(maybe_inside & ~inside)
+    if i.size:
+        ra, dec = to_sky(lon[i, None], lat[j, None], times[None, :])
+        outside[i, j] = exclusion.outside_regions(ra, dec, regions).mean(axis=-1)
     n = _SUBPIXELS
     return outside.reshape(shape[0], n, shape[1], n).mean(axis=(1, 3))
+
+
+#: Points per side of the grid on which :func:`_region_bounds` measures the frame's distortion.
+_DISTORTION_SAMPLES: Final = 9
+#: Added to the margin of :func:`_region_bounds` (deg): far above the rounding of the distances.
+_BOUNDS_PAD: Final = 1e-3
+
+
+def _region_bounds(
+    lon: NDArray[np.float64],
+    lat: NDArray[np.float64],
+    regions: Any,
+    to_sky: Callable[[NDArray, NDArray, NDArray], tuple[NDArray, NDArray]],
+    times: NDArray[np.float64],
+) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+    """Points of the grid ``lon x lat`` (deg) that may be in a region, and those surely in one.
+
+    Returns two masks of shape ``(lon.size, lat.size)``: True where the point
+    may be inside some region at one of ``times``, and True where it is
+    inside the same region at all of them. Everything else is outside at
+    all times.
+
+    In polar coordinates about the pointing (distance ``r``, position angle
+    ``phi``), ``to_sky`` at time ``t`` is close to a turn (and mirror) of
+    the field: ``(r, phi) -> (r, beta(t) + h phi)``, with the pointing
+    ``to_sky(0, 0, t)``, ``beta`` and ``h = +-1`` read from two probes. Seen
+    in the field, circle ``j`` then lies at distance ``d_j`` from the
+    pointing and position angles ``psi_j(t)``: at distance ``r``, a point
+    is inside at time ``t`` if ``|phi - psi_j(t)| < w(r, d_j, R_j)``, the
+    half-width of the circle's arc at ``r``, and outside at all times if
+    ``phi`` is beyond the range of ``psi_j`` widened by that. The margin
+    ``M`` (added to and taken from each radius ``R_j``) bounds what the
+    turn misses: twice the largest distance between ``to_sky`` and the turn
+    on a grid across the field (aberration: about 1e-4 of the offset; or a
+    pointing that moves), the change of ``d_j`` along the run, and
+    :data:`_BOUNDS_PAD`. A frame that is no such turn gives no bounds: every
+    point may be inside, none surely is.
+    """
+    shape = (lon.size, lat.size)
+    everywhere = np.ones(shape, dtype=bool), np.zeros(shape, dtype=bool)
+    ra_c, dec_c, radius = region_arrays(regions)
+    frame = _frame_turn(lon, lat, to_sky, times)
+    if frame is None:
+        return everywhere
+    ra_pnt, dec_pnt, beta, hand, distortion = frame
+    distance = exclusion.separation(ra_pnt[:, None], dec_pnt[:, None], ra_c, dec_c)
+    angle = hand * (
+        exclusion.position_angle(ra_pnt[:, None], dec_pnt[:, None], ra_c, dec_c) - beta[:, None]
+    )
+    # Position angles of each circle along the run, on one branch: their range.
+    angle = np.rad2deg(np.unwrap(np.deg2rad(angle), axis=0))
+    low, high = angle.min(axis=0), angle.max(axis=0)
+    centre, half_span = 0.5 * (low + high), 0.5 * (high - low)
+    d_low, d_high = distance.min(axis=0), distance.max(axis=0)
+    d_mid = 0.5 * (d_low + d_high)
+    margin = 2.0 * distortion + 0.5 * (d_high - d_low) + _BOUNDS_PAD
+    r = exclusion.separation(lon[:, None], lat[None, :], 0.0, 0.0).ravel()
+    phi = exclusion.position_angle(0.0, 0.0, lon[:, None], lat[None, :]).ravel()
+    cos_r, sin_r = np.cos(np.deg2rad(r)), np.sin(np.deg2rad(r))
+    maybe_inside, inside = np.zeros(r.size, dtype=bool), np.zeros(r.size, dtype=bool)
+    for k in range(radius.size):
+        # Only the ring |r - d| <= R + M can reach the circle.
+        ring = np.flatnonzero(np.abs(r - d_mid[k]) <= radius[k] + margin[k])
+        if ring.size == 0:
+            continue
+        off = np.abs(_wrap_180(phi[ring] - centre[k]))
+        wide = _half_width(cos_r[ring], sin_r[ring], d_mid[k], radius[k] + margin[k])
+        # Written so that a NaN half-width never rules a point out.
+        maybe_inside[ring] |= ~(off > half_span[k] + wide)
+        if radius[k] > margin[k]:
+            narrow = _half_width(cos_r[ring], sin_r[ring], d_mid[k], radius[k] - margin[k])
+            # Close enough to the pointing: inside whatever the angles (their range is
+            # wide when the circle holds the pointing).
+            inside[ring] |= (off < narrow - half_span[k]) | (
+                r[ring] + d_mid[k] < radius[k] - margin[k]
+            )
+    return maybe_inside.reshape(shape), inside.reshape(shape)
+
+
+def _frame_turn(
+    lon: NDArray[np.float64],
+    lat: NDArray[np.float64],
+    to_sky: Callable[[NDArray, NDArray, NDArray], tuple[NDArray, NDArray]],
+    times: NDArray[np.float64],
+) -> tuple[NDArray, NDArray, NDArray, float, float] | None:
+    """The turn of the field closest to ``to_sky`` at each time (:func:`_region_bounds`).
+
+    Returns the pointing ``(ra, dec)`` and ``beta`` (deg) at each time, the
+    handedness ``h`` and the largest distance (deg) between ``to_sky`` and
+    the turn on a grid spanning ``lon x lat``; None if ``to_sky`` is not
+    close to a turn with one handedness.
+    """
+    ra_pnt, dec_pnt = to_sky(np.zeros(1), np.zeros(1), times)
+    # Position angles on the sky of the field's +fov_lat and +fov_lon directions.
+    ra_axes, dec_axes = to_sky(np.array([[0.0], [1.0]]), np.array([[1.0], [0.0]]), times[None, :])
+    beta, alpha = exclusion.position_angle(ra_pnt, dec_pnt, ra_axes, dec_axes)
+    turn = np.sin(np.deg2rad(alpha - beta))
+    if not (np.all(np.abs(turn) > 0.99) and (np.all(turn > 0) or np.all(turn < 0))):
+        return None
+    hand = 1.0 if turn[0] > 0 else -1.0
+    grid = np.linspace(0.0, 1.0, _DISTORTION_SAMPLES)
+    probe_lon = (lon.min() + (lon.max() - lon.min()) * grid)[:, None, None]
+    probe_lat = (lat.min() + (lat.max() - lat.min()) * grid)[None, :, None]
+    ra, dec = to_sky(probe_lon, probe_lat, times[None, None, :])
+    # Both in polar coordinates about the pointing, written as (longitude, 90 - distance).
+    sky_r = exclusion.separation(ra_pnt, dec_pnt, ra, dec)
+    sky_angle = exclusion.position_angle(ra_pnt, dec_pnt, ra, dec)
+    r = exclusion.separation(probe_lon, probe_lat, 0.0, 0.0)
+    angle = beta + hand * exclusion.position_angle(0.0, 0.0, probe_lon, probe_lat)
+    distortion = float(np.max(exclusion.separation(sky_angle, 90.0 - sky_r, angle, 90.0 - r)))
+    if not np.isfinite(distortion):
+        return None
+    return ra_pnt, dec_pnt, beta, hand, distortion
+
+
+def _half_width(
+    cos_r: NDArray[np.float64], sin_r: NDArray[np.float64], d: float, radius: float
+) -> NDArray[np.float64]:
+    """Half-width (deg) of the arc at distance ``r`` from the pointing inside a circle.
+
+    The circle (``radius``, deg) is centred at distance ``d`` (deg); ``r`` is
+    given by its cosine and sine. 0 where no point at ``r`` is inside, 180
+    where all are; NaN in the degenerate case ``r = 0``, ``d = radius``.
+    """
+    d_rad = np.deg2rad(d)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cosine = (np.cos(np.deg2rad(radius)) - cos_r * np.cos(d_rad)) / (sin_r * np.sin(d_rad))
+    return np.rad2deg(np.arccos(np.clip(cosine, -1.0, 1.0)))
+
+
+def _wrap_180(angle: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Angles (deg) wrapped into [-180, 180)."""
+    return np.mod(angle + 180.0, 360.0) - 180.0
 
 
 def exclusion_times(rotation: Callable[[NDArray], NDArray], tstart: float, tstop: float) -> NDArray:
@@ -250,27 +393,64 @@ def rotated_shape(shape: xr.DataArray, angles: NDArray[np.float64]) -> xr.DataAr
     other (azimuth turns clockwise on the sky, right ascension
     anticlockwise): the ALTAZ coordinates of a RADEC pixel are
     ``(-cos(psi) lon - sin(psi) lat, -sin(psi) lon + cos(psi) lat)``. The
-    shape is interpolated bilinearly (nearest value beyond the grid).
+    shape is interpolated bilinearly (nearest value beyond the grid), as
+    ``scipy.ndimage.map_coordinates(order=1, mode="nearest")`` does.
     """
-    from scipy.ndimage import map_coordinates
-
     dims = (ENERGY_DIM, FOV_LON_DIM, FOV_LAT_DIM)
-    values = shape.transpose(*dims).values
-    lon_edges, lat_edges = edges(shape, FOV_LON_DIM), edges(shape, FOV_LAT_DIM)
+    ordered = shape.transpose(*dims)
+    operator = _rotation_operator(edges(shape, FOV_LON_DIM), edges(shape, FOV_LAT_DIM), angles)
+    return ordered.copy(data=_apply_pixels(operator, ordered.values))
+
+
+def _rotation_operator(
+    lon_edges: NDArray[np.float64], lat_edges: NDArray[np.float64], angles: NDArray[np.float64]
+) -> Any:
+    """The rotation average of :func:`rotated_shape` as a sparse (pixels x pixels) matrix.
+
+    Row ``p`` holds the bilinear weights of the ALTAZ pixels around each turned
+    centre of RADEC pixel ``p`` (pixels flattened in ``(fov_lon, fov_lat)``
+    order), divided by the number of angles. The operator is the same for all
+    energies: one matrix product turns a whole cube.
+    """
+    from scipy.sparse import csr_array
+
     lon = 0.5 * (lon_edges[:-1] + lon_edges[1:])
     lat = 0.5 * (lat_edges[:-1] + lat_edges[1:])
-    x, y = np.meshgrid(lon, lat, indexing="ij")
-    total = np.zeros_like(values)
-    for psi in np.deg2rad(np.asarray(angles, dtype=np.float64)):
-        c, s = np.cos(psi), np.sin(psi)
-        x_altaz, y_altaz = -c * x - s * y, -s * x + c * y
-        # Fractional pixel indices of the turned centres (uniform grids). One call per
-        # energy: a single trilinear call over all energies measured 1.5x slower.
-        ix = (x_altaz - lon[0]) / (lon[1] - lon[0])
-        iy = (y_altaz - lat[0]) / (lat[1] - lat[0])
-        for k in range(values.shape[0]):
-            total[k] += map_coordinates(values[k], [ix, iy], order=1, mode="nearest")
-    return shape.transpose(*dims).copy(data=total / max(len(angles), 1))
+    n_lon, n_lat = lon.size, lat.size
+    # Along (lon, lat, angle): each pixel's entries come out contiguous, as CSR rows.
+    psi = np.deg2rad(np.asarray(angles, dtype=np.float64))[None, None, :]
+    x, y = lon[:, None, None], lat[None, :, None]
+    c, s = np.cos(psi), np.sin(psi)
+    # Fractional pixel indices of the turned centres (uniform grids).
+    ix = ((-c * x - s * y) - lon[0]) / (lon[1] - lon[0])
+    iy = ((-s * x + c * y) - lat[0]) / (lat[1] - lat[0])
+    corners = []
+    for index, size in ((ix, n_lon), (iy, n_lat)):
+        # map_coordinates' "nearest": the coordinate is clipped to the grid first,
+        # so a centre beyond the edge takes the edge value with weight exactly 1.
+        clipped = np.clip(index, 0.0, size - 1.0)
+        low = np.floor(clipped)
+        frac = clipped - low
+        low_i = low.astype(np.intp)
+        corners.append(((low_i, 1.0 - frac), (np.minimum(low_i + 1, size - 1), frac)))
+    n_pixels, n_angles = n_lon * n_lat, psi.size
+    column = np.empty((n_lon, n_lat, n_angles, 4), dtype=np.intp)
+    weight = np.empty((n_lon, n_lat, n_angles, 4))
+    for k, ((i_lon, w_lon), (i_lat, w_lat)) in enumerate(itertools.product(*corners)):
+        column[..., k] = i_lon * n_lat + i_lat
+        weight[..., k] = w_lon * w_lat
+    weight /= max(n_angles, 1)
+    # Repeated columns in a row are allowed in CSR and add up in the product.
+    per_row = 4 * n_angles
+    indptr = np.arange(n_pixels + 1) * per_row
+    return csr_array((weight.reshape(-1), column.reshape(-1), indptr), shape=(n_pixels, n_pixels))
+
+
+def _apply_pixels(operator: Any, values: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``operator`` (pixels x pixels) applied to the last two axes of ``values``."""
+    lead = values.shape[:-2]
+    flat = values.reshape(-1, values.shape[-2] * values.shape[-1])
+    return np.asarray(operator @ flat.T).T.reshape(*lead, *values.shape[-2:])
 
 
 def fov_rates(
@@ -282,6 +462,9 @@ def fov_rates(
     rotation: NDArray[np.float64] | None = None,
 ) -> xr.DataArray:
     """The ``bkg_3d`` rates of runs: each run's radial rate times its shape factor.
+
+    The same as :func:`run_fov_rate` of :func:`run_shape` (and, for RADEC,
+    :func:`rotated_shape`) run by run, computed for all runs at once.
 
     Parameters
     ----------
@@ -306,17 +489,48 @@ def fov_rates(
     """
     if alignment == "RADEC" and rotation is None:
         raise ValueError("RADEC rates need each run's field-of-view rotation")
-    reference = float(shape.attrs.get("tan_zenith_ref", 0.0))
-    rates = []
-    for i in range(radial.sizes[OBS_DIM]):
-        run = shape if tan_zenith is None else run_shape(shape, float(tan_zenith[i]) - reference)
-        if alignment == "RADEC":
-            assert rotation is not None
-            run = rotated_shape(run, rotation[i])
-        rates.append(run_fov_rate(radial.isel({OBS_DIM: i}), run))
-    rate = xr.concat(rates, dim=OBS_DIM)
+    dims = (ENERGY_DIM, FOV_LON_DIM, FOV_LAT_DIM)
+    ordered = shape.transpose(*dims)
+    n_runs = radial.sizes[OBS_DIM]
+    values = np.broadcast_to(ordered.values, (n_runs, *ordered.shape))
+    if tan_zenith is not None:
+        reference = float(shape.attrs.get("tan_zenith_ref", 0.0))
+        tilt = np.asarray(tan_zenith, dtype=np.float64) - reference
+        values = values * _altitude_factors(ordered, tilt)[:, :, None, :]
+    if alignment == "RADEC":
+        assert rotation is not None
+        lon_edges, lat_edges = edges(shape, FOV_LON_DIM), edges(shape, FOV_LAT_DIM)
+        turned = np.empty(values.shape)
+        for i in range(n_runs):
+            operator = _rotation_operator(lon_edges, lat_edges, rotation[i])
+            turned[i] = _apply_pixels(operator, values[i])
+        values = turned
+    on_fov = radial_on_fov(radial, ordered).transpose(OBS_DIM, ..., *dims)
+    run_shapes = xr.DataArray(
+        values,
+        dims=(OBS_DIM, *dims),
+        coords={k: v for k, v in ordered.coords.items() if set(v.dims) <= set(dims)},
+    )
+    rate = on_fov * run_shapes
     rate.attrs = {**radial.attrs, "FOVALIGN": alignment}
     return rate
+
+
+def _altitude_factors(shape: xr.DataArray, tilt: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``exp(g * tilt * fov_lat)`` of :func:`run_shape` per tilt, along ``(tilt, energy, fov_lat)``.
+
+    1 where :func:`run_shape` leaves the shape as it is (no gradient, tilt not finite).
+    """
+    n_energy, n_lat = shape.sizes[ENERGY_DIM], shape.sizes[FOV_LAT_DIM]
+    factors = np.ones((tilt.size, n_energy, n_lat))
+    if "altitude_gradient" not in shape.coords:
+        return factors
+    lat_edges = edges(shape, FOV_LAT_DIM)
+    lat = 0.5 * (lat_edges[:-1] + lat_edges[1:])
+    gradient = shape["altitude_gradient"].transpose(ENERGY_DIM).values
+    finite = np.isfinite(tilt)
+    factors[finite] = np.exp((gradient[None, :] * tilt[finite, None])[:, :, None] * lat)
+    return factors
 
 
 def run_fov_rate(radial: xr.DataArray, shape: xr.DataArray) -> xr.DataArray:
