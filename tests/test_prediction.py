@@ -682,8 +682,14 @@ def test_loglog_nodes_match_the_fixed_point_on_random_spectra() -> None:
     means = np.log(bin_edges[1:] / bin_edges[:-1]) / np.diff(bin_edges)
     flat = xr.DataArray(means, dims="energy", coords={k: coords[k] for k in rate.coords})
     assert_nodes_match_reference(flat)
-    # An infinite bin is kept, like a zero: its neighbours still get finite nodes.
+    # A spectrum's nodes do not depend on the others solved with it (nor on the chunks
+    # a caller splits its runs into).
     from xbkg.prediction import loglog_nodes
+
+    whole = loglog_nodes(rate)
+    np.testing.assert_array_equal(loglog_nodes(rate[7:9]), whole[7:9])
+    np.testing.assert_array_equal(loglog_nodes(rate[3, :, 5]), whole[3, :, 5])
+    # An infinite bin is kept, like a zero: its neighbours still get finite nodes.
 
     spike = rate.copy()
     spike[5, 7, 3] = np.inf

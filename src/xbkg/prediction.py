@@ -422,7 +422,8 @@ def _solve_tridiagonal(
 
     ``lower[i]`` and ``upper[i]`` multiply the unknowns ``i - 1`` and ``i + 1`` in
     equation ``i`` (``lower[0]`` and ``upper[-1]`` are not used). No pivoting: the
-    systems of :func:`loglog_nodes` are diagonally dominant.
+    systems of :func:`loglog_nodes` are diagonally dominant (the off-diagonal terms of
+    a row add up to less than 1/2 where neighbouring bins have similar log widths).
     """
     factor = np.empty_like(diag)
     out = np.empty_like(rhs)
@@ -474,8 +475,12 @@ def _log_nodes(
         f_right, df_right = _expm1_ratio((right + 1.0) * b)
         total = a * f_left + b * f_right
         residual = np.where(usable, log_nodes + np.log(total) - log_targets, 0.0)
-        if np.all(np.abs(residual) < _NODE_RTOL):
+        converged = np.all(np.abs(residual) < _NODE_RTOL, axis=0)
+        if converged.all():
             break
+        # A converged spectrum takes no further step (a zero right-hand side gives a
+        # zero step), so its nodes do not depend on the other spectra of the block.
+        residual[:, converged] = 0.0
         # Newton step. A bin mean depends on its node and the two neighbours only, so
         # the Jacobian of the log means by the log nodes is tridiagonal. Derivatives of
         # log(total) by the slope left and right of the centre, then by the slopes of the
