@@ -1,6 +1,7 @@
 """Parallel, distributed and streaming execution give identical results."""
 
 import filecmp
+import json
 
 import numpy as np
 import pytest
@@ -31,6 +32,15 @@ def regions():
     return exclusion_circles([0.0, 0.5], [0.0, 0.3], [0.4, 0.2])
 
 
+@pytest.fixture(scope="module")
+def fov_spec():
+    from xbkg.axes import fov_edges
+    from xbkg.cube import FovSpec
+
+    bin_edges = tuple(fov_edges(2.0, 16))
+    return FovSpec(bin_edges, bin_edges, "ALTAZ")
+
+
 def test_workers_give_identical_cubes(store_and_runs, regions):
     store, runs = store_and_runs
     one = make_run_cube(store, runs, regions=regions, workers=1)
@@ -39,17 +49,18 @@ def test_workers_give_identical_cubes(store_and_runs, regions):
     assert int(one["n_excluded"].sum()) > 0
 
 
-def test_dask_cluster_gives_identical_cube(store_and_runs, regions):
+def test_dask_cluster_gives_identical_cube(store_and_runs, regions, fov_spec):
+    """Also in the field of view, where the pointing tracks travel to the workers."""
     distributed = require("distributed")
     store, runs = store_and_runs
-    reference = make_run_cube(store, runs, regions=regions)
+    reference = make_run_cube(store, runs, regions=regions, fov=fov_spec)
     with (
         distributed.LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
         ) as cluster,
     ):
         on_cluster = make_run_cube(
-            store, runs, regions=regions, scheduler=cluster.scheduler_address
+            store, runs, regions=regions, scheduler=cluster.scheduler_address, fov=fov_spec
         )
     xr.testing.assert_identical(reference, on_cluster)
 
@@ -100,3 +111,54 @@ def test_workers_must_be_positive(store_and_runs):
     store, runs = store_and_runs
     with pytest.raises(ValueError, match="workers"):
         make_run_cube(store, runs, workers=0)
+
+
+# --------------------------------------------------------------------------- field of view
+
+
+def test_fov_cube_is_the_same_with_tracks_built_per_run(store_and_runs, regions, fov_spec):
+    """The pointing tracks, built for all runs at once, are those each run builds alone."""
+    from xbkg import cube as cube_module
+
+    store, runs = store_and_runs
+    batched = make_run_cube(store, runs, regions=regions, fov=fov_spec)
+    specs, _ = run_specs(store, runs)
+    assert all(s.track is not None for s in cube_module._with_tracks(specs))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cube_module, "_with_tracks", lambda specs: specs)
+        per_run = make_run_cube(store, runs, regions=regions, fov=fov_spec, workers=2)
+    xr.testing.assert_identical(batched, per_run)
+    assert int(batched["fov_counts"].sum()) > 0
+
+
+def test_fov_run_without_site_is_skipped_alone(tmp_path, fov_spec):
+    """A header the batch cannot use leaves each run to build its own track and report its error."""
+    from astropy.io import fits
+
+    path = simulate.simulate_datastore(tmp_path / "store", n_runs=3, events_per_run=2000, seed=3)
+    store = open_datastore(path)
+    runs = run_table(store)
+    bad = sorted((path / "data").glob("*.fits.gz"))[1]
+    with fits.open(bad) as hdul:
+        for key in ("GEOLAT", "GEOLON", "ALTITUDE", "GEOALT", "TELESCOP"):
+            hdul["EVENTS"].header.remove(key, ignore_missing=True)
+        hdul.writeto(bad, overwrite=True)
+    cube = make_run_cube(store, runs, fov=fov_spec, skip_bad_runs=True)
+    skipped = json.loads(cube.attrs["skipped_runs"])
+    assert len(skipped) == 1
+    (message,) = skipped.values()
+    assert "site of the run is unknown" in message
+    assert bad.name in message
+    assert cube.sizes["obs_id"] == 2
+
+
+def test_cli_workers_byte_identical_bkg_3d(store_and_runs, tmp_path):
+    store, _ = store_and_runs
+    common = ["make", str(store.path), "-q", "--bkg-class", "bkg_3d", "--fov-bins", "16"]
+    assert main([*common[:2], str(tmp_path / "w1"), *common[2:], "--workers", "1"]) == 0
+    assert main([*common[:2], str(tmp_path / "w2"), *common[2:], "--workers", "2"]) == 0
+    names = sorted(p.name for p in (tmp_path / "w1").iterdir())
+    _, mismatch, errors = filecmp.cmpfiles(tmp_path / "w1", tmp_path / "w2", names, shallow=False)
+    assert mismatch == []
+    assert errors == []
+    assert sum(name.startswith("background_run_") for name in names) == 10

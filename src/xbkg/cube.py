@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
@@ -63,6 +63,9 @@ from xbkg.io.datastore import (
     read_events,
 )
 
+if TYPE_CHECKING:
+    from xbkg.fov import PointingTrack
+
 __all__ = [
     "FovSpec",
     "RunArrays",
@@ -94,6 +97,10 @@ class RunSpec:
     dec_pnt: float
     safe_energy_lo: float = np.nan
     safe_energy_hi: float = np.nan
+    #: For an ALTAZ field-of-view binning, the run's pointing track when it was
+    #: built with those of the other runs (:func:`_with_tracks`); None: the
+    #: process binning the run builds it from the run's EVENTS header.
+    track: PointingTrack | None = None
 
 
 @dataclass(frozen=True)
@@ -415,8 +422,9 @@ def _bin_fov(
         source = str(events.path)
         if events.time is None:
             raise DataStoreError(f"{source}: no TIME column in EVENTS, which ALTAZ needs")
-        # A header without what the frame needs: its DataStoreError names the file.
-        track = fov_frames.track_from_header(events.cards, source)
+        track = spec.track
+        if track is None:  # a header without what the frame needs: the error names the file
+            track = fov_frames.track_from_header(events.cards, source)
         try:
             lon, lat = track.fov_coordinates(ra, dec, events.time[keep], "ALTAZ")
         except ValueError as exc:  # event times outside the run
@@ -656,6 +664,8 @@ def make_run_cube(
     specs, problems = run_specs(store, runs, time=time)
     if problems and not skip_bad_runs:
         raise RunsFailedError(problems)
+    if fov is not None and fov.alignment == "ALTAZ":
+        specs = _with_tracks(specs)
     work = functools.partial(
         _bin_one,
         skip_bad_runs=skip_bad_runs,
@@ -695,6 +705,29 @@ def make_run_cube(
         ordered = {int(o): problems[int(o)] for o in runs[OBS_DIM].values if int(o) in problems}
         cube.attrs[SKIPPED_ATTR] = json.dumps(ordered)
     return cube
+
+
+def _with_tracks(specs: list[RunSpec]) -> list[RunSpec]:
+    """``specs`` with their pointing tracks, built all at once from the EVENTS headers.
+
+    An astropy AltAz transformation costs mostly per call: one call for all
+    runs takes a third of the time of one call per run (0.25 s against 0.8 s
+    for the 105 runs of H.E.S.S. DR1), for the price of reading each header
+    (the first block of the file) once more. Each track is identical to the
+    one built from its run's header alone (:func:`xbkg.fov.tracks_from_headers`),
+    so the cube does not depend on where it was built. If a header cannot be
+    read or lacks what a track needs, no run gets a track here: each run's
+    process builds its own and reports its own error, naming the file.
+    """
+    from xbkg.fov import tracks_from_headers
+    from xbkg.io.fitsread import DamagedFile, read_table
+
+    try:
+        headers = [read_table(s.path, s.hdu, (), verify=False)[0] for s in specs]
+        tracks = tracks_from_headers(headers, [s.path for s in specs])
+    except (OSError, DamagedFile, DataStoreError, ValueError):
+        return specs
+    return [dataclasses.replace(s, track=t) for s, t in zip(specs, tracks, strict=True)]
 
 
 def _map_runs(
