@@ -585,20 +585,15 @@ def _with_fov_orientation(
 
     obs_ids = _obs_ids(models)
     cube = bkg.cube
-    known = set(_obs_ids(cube))
-    others = _header_orientation(store, [o for o in obs_ids if o not in known], ROTATION_SAMPLES)
+    row = {o: i for i, o in enumerate(_obs_ids(cube))}
+    others = _header_orientation(store, [o for o in obs_ids if o not in row], ROTATION_SAMPLES)
+    binned_rotation = cube["fov_rotation"].transpose(OBS_DIM, ...).values
+    binned_flags = cube["gammapy_reversed_lon"].values.astype(bool)
     rotation = np.array(
-        [
-            cube["fov_rotation"].sel({OBS_DIM: o}).values if o in known else others[o][0]
-            for o in obs_ids
-        ]
+        [binned_rotation[row[o]] if o in row else others[o][0] for o in obs_ids]
     ).reshape(len(obs_ids), ROTATION_SAMPLES)
     flags = np.array(
-        [
-            bool(cube["gammapy_reversed_lon"].sel({OBS_DIM: o})) if o in known else others[o][1]
-            for o in obs_ids
-        ],
-        dtype=bool,
+        [bool(binned_flags[row[o]]) if o in row else others[o][1] for o in obs_ids], dtype=bool
     )
     return models.assign(
         tan_zenith=(
