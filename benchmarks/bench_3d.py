@@ -34,12 +34,13 @@ from _common import data_path, interleaved, timed
 #: spends what the 2D build does not, and the shared steps for comparison).
 STEPS = (
     ("cube.py", "make_run_cube"),
-    ("fov.py", "track_from_header"),
+    ("cube.py", "_with_tracks"),
     ("fov.py", "fov_coordinates"),
     ("fov_model.py", "unexcluded_fraction"),
     ("fov_model.py", "bin_fov"),
     ("pipeline.py", "build_background"),
     ("pipeline.py", "write_background"),
+    ("pipeline.py", "_with_fov_orientation"),
     ("fov_model.py", "fov_rates"),
     ("prediction.py", "loglog_nodes"),
     ("gadf.py", "write_bkg_3d_files"),
@@ -75,7 +76,11 @@ def main() -> None:
     args = parser.parse_args()
     store = data_path("hess-dl3-dr1")
     catalog = data_path("catalogs", "gammacat", "gammacat.fits.gz")
-    from xbkg.cli import main as xbkg_main
+    from xbkg.cli import main
+
+    def xbkg_main(args: list[str]) -> None:
+        if main(args) != 0:
+            raise RuntimeError(f"xbkg {' '.join(args)} failed")
 
     work = Path(tempfile.mkdtemp(prefix="xbkg-bench-3d-"))
 
