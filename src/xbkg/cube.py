@@ -717,10 +717,10 @@ _TRACK_CHUNK = 32
 def _with_tracks(specs: Sequence[RunSpec]) -> Iterator[RunSpec]:
     """``specs`` with their pointing tracks, built a chunk of runs at a time from their headers.
 
-    An astropy AltAz transformation costs partly per call: one call for 32
-    runs takes a third of the time of one call per run on H.E.S.S. DR1 (0.25 s
-    against 0.8 s for its 105 runs), for the price of reading each header (the
-    first block of the file) once more. This pays where one process bins all
+    An astropy AltAz transformation costs partly per call: one call per 32
+    runs takes half the time of one call per run on H.E.S.S. DR1 (0.45 s
+    against 0.9 s for its 105 runs), reading each header (the first block of
+    the file) once more included. This pays where one process bins all
     runs; with several, each builds the tracks of its own runs in parallel.
     Each track is identical to the one built from its run's header alone
     (:func:`xbkg.fov.tracks_from_headers`), so the cube does not depend on
