@@ -850,6 +850,11 @@ def fold_assignment(obs_ids: ArrayLike, k: int = 5, seed: int = 0) -> xr.DataArr
     )
 
 
+def _split_runs(cube: xr.Dataset, test: NDArray[np.bool_]) -> tuple[xr.Dataset, xr.Dataset]:
+    """The runs of ``cube`` to build a model from (``test`` false) and those to predict."""
+    return cube.isel({OBS_DIM: np.flatnonzero(~test)}), cube.isel({OBS_DIM: np.flatnonzero(test)})
+
+
 def crossval_predictions(
     cube: xr.Dataset,
     builder: ModelBuilder,
@@ -884,9 +889,7 @@ def crossval_predictions(
     folds = fold_assignment(cube[OBS_DIM].values, k, seed)
     predictions = []
     for f in range(k):
-        test = folds.values == f
-        train_cube = cube.isel({OBS_DIM: np.flatnonzero(~test)})
-        test_cube = cube.isel({OBS_DIM: np.flatnonzero(test)})
+        train_cube, test_cube = _split_runs(cube, folds.values == f)
         rate = builder(train_cube, test_cube)
         predictions.append(predict_counts(rate, test_cube, prediction=prediction))
     predicted = xr.concat(predictions, dim=OBS_DIM).reindex({OBS_DIM: cube[OBS_DIM].values})
@@ -966,8 +969,7 @@ def held_out_validation(
             f"the cube's {test.size} runs include {int(test.sum())} of the held-out runs: "
             "need some of them and some others to build from"
         )
-    train_cube = cube.isel({OBS_DIM: np.flatnonzero(~test)})
-    test_cube = cube.isel({OBS_DIM: np.flatnonzero(test)})
+    train_cube, test_cube = _split_runs(cube, test)
     predicted = predict_counts(builder(train_cube, test_cube), test_cube, prediction=prediction)
     table = validate(test_cube, predicted, offset_max=offset_max)
     table.attrs["n_train"] = int(train_cube.sizes[OBS_DIM])
@@ -1562,9 +1564,7 @@ def crossval_fov(
     folds = fold_assignment(cube[OBS_DIM].values, k, seed)
     parts = []
     for f in range(k):
-        test = folds.values == f
-        train_cube = cube.isel({OBS_DIM: np.flatnonzero(~test)})
-        test_cube = cube.isel({OBS_DIM: np.flatnonzero(test)})
+        train_cube, test_cube = _split_runs(cube, folds.values == f)
         rates = builder(train_cube, test_cube)
         by_run = {
             int(o): stored_fov_model(
