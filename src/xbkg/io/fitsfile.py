@@ -31,6 +31,7 @@ from xbkg.io.outputs import publish
 
 __all__ = [
     "atomic_write_bytes",
+    "cell_format",
     "fits_bytes",
     "one_row_table_bytes",
     "write_fits",
@@ -61,6 +62,14 @@ def _compressed(raw: bytes) -> bytes:
 _CELL_FORMS: Final = {np.dtype(np.float64): ("D", ">f8"), np.dtype(np.float32): ("E", ">f4")}
 
 
+def cell_format(cell: NDArray[np.floating]) -> str:
+    """The ``TFORMn`` of a one-row table column holding ``cell`` (``"15D"``, ``"37500E"``)."""
+    array = np.asarray(cell)
+    if array.dtype not in _CELL_FORMS:
+        raise ValueError(f"cells must be float64 or float32, not {array.dtype}")
+    return f"{array.size}{_CELL_FORMS[array.dtype][0]}"
+
+
 def one_row_table_bytes(header: fits.Header, cells: Sequence[NDArray[np.floating]]) -> bytes:
     """The FITS file of an empty primary HDU and a one-row table of float array cells.
 
@@ -83,12 +92,9 @@ def one_row_table_bytes(header: fits.Header, cells: Sequence[NDArray[np.floating
         error in the caller: the header and the cells were built apart).
     """
     arrays = [np.asarray(cell) for cell in cells]
-    unknown = [str(a.dtype) for a in arrays if a.dtype not in _CELL_FORMS]
-    if unknown:
-        raise ValueError(f"cells must be float64 or float32, not {unknown}")
+    expected = [cell_format(a) for a in arrays]
     kinds = [_CELL_FORMS[a.dtype] for a in arrays]
     forms = [header.get(f"TFORM{i + 1}") for i in range(len(arrays))]
-    expected = [f"{a.size}{code}" for a, (code, _) in zip(arrays, kinds, strict=True)]
     row_bytes = sum(
         a.size * np.dtype(big).itemsize for a, (_, big) in zip(arrays, kinds, strict=True)
     )

@@ -46,7 +46,7 @@ from numpy.typing import NDArray
 from xbkg import conventions
 from xbkg.axes import binned_coords, edges, fov_coords, validate_edges
 from xbkg.errors import ConfigError, DataStoreError
-from xbkg.io.fitsfile import one_row_table_bytes, write_fits_bytes
+from xbkg.io.fitsfile import cell_format, one_row_table_bytes, write_fits_bytes
 from xbkg.io.fitsread import DamagedFile, read_fits
 
 __all__ = [
@@ -158,9 +158,6 @@ def bkg_2d_hdu(
 #: rates), unit, TDIM.
 _Column = tuple[str, NDArray[np.floating], str, str | None]
 
-#: FITS binary-table code of a cell's dtype.
-_FORMAT_CODE = {np.dtype(np.float64): "D", np.dtype(np.float32): "E"}
-
 
 def _one_row_table(columns: Sequence[_Column], extname: str) -> fits.BinTableHDU:
     """The one-row table of ``columns`` ``(name, cell, unit, tdim)``, without other keywords."""
@@ -168,7 +165,7 @@ def _one_row_table(columns: Sequence[_Column], extname: str) -> fits.BinTableHDU
         [
             fits.Column(
                 name=n,
-                format=f"{v.size}{_FORMAT_CODE[v.dtype]}",
+                format=cell_format(v),
                 unit=unit,
                 dim=d,
                 array=v[np.newaxis],
