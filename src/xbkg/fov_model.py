@@ -643,6 +643,5 @@ def run_shape(shape: xr.DataArray, tilt: float) -> xr.DataArray:
     """
     if "altitude_gradient" not in shape.coords or not np.isfinite(tilt):
         return shape
-    lat_edges = edges(shape, FOV_LAT_DIM)
-    lat = xr.DataArray(0.5 * (lat_edges[:-1] + lat_edges[1:]), dims=FOV_LAT_DIM)
-    return shape * np.exp(shape["altitude_gradient"] * tilt * lat)
+    factors = _altitude_factors(shape, np.array([tilt], dtype=np.float64))[0]
+    return shape * xr.DataArray(factors, dims=(ENERGY_DIM, FOV_LAT_DIM))
